@@ -1,0 +1,155 @@
+// Package config loads and validates proxyd's one TOML file.
+//
+// Decoding is strict: a key the schema does not know is an error that names the
+// key and, where the file shows it, the line. Every value is validated after
+// decoding with a message that says what is wrong and what is allowed, so that
+// `proxyd check-config` is the only tool an operator needs before a restart.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where the systemd unit and `proxyd run` look for the config.
+const DefaultPath = "/etc/proxyd/proxyd.toml"
+
+// maxFileBytes bounds what Load reads: a config is a few KiB; anything near
+// this size is the wrong file.
+const maxFileBytes = 4 << 20
+
+// Config is the whole of proxyd's configuration. The zero value is not useful:
+// use Default, Load or Parse.
+type Config struct {
+	// ShutdownTimeout bounds how long components may drain after SIGTERM.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+
+	Log       Log        `toml:"log"`
+	HTTP      HTTP       `toml:"http"`
+	Servers   []Server   `toml:"server"`
+	Pools     []Pool     `toml:"pool"`
+	GPU       GPU        `toml:"gpu"`
+	Switcher  Switcher   `toml:"switcher"`
+	Contracts []Contract `toml:"contract"`
+
+	// Path is the file this config was read from ("" when parsed from memory).
+	Path string `toml:"-"`
+}
+
+// Default returns the configuration used for every key a file leaves out.
+func Default() *Config {
+	return &Config{
+		ShutdownTimeout: Duration(30 * time.Second),
+		Log:             defaultLog(),
+		HTTP:            defaultHTTP(),
+		GPU:             defaultGPU(),
+		Switcher:        defaultSwitcher(),
+	}
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("config: %s is a directory, not a TOML file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: reading %s: %w", path, err)
+	}
+	if len(data) > maxFileBytes {
+		return nil, fmt.Errorf("config: %s is larger than %d bytes; is this the right file?", path, maxFileBytes)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.Path = path
+	return cfg, nil
+}
+
+// Parse decodes and validates a TOML document held in memory.
+func Parse(data []byte) (*Config, error) {
+	if !utf8.Valid(data) {
+		return nil, errors.New("file is not UTF-8 text (is it a binary file?)")
+	}
+	if bytes.IndexByte(data, 0) >= 0 {
+		return nil, errors.New("file contains NUL bytes (is it a binary file?)")
+	}
+	cfg := Default()
+	src := string(data)
+	md, err := toml.Decode(src, cfg)
+	if err != nil {
+		return nil, decodeError(err)
+	}
+	v := &validator{src: src}
+	// Unknown keys and bad values are reported together, so one run of
+	// check-config shows every problem in the file.
+	for _, k := range md.Undecoded() {
+		v.errs = append(v.errs, unknownKey(src, k))
+	}
+	cfg.validate(v)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// decodeError turns the decoder's error into "line N: key K: what".
+func decodeError(err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.LastKey != "" {
+			return fmt.Errorf("line %d: key %q: %s", pe.Position.Line, pe.LastKey, msg)
+		}
+		return fmt.Errorf("line %d: %s", pe.Position.Line, msg)
+	}
+	return fmt.Errorf("%w", err)
+}
+
+func unknownKey(src string, k toml.Key) string {
+	if line := locateKey(src, k); line > 0 {
+		return fmt.Sprintf("line %d: unknown key %q", line, k.String())
+	}
+	return fmt.Sprintf("unknown key %q", k.String())
+}
+
+// Summary is the one line `check-config` prints on success.
+func (c *Config) Summary() string {
+	return fmt.Sprintf("config ok: %d server(s), %d pool(s), gpu backend %q, switcher %s, %d contract(s), http %s",
+		len(c.Servers), len(c.Pools), c.GPU.Backend, onOff(c.Switcher.Enabled), len(c.Contracts), c.HTTP.Listen)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func (c *Config) validate(v *validator) {
+	v.positiveDuration("shutdown_timeout", c.ShutdownTimeout)
+	c.Log.validate(v)
+	c.HTTP.validate(v)
+	validateServers(v, c.Servers, c.Pools)
+	validatePools(v, c.Pools)
+	c.GPU.validate(v)
+	c.Switcher.validate(v)
+	validateContracts(v, c.Contracts)
+}

@@ -1,0 +1,171 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+)
+
+// Server is one downstream Stratum V1 listener that miners connect to.
+type Server struct {
+	Name                string   `toml:"name"`
+	Listen              string   `toml:"listen"`
+	Extranonce2Size     int      `toml:"extranonce2_size"`
+	InitialDifficulty   float64  `toml:"initial_difficulty"`
+	MinDifficulty       float64  `toml:"min_difficulty"`
+	MaxDifficulty       float64  `toml:"max_difficulty"`
+	SharesPerMinute     float64  `toml:"shares_per_minute"`
+	MaxConnections      int      `toml:"max_connections"`
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+	MaxLineBytes        int      `toml:"max_line_bytes"`
+	SubscribeTimeout    Duration `toml:"subscribe_timeout"`
+	IdleTimeout         Duration `toml:"idle_timeout"`
+	MaxProtocolErrors   int      `toml:"max_protocol_errors"`
+	NtimeWindow         Duration `toml:"ntime_window"`
+	// Pools names the [[pool]] entries this listener routes to; empty means all.
+	Pools []string `toml:"pools"`
+}
+
+// Pool is one upstream Stratum V1 pool account.
+type Pool struct {
+	Name             string   `toml:"name"`
+	URL              string   `toml:"url"`
+	User             string   `toml:"user"`
+	Password         string   `toml:"password"`
+	MinersPerSession int      `toml:"miners_per_session"`
+	SubmitTimeout    Duration `toml:"submit_timeout"`
+	// Level is the failover tier: the lowest level with a healthy pool carries the hashrate.
+	Level int `toml:"level"`
+	// Weight is the share of hashrate among healthy pools of the same level.
+	Weight float64 `toml:"weight"`
+	// Identity is "aggregate" (the pool's user for every share) or "passthrough".
+	Identity string `toml:"identity"`
+}
+
+// Server defaults, applied to each [[server]] before validation.
+const (
+	DefaultExtranonce2Size   = 4
+	DefaultMaxLineBytes      = 16 << 10
+	DefaultMaxProtocolErrors = 5
+)
+
+func (s *Server) applyDefaults() {
+	setIf(&s.Extranonce2Size, DefaultExtranonce2Size)
+	setIf(&s.InitialDifficulty, 8192)
+	setIf(&s.MinDifficulty, 256)
+	setIf(&s.MaxDifficulty, 4194304)
+	setIf(&s.SharesPerMinute, 12)
+	setIf(&s.MaxConnections, 100000)
+	setIf(&s.MaxLineBytes, DefaultMaxLineBytes)
+	setIf(&s.MaxProtocolErrors, DefaultMaxProtocolErrors)
+	setIf(&s.SubscribeTimeout, Duration(30e9))
+	setIf(&s.IdleTimeout, Duration(600e9))
+	setIf(&s.NtimeWindow, Duration(7200e9))
+}
+
+func (p *Pool) applyDefaults() {
+	setIf(&p.MinersPerSession, 256)
+	setIf(&p.SubmitTimeout, Duration(10e9))
+	setIf(&p.Weight, 1)
+	setIf(&p.Identity, "aggregate")
+}
+
+// setIf fills a zero value with its default. A key present in the file with
+// a zero value is then indistinguishable from an absent one; every key here
+// has a valid range that excludes zero, so validation still catches nonsense.
+func setIf[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+func validateServers(v *validator, servers []Server, pools []Pool) {
+	names := map[string]bool{}
+	poolNames := map[string]bool{}
+	for _, p := range pools {
+		poolNames[p.Name] = true
+	}
+	for i := range servers {
+		s := &servers[i]
+		s.applyDefaults()
+		k := func(key string) string { return fmt.Sprintf("server[%d].%s", i, key) }
+		if s.Name == "" {
+			v.addf(k("name"), "every [[server]] needs a name")
+		} else if names[s.Name] {
+			v.addf(k("name"), "duplicate server name %q", s.Name)
+		}
+		names[s.Name] = true
+		v.hostPort(k("listen"), s.Listen, true)
+		v.intRange(k("extranonce2_size"), int64(s.Extranonce2Size), 2, 8)
+		v.floatRange(k("min_difficulty"), s.MinDifficulty, 1e-9, 1e15)
+		v.floatRange(k("max_difficulty"), s.MaxDifficulty, s.MinDifficulty, 1e15)
+		v.floatRange(k("initial_difficulty"), s.InitialDifficulty, s.MinDifficulty, s.MaxDifficulty)
+		v.floatRange(k("shares_per_minute"), s.SharesPerMinute, 0.1, 600)
+		v.intRange(k("max_connections"), int64(s.MaxConnections), 1, 10_000_000)
+		v.intRange(k("max_connections_per_ip"), int64(s.MaxConnectionsPerIP), 0, 10_000_000)
+		v.intRange(k("max_line_bytes"), int64(s.MaxLineBytes), 1024, 1<<20)
+		v.intRange(k("max_protocol_errors"), int64(s.MaxProtocolErrors), 1, 1000)
+		v.positiveDuration(k("subscribe_timeout"), s.SubscribeTimeout)
+		v.positiveDuration(k("idle_timeout"), s.IdleTimeout)
+		v.positiveDuration(k("ntime_window"), s.NtimeWindow)
+		for _, pn := range s.Pools {
+			if !poolNames[pn] {
+				v.addf(k("pools"), "names pool %q, but no [[pool]] has that name", pn)
+			}
+		}
+	}
+}
+
+func validatePools(v *validator, pools []Pool) {
+	names := map[string]bool{}
+	for i := range pools {
+		p := &pools[i]
+		p.applyDefaults()
+		k := func(key string) string { return fmt.Sprintf("pool[%d].%s", i, key) }
+		if p.Name == "" {
+			v.addf(k("name"), "every [[pool]] needs a name")
+		} else if names[p.Name] {
+			v.addf(k("name"), "duplicate pool name %q", p.Name)
+		}
+		names[p.Name] = true
+		if _, _, err := ParsePoolURL(p.URL); err != nil {
+			v.addf(k("url"), "%v", err)
+		}
+		if p.User == "" {
+			v.addf(k("user"), "must not be empty: it is the account the pool credits")
+		}
+		v.intRange(k("miners_per_session"), int64(p.MinersPerSession), 1, 1<<24)
+		v.positiveDuration(k("submit_timeout"), p.SubmitTimeout)
+		v.intRange(k("level"), int64(p.Level), 0, 16)
+		v.floatRange(k("weight"), p.Weight, 1e-9, 1e9)
+		v.oneOf(k("identity"), p.Identity, "aggregate", "passthrough")
+	}
+}
+
+// ParsePoolURL checks a stratum+tcp://host:port URL and returns host:port.
+// TLS pools (stratum+ssl) are refused with a clear message rather than
+// silently spoken to in plain text.
+func ParsePoolURL(raw string) (addr string, scheme string, err error) {
+	if raw == "" {
+		return "", "", fmt.Errorf("must not be empty; write stratum+tcp://host:port")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", "", fmt.Errorf("%q is not a URL: %v", raw, err)
+	}
+	switch u.Scheme {
+	case "stratum+tcp", "tcp":
+	default:
+		return "", "", fmt.Errorf("scheme %q in %q is not supported; use stratum+tcp://host:port", u.Scheme, raw)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil || host == "" {
+		return "", "", fmt.Errorf("%q needs host:port after the scheme", raw)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("port %q in %q is out of range (allowed 1 to 65535)", port, raw)
+	}
+	return u.Host, u.Scheme, nil
+}

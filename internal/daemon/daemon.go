@@ -1,0 +1,335 @@
+// Package daemon wires proxyd together: config in, components built by one
+// list of factories, a local HTTP listener for health, metrics and the API,
+// systemd notification, SIGHUP reload and a bounded, draining shutdown.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/internal/logging"
+	"github.com/hashgate/proxyd/internal/version"
+)
+
+// Options adjusts how a Daemon is built; the zero value is production.
+type Options struct {
+	// Factories replaces the built-in component list (tests, demo).
+	Factories []Factory
+	// Notify sends an sd_notify state; nil uses systemd's socket (a no-op
+	// outside systemd).
+	Notify func(state string)
+	// Level is the logger's atomic level, adjusted on reload.
+	Level *zap.AtomicLevel
+	// Load reads the config on reload; nil uses config.Load on the original path.
+	Load func(path string) (*config.Config, error)
+}
+
+// Daemon is a configured proxyd instance. Build it with New, then Run it.
+type Daemon struct {
+	log    *zap.Logger
+	opts   Options
+	notify func(string)
+	reg    *prometheus.Registry
+	live   *Liveness
+	token  tokenStore
+	comps  []Component
+	ln     net.Listener
+	srv    *http.Server
+	start  time.Time
+
+	mu    sync.Mutex // guards cfg and phase
+	cfg   *config.Config
+	phase string // "starting", "running", "stopping"
+
+	reloads *prometheus.CounterVec
+}
+
+// New builds the daemon: it reads the API token, binds the HTTP listener and
+// constructs every enabled component, but starts nothing yet. Errors here are
+// configuration problems an operator must fix before proxyd can start.
+func New(cfg *config.Config, log *zap.Logger, opts Options) (*Daemon, error) {
+	d := &Daemon{
+		log:   log,
+		opts:  opts,
+		reg:   prometheus.NewRegistry(),
+		live:  NewLiveness(),
+		cfg:   cfg,
+		phase: "starting",
+		start: time.Now(),
+	}
+	d.notify = opts.Notify
+	if d.notify == nil {
+		d.notify = func(state string) { _, _ = sd.SdNotify(false, state) }
+	}
+	if d.opts.Load == nil {
+		d.opts.Load = config.Load
+	}
+	digest, err := readTokenFile(cfg.HTTP.APITokenFile)
+	if err != nil {
+		return nil, err
+	}
+	d.token.set(digest)
+	if digest == nil {
+		log.Warn("API disabled: no [http] api_token_file configured; every /api/v1 call will get 401")
+	}
+	d.registerCoreMetrics()
+
+	facs := opts.Factories
+	if facs == nil {
+		facs = factories()
+	}
+	for _, f := range facs {
+		c, err := f(Env{Config: cfg, Log: log, Metrics: d.reg, Liveness: d.live})
+		if err != nil {
+			return nil, err
+		}
+		if c == nil {
+			continue
+		}
+		d.comps = append(d.comps, c)
+		name := c.Name()
+		comp := c
+		d.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "proxyd_component_ready",
+			Help:        "1 when the component reports ready, else 0.",
+			ConstLabels: prometheus.Labels{"component": name},
+		}, func() float64 {
+			if comp.Ready() == nil {
+				return 1
+			}
+			return 0
+		}))
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	d.ln = ln
+	d.srv = &http.Server{
+		Handler:           d.handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	return d, nil
+}
+
+// Addr is the bound address of the HTTP listener.
+func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
+
+// Registry exposes the Prometheus registry (the demo and tests read it).
+func (d *Daemon) Registry() *prometheus.Registry { return d.reg }
+
+func (d *Daemon) registerCoreMetrics() {
+	d.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "proxyd_build_info",
+		Help: "Always 1; labels say which build is running.",
+	}, []string{"version", "commit", "goversion"})
+	bi.WithLabelValues(version.Version, version.Commit, version.GoVersion()).Set(1)
+	d.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "proxyd_config_reloads_total",
+		Help: "SIGHUP config reloads by result (ok, error).",
+	}, []string{"result"})
+	d.reloads.WithLabelValues("ok")
+	d.reloads.WithLabelValues("error")
+	d.reg.MustRegister(bi, d.reloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "proxyd_healthy",
+		Help: "1 while every loop of the daemon is turning (what /healthz reports).",
+	}, func() float64 {
+		if d.live.Check() == nil {
+			return 1
+		}
+		return 0
+	}))
+}
+
+func (d *Daemon) config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+func (d *Daemon) setPhase(p string) {
+	d.mu.Lock()
+	d.phase = p
+	d.mu.Unlock()
+}
+
+// Run serves HTTP, starts the components, tells systemd it is ready and then
+// keeps the watchdog fed until ctx ends; a value on reload re-reads the
+// config. On ctx's end it drains the components within shutdown_timeout and
+// returns nil; an error means startup failed.
+func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- d.srv.Serve(d.ln) }()
+	d.log.Info("http listening", zap.String("addr", d.ln.Addr().String()))
+
+	var started []Component
+	for _, c := range d.comps {
+		if err := c.Start(ctx); err != nil {
+			d.log.Error("component failed to start", zap.String("component", c.Name()), zap.Error(err))
+			sctx, cancel := context.WithTimeout(context.Background(), d.config().ShutdownTimeout.D())
+			d.stopComponents(sctx, started)
+			cancel()
+			_ = d.srv.Close()
+			return fmt.Errorf("starting %s: %w", c.Name(), err)
+		}
+		d.log.Info("component started", zap.String("component", c.Name()))
+		started = append(started, c)
+	}
+	d.setPhase("running")
+	d.notify(sd.SdNotifyReady)
+	d.log.Info("proxyd ready", zap.String("version", version.Version), zap.Int("components", len(d.comps)))
+
+	beat := d.live.Register("daemon", 5*time.Second)
+	wdInterval, _ := sd.SdWatchdogEnabled(false)
+	tick := time.Second
+	if wdInterval > 0 && wdInterval/2 < tick {
+		tick = wdInterval / 2
+	}
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	var lastWD time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return d.shutdown()
+		case err := <-serveErr:
+			// The HTTP server died under us: that is a hard failure, let systemd restart us.
+			d.log.Error("http server stopped", zap.Error(err))
+			_ = d.shutdown()
+			return fmt.Errorf("http server: %w", err)
+		case <-reload:
+			d.reload()
+		case now := <-ticker.C:
+			beat.Beat()
+			if wdInterval > 0 && now.Sub(lastWD) >= wdInterval/2 {
+				if err := d.live.Check(); err != nil {
+					// Withholding the ping lets systemd restart a hung daemon.
+					d.log.Error("withholding watchdog ping", zap.Error(err))
+				} else {
+					d.notify(sd.SdNotifyWatchdog)
+					lastWD = now
+				}
+			}
+		}
+	}
+}
+
+func (d *Daemon) shutdown() error {
+	d.setPhase("stopping")
+	d.notify(sd.SdNotifyStopping)
+	timeout := d.config().ShutdownTimeout.D()
+	d.log.Info("shutting down", zap.Duration("timeout", timeout))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	d.stopComponents(ctx, d.comps)
+	hctx, hcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer hcancel()
+	if err := d.srv.Shutdown(hctx); err != nil {
+		_ = d.srv.Close()
+	}
+	if ctx.Err() != nil {
+		d.log.Warn("shutdown timeout reached before everything drained", zap.Duration("timeout", timeout))
+	}
+	d.log.Info("proxyd stopped")
+	return nil
+}
+
+// stopComponents stops cs in reverse order, all under the shutdown deadline.
+func (d *Daemon) stopComponents(ctx context.Context, cs []Component) {
+	for i := len(cs) - 1; i >= 0; i-- {
+		c := cs[i]
+		t0 := time.Now()
+		if err := c.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Warn("component did not stop cleanly", zap.String("component", c.Name()), zap.Error(err))
+			continue
+		}
+		d.log.Info("component stopped", zap.String("component", c.Name()), zap.Duration("took", time.Since(t0)))
+	}
+}
+
+// reload re-reads the config file and applies what can change live. A bad
+// file leaves the running config in place.
+func (d *Daemon) reload() {
+	d.notify(reloadingState())
+	defer d.notify(sd.SdNotifyReady)
+	old := d.config()
+	cfg, err := d.opts.Load(old.Path)
+	if err != nil {
+		d.reloads.WithLabelValues("error").Inc()
+		d.log.Error("config reload failed; keeping the running config", zap.String("path", old.Path), zap.Error(err))
+		return
+	}
+	var applied, restart []string
+	if cfg.Log.Level != old.Log.Level && d.opts.Level != nil {
+		if err := logging.SetLevel(*d.opts.Level, cfg.Log.Level); err == nil {
+			applied = append(applied, "log.level")
+		}
+	}
+	if cfg.Log.Format != old.Log.Format {
+		restart = append(restart, "log.format")
+	}
+	if cfg.HTTP.Listen != old.HTTP.Listen {
+		restart = append(restart, "http.listen")
+	}
+	if cfg.HTTP.Pprof != old.HTTP.Pprof {
+		restart = append(restart, "http.pprof")
+	}
+	if cfg.ShutdownTimeout != old.ShutdownTimeout {
+		applied = append(applied, "shutdown_timeout")
+	}
+	// The token file is re-read every reload so a rotated token takes effect.
+	if digest, err := readTokenFile(cfg.HTTP.APITokenFile); err != nil {
+		d.log.Error("API token not reloaded; keeping the previous one", zap.Error(err))
+		cfg.HTTP.APITokenFile = old.HTTP.APITokenFile
+	} else {
+		d.token.set(digest)
+		if cfg.HTTP.APITokenFile != old.HTTP.APITokenFile {
+			applied = append(applied, "http.api_token_file")
+		}
+	}
+	for _, c := range d.comps {
+		r, ok := c.(Reloader)
+		if !ok {
+			continue
+		}
+		need, err := r.Reload(cfg)
+		if err != nil {
+			d.log.Error("component kept its previous config", zap.String("component", c.Name()), zap.Error(err))
+			continue
+		}
+		restart = append(restart, need...)
+	}
+	d.mu.Lock()
+	d.cfg = cfg
+	d.mu.Unlock()
+	d.reloads.WithLabelValues("ok").Inc()
+	d.log.Info("config reloaded", zap.String("path", cfg.Path), zap.Strings("applied", applied))
+	if len(restart) > 0 {
+		d.log.Warn("config changes need a restart to take effect (systemctl restart proxyd)", zap.Strings("keys", restart))
+	}
+}
+
+// reloadingState carries MONOTONIC_USEC, which systemd 253+ requires to match
+// a reload to its READY=1.
+func reloadingState() string {
+	return fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sd.SdNotifyReloading, monotonicUsec())
+}

@@ -1,0 +1,123 @@
+package daemon
+
+import (
+	"net/http"
+	"net/http/pprof"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/hashgate/proxyd/internal/apijson"
+	"github.com/hashgate/proxyd/internal/version"
+)
+
+// maxAPIBody bounds every /api/v1 request body.
+const maxAPIBody = 1 << 20
+
+func (d *Daemon) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", d.healthz)
+	mux.HandleFunc("GET /readyz", d.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{
+		Registry:          d.reg,
+		ErrorLog:          zap.NewStdLog(d.log.Named("metrics")),
+		EnableOpenMetrics: true,
+	}))
+	if d.cfg.HTTP.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+
+	api := http.NewServeMux()
+	api.HandleFunc("GET /api/v1/status", d.status)
+	api.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		apijson.Error(w, http.StatusNotFound, "no such API route: %s %s", r.Method, r.URL.Path)
+	})
+	for _, c := range d.comps {
+		if p, ok := c.(APIProvider); ok {
+			p.RegisterAPI(api)
+		}
+	}
+	mux.Handle("/api/v1/", d.authenticate(http.MaxBytesHandler(api, maxAPIBody)))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apijson.Error(w, http.StatusNotFound, "not found: %s (try /healthz, /readyz, /metrics, /api/v1/status)", r.URL.Path)
+	})
+	return mux
+}
+
+// authenticate lets a request through only with the configured bearer token.
+func (d *Daemon) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ok, reason := d.token.check(r.Header.Get("Authorization"))
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="proxyd"`)
+			apijson.Error(w, http.StatusUnauthorized, "%s", reason)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
+	if err := d.live.Check(); err != nil {
+		apijson.Write(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "reason": err.Error()})
+		return
+	}
+	apijson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readiness is the /readyz body: every component's state, "ok" or why not.
+type readiness struct {
+	Ready      bool              `json:"ready"`
+	Phase      string            `json:"phase"`
+	Components map[string]string `json:"components"`
+	NotReady   []string          `json:"not_ready,omitempty"`
+}
+
+func (d *Daemon) readiness() readiness {
+	d.mu.Lock()
+	phase := d.phase
+	d.mu.Unlock()
+	rd := readiness{Ready: phase == "running", Phase: phase, Components: map[string]string{}}
+	if phase != "running" {
+		rd.NotReady = append(rd.NotReady, "daemon: "+phase)
+	}
+	for _, c := range d.comps {
+		if err := c.Ready(); err != nil {
+			rd.Components[c.Name()] = err.Error()
+			rd.NotReady = append(rd.NotReady, c.Name()+": "+err.Error())
+			rd.Ready = false
+		} else {
+			rd.Components[c.Name()] = "ok"
+		}
+	}
+	sort.Strings(rd.NotReady)
+	return rd
+}
+
+func (d *Daemon) readyz(w http.ResponseWriter, _ *http.Request) {
+	rd := d.readiness()
+	code := http.StatusOK
+	if !rd.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	apijson.Write(w, code, rd)
+}
+
+func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
+	cfg := d.config()
+	apijson.Write(w, http.StatusOK, map[string]any{
+		"version":    version.Version,
+		"commit":     version.Commit,
+		"go_version": version.GoVersion(),
+		"started_at": d.start.UTC().Format(time.RFC3339),
+		"uptime_s":   int64(time.Since(d.start).Seconds()),
+		"config":     cfg.Path,
+		"readiness":  d.readiness(),
+	})
+}

@@ -1,0 +1,47 @@
+// Package logging builds proxyd's zap logger from the [log] section.
+package logging
+
+import (
+	"fmt"
+	"io"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/hashgate/proxyd/internal/config"
+)
+
+// New returns a logger writing to w (stderr in the daemon, which journald
+// captures) and the atomic level that SIGHUP adjusts.
+func New(c config.Log, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, zap.AtomicLevel{}, fmt.Errorf("log.level: %w", err)
+	}
+	atom := zap.NewAtomicLevelAt(lvl)
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey = "ts"
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	var encoder zapcore.Encoder
+	switch c.Format {
+	case "console":
+		enc.EncodeLevel = zapcore.CapitalLevelEncoder
+		encoder = zapcore.NewConsoleEncoder(enc)
+	case "json", "":
+		encoder = zapcore.NewJSONEncoder(enc)
+	default:
+		return nil, zap.AtomicLevel{}, fmt.Errorf("log.format %q: use json or console", c.Format)
+	}
+	core := zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), atom)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), atom, nil
+}
+
+// SetLevel applies a new level string to atom.
+func SetLevel(atom zap.AtomicLevel, level string) error {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	atom.SetLevel(lvl)
+	return nil
+}
