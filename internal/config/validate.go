@@ -57,7 +57,7 @@ func (v *validator) floatRange(key string, got, lo, hi float64) {
 	}
 }
 
-// hostPort checks a listen or dial address: host may be empty only when
+// hostPort checks a listen address: host may be empty only when
 // allowEmptyHost is set (":3333" listens on every interface).
 func (v *validator) hostPort(key, addr string, allowEmptyHost bool) {
 	if addr == "" {
@@ -77,8 +77,10 @@ func (v *validator) hostPort(key, addr string, allowEmptyHost bool) {
 		v.addf(key, "port %q in %q is not a number", port, addr)
 		return
 	}
-	if n < 1 || n > 65535 {
-		v.addf(key, "port %d in %q is out of range (allowed 1 to 65535)", n, addr)
+	// Port 0 lets the kernel pick a free port (tests, demo); the bound
+	// address is logged.
+	if n < 0 || n > 65535 {
+		v.addf(key, "port %d in %q is out of range (allowed 1 to 65535, or 0 for any free port)", n, addr)
 	}
 }
 

@@ -42,9 +42,10 @@ type Reloader interface {
 	Reload(cfg *config.Config) (needRestart []string, err error)
 }
 
-// Env is what a component is built from: the daemon's config, a logger named
-// for it, the Prometheus registerer (metric names start with "proxyd_") and the
-// liveness board its loops beat on.
+// Env is what a component is built from: the daemon's config, the root logger
+// (a component adds zap.String("component", name) to every line it logs), the
+// Prometheus registerer (metric names start with "proxyd_") and the liveness
+// board its loops beat on.
 type Env struct {
 	Config   *config.Config
 	Log      *zap.Logger

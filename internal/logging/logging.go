@@ -22,6 +22,7 @@ func New(c config.Log, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey = "ts"
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeDuration = zapcore.StringDurationEncoder
 	var encoder zapcore.Encoder
 	switch c.Format {
 	case "console":

@@ -1,0 +1,51 @@
+# proxyd build, test and install. `make help` lists the targets.
+
+GO      ?= go
+PREFIX  ?= /usr
+DESTDIR ?=
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w \
+	-X github.com/hashgate/proxyd/internal/version.Version=$(VERSION) \
+	-X github.com/hashgate/proxyd/internal/version.Commit=$(COMMIT)
+
+.PHONY: help build test lint fuzz verify-systemd install clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build bin/proxyd with version and commit stamped in
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/proxyd ./cmd/proxyd
+
+test: build ## vet, race-enabled tests, systemd unit verification (what CI runs)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+	./scripts/verify-systemd.sh bin/proxyd
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg || exit 1; \
+	  done; \
+	done
+
+verify-systemd: build ## systemd-analyze verify the unit
+	./scripts/verify-systemd.sh bin/proxyd
+
+install: build ## install binary, unit, sysusers and example config (run as root)
+	install -D -m 0755 bin/proxyd $(DESTDIR)$(PREFIX)/bin/proxyd
+	install -D -m 0644 systemd/proxyd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/proxyd.service
+	install -D -m 0644 systemd/proxyd.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/proxyd.conf
+	install -d -m 0750 $(DESTDIR)/etc/proxyd
+	@if [ -e $(DESTDIR)/etc/proxyd/proxyd.toml ]; then \
+	  echo "keeping existing /etc/proxyd/proxyd.toml (example at configs/proxyd.toml)"; \
+	else install -m 0640 configs/proxyd.toml $(DESTDIR)/etc/proxyd/proxyd.toml; fi
+	@echo "next: systemd-sysusers && chgrp -R proxyd /etc/proxyd && systemctl daemon-reload && systemctl enable --now proxyd"
+
+clean: ## remove build output
+	rm -rf bin
