@@ -15,7 +15,7 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build bin/proxyd with version and commit stamped in
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/proxyd ./cmd/proxyd
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/proxyd ./cmd/proxyd
 
 test: build ## vet, race-enabled tests, systemd unit verification (what CI runs)
 	$(GO) vet ./...

@@ -33,7 +33,7 @@ func runCmd(args []string, io stdio) int {
 		fmt.Fprintf(io.err, "proxyd run: %v\n", err)
 		return exitConfig
 	}
-	return runDaemon(cfg, io, daemon.Options{})
+	return runDaemon(cfg, io, daemon.Options{Factories: components()})
 }
 
 // runDaemon runs a daemon from cfg until SIGTERM or SIGINT; demo mode shares it.

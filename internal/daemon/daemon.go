@@ -24,7 +24,8 @@ import (
 
 // Options adjusts how a Daemon is built; the zero value is production.
 type Options struct {
-	// Factories replaces the built-in component list (tests, demo).
+	// Factories builds the components, in start order. The binary's one
+	// wiring list is cmd/proxyd's components(); tests and the demo pass their own.
 	Factories []Factory
 	// Notify sends an sd_notify state; nil uses systemd's socket (a no-op
 	// outside systemd).
@@ -85,11 +86,7 @@ func New(cfg *config.Config, log *zap.Logger, opts Options) (*Daemon, error) {
 	}
 	d.registerCoreMetrics()
 
-	facs := opts.Factories
-	if facs == nil {
-		facs = factories()
-	}
-	for _, f := range facs {
+	for _, f := range opts.Factories {
 		c, err := f(Env{Config: cfg, Log: log, Metrics: d.reg, Liveness: d.live})
 		if err != nil {
 			return nil, err

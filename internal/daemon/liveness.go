@@ -75,3 +75,15 @@ func (l *Liveness) Check() error {
 	sort.Strings(stale)
 	return fmt.Errorf("stale loops: %v", stale)
 }
+
+// Names lists the registered loops, sorted.
+func (l *Liveness) Names() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	names := make([]string, 0, len(l.beats))
+	for n := range l.beats {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
