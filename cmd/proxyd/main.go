@@ -41,6 +41,7 @@ func commands() []command {
 		{"run", "start the daemon (Stratum proxy, GPU switcher, local HTTP)", runCmd},
 		{"check-config", "validate a config file and print a one-line summary", checkConfigCmd},
 		{"gpus", "list this node's GPUs with telemetry and health (--json for scripts)", gpusCmd},
+		{"share", "verify one share (JSON on stdin) as the proxy would", shareCmd},
 		{"version", "print version, commit and Go version", versionCmd},
 	}
 }
