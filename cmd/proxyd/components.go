@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/nvml"
+	"github.com/hashgate/proxyd/stratum/proxy"
 )
 
 // components is the one place where proxyd's components are wired into the
@@ -11,5 +12,6 @@ import (
 func components() []daemon.Factory {
 	return []daemon.Factory{
 		nvml.Factory,
+		proxy.Factory,
 	}
 }

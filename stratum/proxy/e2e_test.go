@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/internal/daemon"
+	"github.com/hashgate/proxyd/stratum/stratumtest"
+)
+
+// testProxy runs a Proxy in-process against pools on loopback.
+type testProxy struct {
+	*Proxy
+	addr string
+	reg  *prometheus.Registry
+}
+
+// serverTOML is the [[server]] table the tests start from; extra lines
+// override or add keys.
+func startProxy(t *testing.T, pools []*stratumtest.Pool, serverExtra, poolExtra string) *testProxy {
+	t.Helper()
+	doc := fmt.Sprintf(`
+[[server]]
+name = "farm"
+listen = "127.0.0.1:0"
+initial_difficulty = 0.00001
+min_difficulty = 0.0000001
+max_difficulty = 1
+shares_per_minute = 600
+max_connections_per_ip = 0
+%s
+`, serverExtra)
+	for i, pl := range pools {
+		doc += fmt.Sprintf(`
+[[pool]]
+name = "pool%d"
+url = %q
+user = "acct.farm"
+password = "x"
+submit_timeout = "2s"
+%s
+`, i, pl.URL(), poolExtra)
+	}
+	cfg, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatalf("test config: %v\n%s", err, doc)
+	}
+	reg := prometheus.NewRegistry()
+	p, err := New(daemon.Env{Config: cfg, Log: zaptest.NewLogger(t), Metrics: reg, Liveness: daemon.NewLiveness()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tp := &testProxy{Proxy: p, addr: p.Addrs()["farm"], reg: reg}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Stop(ctx); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return tp
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// checkAccounting asserts the ledger balances once nothing is in flight.
+func checkAccounting(t *testing.T, p *Proxy) Accounting {
+	t.Helper()
+	var a Accounting
+	for i := 0; i < 500; i++ {
+		a = p.Accounting()
+		if a.InFlight == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ok, why := a.Balanced(); !ok {
+		t.Fatalf("accounting does not balance (%s): %+v", why, a)
+	}
+	return a
+}
+
+func TestEveryFirmwareStyleMinesThroughTheProxy(t *testing.T) {
+	pool := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-5})
+	px := startProxy(t, []*stratumtest.Pool{pool}, "", "")
+	for _, style := range stratumtest.AllStyles() {
+		t.Run(style.String(), func(t *testing.T) {
+			m := stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: style, User: "acct.rig-" + style.String(), StrictConfigure: true})
+			res, err := m.SubmitShares(ctxFor(t, 60*time.Second), 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range res {
+				if r.Verdict != stratumtest.VerdictAccepted {
+					t.Fatalf("share %d: verdict %v code %d %q", r.Seq, r.Verdict, r.Code, r.Message)
+				}
+				if !pool.AcceptedHash(r.Hash) {
+					t.Errorf("miner was told true for share %s the pool never accepted", r.Hash)
+				}
+			}
+			if hs := m.Handshake(); len(hs.UnrequestedKeys) > 0 {
+				t.Errorf("configure answered keys the miner did not request: %v", hs.UnrequestedKeys)
+			}
+		})
+	}
+	checkAccounting(t, px.Proxy)
+}

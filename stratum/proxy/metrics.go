@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's Prometheus series. Label values are bounded:
+// server and pool names come from the config, result and reason from fixed
+// sets, so cardinality does not grow with the number of miners.
+type metrics struct {
+	minersConnected *prometheus.GaugeVec   // server
+	shares          *prometheus.CounterVec // server, pool, result, reason
+	shareDiffSum    *prometheus.CounterVec // server, pool
+	upstreamSess    *prometheus.GaugeVec   // pool
+	submitLatency   *prometheus.HistogramVec
+	fanout          *prometheus.HistogramVec
+	downBytes       *prometheus.CounterVec // server, direction
+	upBytes         *prometheus.CounterVec // pool, direction
+	connRefused     *prometheus.CounterVec // server, reason
+	disconnects     *prometheus.CounterVec // server, reason
+	blockCandidates *prometheus.CounterVec // server, pool
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		minersConnected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "proxyd_miners_connected", Help: "Miner connections open on each listener.",
+		}, []string{"server"}),
+		shares: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_shares_total",
+			Help: "Shares by outcome. result: accepted (locally, below pool difficulty), pool_accepted, pool_rejected, rejected (locally), no_verdict (pool never answered).",
+		}, []string{"server", "pool", "result", "reason"}),
+		shareDiffSum: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_share_difficulty_sum", Help: "Sum of the difficulty of accepted shares (rate() of it × 2^32 is hashrate).",
+		}, []string{"server", "pool"}),
+		upstreamSess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "proxyd_upstream_sessions", Help: "Upstream pool sessions open, by pool.",
+		}, []string{"pool"}),
+		submitLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "proxyd_upstream_submit_latency_seconds",
+			Help:    "Round trip of a forwarded share: written to the pool until its verdict arrived.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"pool"}),
+		fanout: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "proxyd_job_fanout_seconds",
+			Help:    "From a pool notify received to the job handed to the last miner's connection.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}, []string{"pool"}),
+		downBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_downstream_bytes_total", Help: "Bytes exchanged with miners, by direction (in: from miners).",
+		}, []string{"server", "direction"}),
+		upBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_upstream_bytes_total", Help: "Bytes exchanged with pools, by direction (in: from the pool).",
+		}, []string{"pool", "direction"}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_connections_refused_total", Help: "Miner connections refused, by reason (max_connections, max_connections_per_ip, no_pool).",
+		}, []string{"server", "reason"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_miner_disconnects_total", Help: "Miner connections closed, by reason.",
+		}, []string{"server", "reason"}),
+		blockCandidates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_block_candidates_total", Help: "Shares whose hash met the network target (forwarded first).",
+		}, []string{"server", "pool"}),
+	}
+	for _, c := range []prometheus.Collector{m.minersConnected, m.shares, m.shareDiffSum, m.upstreamSess, m.submitLatency,
+		m.fanout, m.downBytes, m.upBytes, m.connRefused, m.disconnects, m.blockCandidates} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

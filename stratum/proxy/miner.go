@@ -1,0 +1,655 @@
+package proxy
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/hashgate/proxyd/stratum"
+	"github.com/hashgate/proxyd/stratum/job"
+	"github.com/hashgate/proxyd/stratum/pow"
+)
+
+// Miner-side tuning.
+const (
+	// minerQueueLimit bounds what may wait to be written to one miner: a few
+	// dozen jobs. A miner that lets this fill is not reading and is dropped.
+	minerQueueLimit = 256 << 10
+	minerWriteWait  = 10 * time.Second
+	// reconnectGrace: after client.reconnect, how long before we close.
+	reconnectGrace = 2 * time.Second
+	jobDiffSlots   = 32
+)
+
+// workerStats are one worker name's counters on one connection.
+type workerStats struct {
+	accepted     uint64 // valid shares (locally; forwarded ones included)
+	poolAccepted uint64
+	poolRejected uint64
+	rejected     map[string]uint64 // by reason, local and pool
+	acceptedDiff float64
+	lastShare    time.Time
+	meter        meter
+}
+
+func (w *workerStats) reject(reason string) {
+	if w.rejected == nil {
+		w.rejected = map[string]uint64{}
+	}
+	w.rejected[reason]++
+}
+
+// miner is one ASIC's connection. Its reader goroutine (serve) owns the
+// read side and the protocol-error count; everything else is guarded by mu,
+// which the session's fan-out and the verdict path also take. Writes go
+// through wq and never block the caller.
+type miner struct {
+	p           *Proxy
+	srv         *server
+	id          uint64
+	conn        net.Conn
+	ip          netip.Addr
+	log         *zap.Logger
+	wq          *writeQueue
+	connectedAt time.Time
+	closeOnce   sync.Once
+	closed      chan struct{}
+
+	protoErrors int // owned by serve
+
+	mu          sync.Mutex
+	userAgent   string
+	subscribed  bool
+	authorized  bool
+	hasWork     bool
+	xnsub       bool
+	workers     map[string]*workerStats
+	primary     string
+	up          *upstream
+	prefix      uint32
+	prefixBytes []byte
+	e1          []byte
+	e2size      int
+	wantVR      bool
+	minerMask   uint32
+	mask        uint32
+	diff        float64 // difficulty of the jobs sent from now on
+	sentDiff    float64 // last mining.set_difficulty sent; 0: none yet
+	suggested   float64
+	vd          *vardiff
+	jobDiffs    [jobDiffSlots]jobDiff
+	lastShare   time.Time
+	closeReason string
+}
+
+type jobDiff struct {
+	seq  uint64
+	diff float64
+}
+
+func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *miner {
+	now := time.Now()
+	m := &miner{
+		p: p, srv: srv, id: id, conn: conn, ip: ip, connectedAt: now,
+		closed:  make(chan struct{}),
+		workers: map[string]*workerStats{},
+		vd:      newVardiff(srv.cfg.SharesPerMinute, srv.cfg.MinDifficulty, srv.cfg.MaxDifficulty, now),
+		log:     p.log.With(zap.String("server", srv.cfg.Name), zap.String("remote", conn.RemoteAddr().String()), zap.Uint64("conn", id)),
+	}
+	m.wq = newWriteQueue(conn, minerQueueLimit, minerWriteWait, false,
+		p.metrics.downBytes.WithLabelValues(srv.cfg.Name, "out"),
+		func(err error) { m.close("write_failed", err) })
+	return m
+}
+
+// send queues lines for the miner; a miner whose queue overflows is dropped.
+func (m *miner) send(lines ...[]byte) {
+	if err := m.wq.send(false, lines...); errors.Is(err, errQueueFull) {
+		m.close("write_queue_full", err)
+	}
+}
+
+// serve reads and handles the miner's lines until it disconnects.
+func (m *miner) serve() {
+	r := stratum.NewReader(readCounter{Conn: m.conn, in: m.p.metrics.downBytes.WithLabelValues(m.srv.cfg.Name, "in")}, m.srv.cfg.MaxLineBytes)
+	var msg stratum.Message
+	var deadline time.Time
+	for {
+		if d := m.readDeadline(); d.Sub(deadline) > time.Second || d.Before(deadline) {
+			deadline = d
+			_ = m.conn.SetReadDeadline(d)
+		}
+		line, err := r.ReadLine()
+		if err != nil {
+			m.readFailed(err)
+			return
+		}
+		if err := stratum.ParseMessage(line, &msg); err != nil {
+			if !m.protocolError(stratum.ID{}, err.Error()) {
+				return
+			}
+			continue
+		}
+		switch msg.Kind {
+		case stratum.KindRequest:
+			if !m.handle(&msg) {
+				return
+			}
+		case stratum.KindNotification:
+			// A request without an id cannot be answered; firmware does not
+			// send these. Ignore rather than count against the miner.
+		case stratum.KindResponse:
+			// Answers to client.get_version and the like: nothing to do.
+		}
+	}
+}
+
+// readDeadline: before the handshake completes, the subscribe timeout from
+// connect; afterwards, the idle timeout from the last share (or from when
+// work started).
+func (m *miner) readDeadline() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.hasWork {
+		return m.connectedAt.Add(m.srv.cfg.SubscribeTimeout.D())
+	}
+	last := m.lastShare
+	if last.IsZero() {
+		last = m.connectedAt
+	}
+	return last.Add(m.srv.cfg.IdleTimeout.D())
+}
+
+func (m *miner) readFailed(err error) {
+	switch {
+	case errors.Is(err, io.EOF):
+		m.close("closed_by_miner", nil)
+	case errors.Is(err, stratum.ErrLineTooLong):
+		m.log.Warn("miner sent an oversized line; disconnecting", zap.Error(err))
+		m.close("line_too_long", err)
+	case isTimeout(err):
+		m.mu.Lock()
+		working := m.hasWork
+		m.mu.Unlock()
+		if working {
+			m.log.Info("miner stopped submitting; disconnecting", zap.Duration("idle_timeout", m.srv.cfg.IdleTimeout.D()))
+			m.close("idle_timeout", err)
+		} else {
+			m.log.Info("miner never completed subscribe and authorize; disconnecting", zap.Duration("subscribe_timeout", m.srv.cfg.SubscribeTimeout.D()))
+			m.close("subscribe_timeout", err)
+		}
+	default:
+		m.close("read_error", err)
+	}
+}
+
+// protocolError answers a bad request with error 20 and reports whether the
+// miner may go on (false after max_protocol_errors).
+func (m *miner) protocolError(id stratum.ID, what string) bool {
+	m.protoErrors++
+	m.send(stratum.AppendError(nil, id, stratum.CodeOther, what))
+	if m.protoErrors >= m.srv.cfg.MaxProtocolErrors {
+		m.log.Warn("too many protocol errors; disconnecting", zap.Int("errors", m.protoErrors), zap.String("last", what))
+		m.close("protocol_errors", errors.New(what))
+		return false
+	}
+	return true
+}
+
+// handle answers one request; false means the connection was closed.
+func (m *miner) handle(msg *stratum.Message) bool {
+	switch msg.Method {
+	case stratum.MethodSubmit:
+		m.submit(msg)
+	case stratum.MethodConfigure:
+		var c stratum.Configure
+		if err := c.DecodeParams(msg.Params); err != nil {
+			return m.protocolError(msg.ID, err.Error())
+		}
+		m.configure(msg.ID, &c)
+	case stratum.MethodSubscribe:
+		var s stratum.Subscribe
+		if err := s.DecodeParams(msg.Params); err != nil {
+			return m.protocolError(msg.ID, err.Error())
+		}
+		return m.subscribe(msg.ID, &s)
+	case stratum.MethodAuthorize:
+		var a stratum.Authorize
+		if err := a.DecodeParams(msg.Params); err != nil {
+			return m.protocolError(msg.ID, err.Error())
+		}
+		m.authorize(msg.ID, &a)
+	case stratum.MethodSuggestDifficulty:
+		var d stratum.SuggestDifficulty
+		if err := d.DecodeParams(msg.Params); err != nil || !(d.Difficulty > 0) {
+			return m.protocolError(msg.ID, "mining.suggest_difficulty: difficulty must be a positive number")
+		}
+		m.suggest(d.Difficulty)
+		m.send(stratum.AppendBoolResult(nil, msg.ID, true))
+	case stratum.MethodSuggestTarget:
+		var st stratum.SuggestTarget
+		if err := st.DecodeParams(msg.Params); err != nil {
+			return m.protocolError(msg.ID, err.Error())
+		}
+		if d := pow.TargetFromBytes(st.Target).Difficulty(); d > 0 {
+			m.suggest(d)
+		}
+		m.send(stratum.AppendBoolResult(nil, msg.ID, true))
+	case stratum.MethodExtranonceSubscribe:
+		m.mu.Lock()
+		m.xnsub = true
+		m.mu.Unlock()
+		m.send(stratum.AppendBoolResult(nil, msg.ID, true))
+	case stratum.MethodPing:
+		m.send(stratum.AppendResult(nil, msg.ID, []byte(`"pong"`)))
+	default:
+		// Never drop a miner for a method we do not know (field notes §2).
+		m.send(stratum.AppendError(nil, msg.ID, stratum.CodeOther, "unknown method "+strconv.Quote(string(msg.MethodName))))
+	}
+	return true
+}
+
+// ensureSession gives the miner an upstream session and extranonce prefix.
+func (m *miner) ensureSession() error {
+	m.mu.Lock()
+	has := m.up != nil
+	m.mu.Unlock()
+	if has {
+		return nil
+	}
+	pl := m.srv.route(m)
+	if pl == nil {
+		return errors.New("no pool configured for this listener")
+	}
+	ctx, cancel := context.WithTimeout(m.p.ctx, m.srv.cfg.SubscribeTimeout.D())
+	defer cancel()
+	up, prefix, err := pl.acquire(ctx, m)
+	if err != nil {
+		return err
+	}
+	v := up.view(prefix)
+	m.mu.Lock()
+	if m.up != nil || isDone(m.closed) { // closed (or raced) meanwhile
+		m.mu.Unlock()
+		up.detach(m, prefix)
+		return errors.New("connection closed")
+	}
+	m.up, m.prefix, m.prefixBytes = up, prefix, v.prefix
+	m.e1, m.e2size = v.extranonce1, v.e2size
+	if m.wantVR {
+		m.mask = m.minerMask & v.mask
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// configure answers exactly the extensions the miner requested
+// (Whatsminers disconnect in a loop on any other key).
+func (m *miner) configure(id stratum.ID, c *stratum.Configure) {
+	var res stratum.ConfigureResult
+	for _, ext := range c.Extensions {
+		switch ext {
+		case stratum.ExtVersionRolling:
+			mask, _, _, err := c.VersionRolling()
+			granted := uint32(0)
+			if err == nil && m.ensureSession() == nil {
+				m.mu.Lock()
+				m.wantVR, m.minerMask = true, mask
+				m.mask = mask & m.poolMaskLocked()
+				granted = m.mask
+				m.mu.Unlock()
+			}
+			res.SetVersionRolling(granted != 0, granted)
+		case stratum.ExtMinimumDifficulty:
+			if d, ok, err := c.MinimumDifficulty(); err == nil && ok && d > 0 {
+				m.suggest(d)
+				res.Set(ext, []byte("true"))
+			} else {
+				res.Set(ext, []byte("false"))
+			}
+		case stratum.ExtSubscribeExtranonce:
+			m.mu.Lock()
+			m.xnsub = true
+			m.mu.Unlock()
+			res.Set(ext, []byte("true"))
+		default:
+			res.Set(ext, []byte("false"))
+		}
+	}
+	m.send(stratum.AppendResult(nil, id, res.AppendJSON(nil)))
+}
+
+// poolMaskLocked is the version mask of the miner's session; m.mu held.
+func (m *miner) poolMaskLocked() uint32 {
+	if m.up == nil {
+		return 0
+	}
+	m.up.mu.Lock() // miner before session: the documented lock order
+	defer m.up.mu.Unlock()
+	return m.up.mask
+}
+
+func (m *miner) subscribe(id stratum.ID, s *stratum.Subscribe) bool {
+	if err := m.ensureSession(); err != nil {
+		m.log.Warn("cannot serve miner: no pool session", zap.Error(err))
+		m.send(stratum.AppendError(nil, id, stratum.CodeOther, "proxy has no pool session: "+err.Error()))
+		m.close("no_pool_session", err)
+		return false
+	}
+	m.mu.Lock()
+	m.userAgent = s.UserAgent
+	m.subscribed = true
+	e1, e2 := m.e1, m.e2size
+	m.mu.Unlock()
+	sid := strconv.FormatUint(m.id, 16)
+	res := stratum.SubscribeResult{
+		Subscriptions:   [][2]string{{"mining.set_difficulty", sid}, {"mining.notify", sid}},
+		Extranonce1:     e1,
+		Extranonce2Size: e2,
+	}
+	m.send(stratum.AppendResult(nil, id, res.AppendJSON(nil)))
+	m.startWork()
+	return true
+}
+
+func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) {
+	if a.User == "" {
+		m.send(stratum.AppendError(nil, id, stratum.CodeUnauthorized, "empty worker name"))
+		return
+	}
+	m.mu.Lock()
+	if _, ok := m.workers[a.User]; !ok {
+		m.workers[a.User] = &workerStats{}
+	}
+	if m.primary == "" {
+		m.primary = a.User
+		m.log = m.log.With(zap.String("worker", a.User))
+	}
+	m.authorized = true
+	m.mu.Unlock()
+	m.send(stratum.AppendBoolResult(nil, id, true))
+	m.startWork()
+}
+
+// suggest records the miner's wish, applied with its next job.
+func (m *miner) suggest(d float64) {
+	m.mu.Lock()
+	m.suggested = d
+	m.diff = 0 // re-derive from the suggestion on the next job
+	m.mu.Unlock()
+}
+
+// startWork sends the first difficulty and job once subscribed and authorized.
+func (m *miner) startWork() {
+	m.mu.Lock()
+	if m.hasWork || !m.subscribed || !m.authorized || m.up == nil {
+		m.mu.Unlock()
+		return
+	}
+	m.hasWork = true
+	up := m.up
+	m.mu.Unlock()
+	up.mu.Lock()
+	cur := up.current
+	up.mu.Unlock()
+	if cur != nil {
+		m.sendJob(up, cur, true)
+	}
+}
+
+// sendJob hands one job to the miner, preceded by a new difficulty when
+// vardiff changes it: difficulty only ever changes together with a job.
+func (m *miner) sendJob(up *upstream, e *jobEntry, clean bool) {
+	m.mu.Lock()
+	if m.up != up || !m.hasWork {
+		m.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	var d float64
+	switch {
+	case m.diff == 0: // first job, or after a suggestion
+		start := m.srv.cfg.InitialDifficulty
+		if m.suggested > 0 {
+			start = m.suggested
+		}
+		d = m.vd.clamp(start, e.poolDiff)
+		m.vd.reset(now)
+	default:
+		d, _ = m.vd.next(m.diff, e.poolDiff, now)
+	}
+	m.diff = d
+	m.jobDiffs[e.seq%jobDiffSlots] = jobDiff{seq: e.seq, diff: d}
+	var lines [2][]byte
+	n := 0
+	if d != m.sentDiff {
+		sd := stratum.SetDifficulty{Difficulty: d}
+		lines[n] = stratum.AppendNotification(nil, &sd)
+		n++
+		m.sentDiff = d
+	}
+	lines[n] = e.job.NotifyLine(clean)
+	n++
+	m.mu.Unlock()
+	m.send(lines[:n]...)
+}
+
+// submit validates a share locally and either answers it, or forwards it and
+// lets the pool's verdict answer it.
+func (m *miner) submit(msg *stratum.Message) {
+	p := m.p
+	var sub stratum.Submit
+	if err := sub.DecodeParams(msg.Params); err != nil {
+		m.reject(msg.ID, "", "malformed", stratum.CodeOther, err.Error())
+		return
+	}
+	if p.stopping.Load() {
+		m.reject(msg.ID, string(sub.Worker), "shutting_down", stratum.CodeOther, "proxyd is shutting down; reconnect")
+		return
+	}
+	m.mu.Lock()
+	up, e1, mask := m.up, m.e1, m.mask
+	_, authorized := m.workers[string(sub.Worker)]
+	subscribed := m.subscribed
+	prefixBytes := m.prefixBytes
+	m.mu.Unlock()
+	worker := string(sub.Worker)
+	switch {
+	case !subscribed || up == nil:
+		m.reject(msg.ID, worker, "not_subscribed", stratum.CodeNotSubscribed, "not subscribed")
+		return
+	case !authorized:
+		m.reject(msg.ID, worker, "unauthorized_worker", stratum.CodeUnauthorized, "unauthorized worker")
+		return
+	}
+	e := up.jobs.Load().byID[string(sub.JobID)]
+	if e == nil {
+		m.reject(msg.ID, worker, job.ReasonStale.String(), job.ReasonStale.Code(), "job not found (stale)")
+		return
+	}
+	diff := m.jobDifficulty(e.seq)
+	sh := job.Share{Extranonce1: e1, VersionMask: mask, Difficulty: diff, NtimeWindow: m.srv.cfg.NtimeWindow.D()}
+	sh.FromSubmit(&sub)
+	res := e.job.Validate(&sh)
+	if !res.Valid() {
+		m.reject(msg.ID, worker, res.Reason.String(), res.Reason.Code(), res.Reason.Message())
+		return
+	}
+	now := time.Now()
+	m.mu.Lock()
+	m.lastShare = now
+	m.vd.accepted(diff)
+	ws := m.workers[worker]
+	ws.accepted++
+	ws.acceptedDiff += diff
+	ws.lastShare = now
+	ws.meter.add(diff, now)
+	m.mu.Unlock()
+	p.acct.valid.Add(1)
+	pm := p.metrics
+	pm.shareDiffSum.WithLabelValues(m.srv.cfg.Name, up.pool.cfg.Name).Add(diff)
+
+	if !res.BlockCandidate && !pow.MeetsDifficulty(&res.Hash, e.poolDiff) {
+		p.acct.belowPool.Add(1)
+		pm.shares.WithLabelValues(m.srv.cfg.Name, up.pool.cfg.Name, "accepted", "below_pool_difficulty").Inc()
+		m.send(stratum.AppendBoolResult(nil, msg.ID, true))
+		return
+	}
+	if res.BlockCandidate {
+		pm.blockCandidates.WithLabelValues(m.srv.cfg.Name, up.pool.cfg.Name).Inc()
+		m.log.Info("block candidate: forwarding ahead of everything queued",
+			zap.String("pool", up.pool.cfg.Name), zap.String("hash", res.Hash.String()), zap.String("job", e.poolJobID))
+	}
+	en2, err := stratum.MakeExtranonce(prefixBytes, sub.Extranonce2.Bytes())
+	if err != nil {
+		m.reject(msg.ID, worker, "malformed", stratum.CodeOther, err.Error())
+		return
+	}
+	ps := &pendingSubmit{m: m, id: msg.ID, worker: worker, diff: diff, candidate: res.BlockCandidate}
+	p.acct.forwarded.Add(1)
+	if err := up.forward(ps, e, en2, &sub); err != nil {
+		p.noVerdict(ps, up.pool, "upstream_lost", "the pool connection is down: "+err.Error())
+	}
+}
+
+// jobDifficulty is the difficulty the miner was given with job seq.
+func (m *miner) jobDifficulty(seq uint64) float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if jd := m.jobDiffs[seq%jobDiffSlots]; jd.seq == seq {
+		return jd.diff
+	}
+	return m.diff
+}
+
+// reject answers a share that failed locally and counts it.
+func (m *miner) reject(id stratum.ID, worker, reason string, code int, message string) {
+	p := m.p
+	p.acct.reject(reason)
+	poolName := ""
+	m.mu.Lock()
+	if m.up != nil {
+		poolName = m.up.pool.cfg.Name
+	}
+	if ws := m.workers[worker]; ws != nil {
+		ws.reject(reason)
+	}
+	m.mu.Unlock()
+	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, poolName, "rejected", reason).Inc()
+	m.send(stratum.AppendError(nil, id, code, message))
+}
+
+// poolMaskChanged re-derives the granted mask and tells the miner at once.
+func (m *miner) poolMaskChanged(poolMask uint32) {
+	m.mu.Lock()
+	if !m.wantVR {
+		m.mu.Unlock()
+		return
+	}
+	granted := m.minerMask & poolMask
+	changed := granted != m.mask
+	m.mask = granted
+	m.mu.Unlock()
+	if changed {
+		vm := stratum.SetVersionMask{Mask: granted}
+		m.send(stratum.AppendNotification(nil, &vm))
+	}
+}
+
+// extranonceChanged follows the session's new extranonce1: miners that
+// subscribed to it are told, the others reconnect.
+func (m *miner) extranonceChanged(up *upstream) {
+	m.mu.Lock()
+	if m.up != up {
+		m.mu.Unlock()
+		return
+	}
+	xn := m.xnsub
+	m.mu.Unlock()
+	if !xn {
+		m.reconnect("pool changed extranonce")
+		return
+	}
+	m.mu.Lock()
+	v := up.view(m.prefix)
+	m.e1 = v.extranonce1
+	m.mu.Unlock()
+	se := stratum.SetExtranonce{Extranonce1: v.extranonce1, Extranonce2Size: v.e2size}
+	m.send(stratum.AppendNotification(nil, &se))
+}
+
+// rehome moves the miner off a session that ended.
+func (m *miner) rehome(old *upstream) {
+	m.mu.Lock()
+	if m.up != old {
+		m.mu.Unlock()
+		return
+	}
+	xn := m.xnsub
+	m.up = nil
+	m.hasWork = false
+	m.mu.Unlock()
+	if !xn {
+		m.reconnect("pool session ended")
+		return
+	}
+	if err := m.ensureSession(); err != nil {
+		m.log.Warn("no pool session to move the miner to; disconnecting so its firmware can fail over", zap.Error(err))
+		m.close("no_pool_session", err)
+		return
+	}
+	m.mu.Lock()
+	e1, e2, mask, wantVR := m.e1, m.e2size, m.mask, m.wantVR
+	m.mu.Unlock()
+	se := stratum.SetExtranonce{Extranonce1: e1, Extranonce2Size: e2}
+	lines := [][]byte{stratum.AppendNotification(nil, &se)}
+	if wantVR {
+		vm := stratum.SetVersionMask{Mask: mask}
+		lines = append(lines, stratum.AppendNotification(nil, &vm))
+	}
+	m.send(lines...)
+	m.log.Info("moved miner to a new pool session", zap.String("extranonce1", hex.EncodeToString(e1)))
+	m.startWork()
+}
+
+// reconnect asks the miner to reconnect to us (client.reconnect with no
+// params) and closes the connection shortly after, whatever it does.
+func (m *miner) reconnect(why string) {
+	rc := stratum.Reconnect{}
+	m.send(stratum.AppendNotification(nil, &rc))
+	time.AfterFunc(reconnectGrace, func() { m.close("reconnect", errors.New(why)) })
+}
+
+// close tears the connection down once; reason labels the metric.
+func (m *miner) close(reason string, err error) {
+	m.closeOnce.Do(func() {
+		close(m.closed)
+		_ = m.conn.Close()
+		m.wq.close()
+		m.mu.Lock()
+		up, prefix := m.up, m.prefix
+		m.up = nil
+		m.closeReason = reason
+		m.mu.Unlock()
+		if up != nil {
+			up.detach(m, prefix)
+		}
+		m.srv.remove(m)
+		m.p.metrics.disconnects.WithLabelValues(m.srv.cfg.Name, reason).Inc()
+		m.p.retire(m)
+		if err != nil && reason != "closed_by_miner" {
+			m.log.Debug("miner disconnected", zap.String("reason", reason), zap.Error(err))
+		}
+	})
+}
+
+func (m *miner) String() string { return fmt.Sprintf("miner %d (%s)", m.id, m.conn.RemoteAddr()) }

@@ -1,0 +1,272 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/hashgate/proxyd/internal/config"
+)
+
+// Pool-side tuning.
+const (
+	backoffMin = time.Second
+	backoffMax = 30 * time.Second
+	// idleSessionGrace: an extra session with no miners is closed after this.
+	idleSessionGrace = time.Minute
+	// janitorEvery: how often verdict timeouts and idle sessions are checked.
+	janitorEvery = 250 * time.Millisecond
+	// rehomeTimeout bounds how long a miner whose session died waits for a
+	// new one before it is disconnected (so its firmware can fail over).
+	rehomeTimeout = 10 * time.Second
+)
+
+// pool manages one listener's sessions to one configured pool: it opens
+// sessions as miners need prefixes, reconnects with backoff, closes idle
+// extras and moves miners when a session ends.
+type pool struct {
+	proxy *Proxy
+	srv   *server
+	cfg   config.Pool
+	addr  string
+	log   *zap.Logger
+
+	mu          sync.Mutex // guards the fields below; taken before any session's mu
+	sessions    []*upstream
+	nextID      uint64
+	failures    int
+	nextAttempt time.Time
+	lastErr     error
+	mask        uint32 // the last version-rolling mask a session of this pool got
+	maskKnown   bool
+}
+
+func newPool(p *Proxy, srv *server, cfg config.Pool) (*pool, error) {
+	addr, _, err := config.ParsePoolURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("pool %s: %w", cfg.Name, err)
+	}
+	return &pool{proxy: p, srv: srv, cfg: cfg, addr: addr,
+		log: p.log.With(zap.String("server", srv.cfg.Name), zap.String("pool", cfg.Name))}, nil
+}
+
+// start keeps one session open from the beginning, so the first miners do not
+// wait for a pool handshake and /readyz can tell whether the pool works.
+func (pl *pool) start(ctx context.Context) {
+	pl.mu.Lock()
+	pl.startSessionLocked(ctx)
+	pl.mu.Unlock()
+}
+
+// startSessionLocked opens a new session unless the backoff forbids it; it
+// returns nil then. pl.mu must be held.
+func (pl *pool) startSessionLocked(ctx context.Context) *upstream {
+	if ctx.Err() != nil || time.Now().Before(pl.nextAttempt) {
+		return nil
+	}
+	pl.nextID++
+	u := newUpstream(pl, pl.nextID)
+	pl.sessions = append(pl.sessions, u)
+	pl.proxy.metrics.upstreamSess.WithLabelValues(pl.cfg.Name).Inc()
+	pl.proxy.wg.Add(1)
+	go func() {
+		defer pl.proxy.wg.Done()
+		u.run(ctx)
+	}()
+	go func() { // a session that completes its handshake resets the backoff
+		select {
+		case <-u.ready:
+		case <-ctx.Done():
+			return
+		}
+		if u.isActive() {
+			pl.mu.Lock()
+			pl.failures = 0
+			pl.nextAttempt = time.Time{}
+			pl.lastErr = nil
+			pl.mu.Unlock()
+		}
+	}()
+	return u
+}
+
+func (pl *pool) noteFailureLocked(err error) {
+	pl.failures++
+	d := backoffMin << min(pl.failures-1, 5)
+	d = min(d, backoffMax)
+	d = d/2 + rand.N(d/2+1) // jitter: farms restart together, pools should not see a stampede
+	pl.nextAttempt = time.Now().Add(d)
+	pl.lastErr = err
+	pl.log.Warn("pool session failed; retrying with backoff", zap.Error(err), zap.Duration("retry_in", d), zap.Int("failures", pl.failures))
+}
+
+// errNoSession means no session could be had in time.
+var errNoSession = errors.New("no pool session available")
+
+// acquire finds m a session with a free prefix, opening one if all are full.
+func (pl *pool) acquire(ctx context.Context, m *miner) (*upstream, uint32, error) {
+	for {
+		pl.mu.Lock()
+		var wait *upstream
+		for _, u := range pl.sessions {
+			if prefix, ok := u.attach(m); ok {
+				pl.mu.Unlock()
+				return u, prefix, nil
+			}
+			if wait == nil && !u.isActive() && !isDone(u.done) {
+				wait = u // a session still connecting may have room
+			}
+		}
+		if wait == nil {
+			wait = pl.startSessionLocked(pl.proxy.ctx)
+		}
+		retryAt := pl.nextAttempt
+		lastErr := pl.lastErr
+		pl.mu.Unlock()
+
+		if wait != nil {
+			select {
+			case <-wait.ready:
+				continue
+			case <-ctx.Done():
+				return nil, 0, fmt.Errorf("%w: %s still connecting", errNoSession, pl.cfg.Name)
+			}
+		}
+		t := time.NewTimer(time.Until(retryAt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			if lastErr != nil {
+				return nil, 0, fmt.Errorf("%w: %s: %v", errNoSession, pl.cfg.Name, lastErr)
+			}
+			return nil, 0, fmt.Errorf("%w: %s", errNoSession, pl.cfg.Name)
+		}
+	}
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// sessionEnded removes u and moves its miners: to another session when the
+// miner takes mining.set_extranonce, else by asking it to reconnect to us.
+func (pl *pool) sessionEnded(u *upstream, miners map[*miner]struct{}) {
+	pl.mu.Lock()
+	for i, s := range pl.sessions {
+		if s == u {
+			pl.sessions = append(pl.sessions[:i], pl.sessions[i+1:]...)
+			break
+		}
+	}
+	u.mu.Lock()
+	failedEarly := u.connectedAt.IsZero() || u.prefixes == nil
+	err := u.err
+	u.mu.Unlock()
+	if failedEarly {
+		pl.noteFailureLocked(err)
+	}
+	pl.mu.Unlock()
+	pl.proxy.metrics.upstreamSess.WithLabelValues(pl.cfg.Name).Dec()
+	if pl.proxy.ctx.Err() != nil {
+		return
+	}
+	for m := range miners {
+		go m.rehome(u)
+	}
+	// Keep one session to the pool open (it also measures the pool's health).
+	pl.mu.Lock()
+	if len(pl.sessions) == 0 {
+		if time.Now().Before(pl.nextAttempt) {
+			wait := time.Until(pl.nextAttempt)
+			time.AfterFunc(wait, func() { pl.ensureOne() })
+		} else {
+			pl.startSessionLocked(pl.proxy.ctx)
+		}
+	}
+	pl.mu.Unlock()
+}
+
+func (pl *pool) ensureOne() {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if len(pl.sessions) == 0 {
+		if pl.startSessionLocked(pl.proxy.ctx) == nil && pl.proxy.ctx.Err() == nil {
+			time.AfterFunc(time.Until(pl.nextAttempt)+10*time.Millisecond, func() { pl.ensureOne() })
+		}
+	}
+}
+
+// janitor expires overdue verdicts and closes idle extra sessions.
+func (pl *pool) janitor(now time.Time) {
+	pl.mu.Lock()
+	sessions := append([]*upstream(nil), pl.sessions...)
+	pl.mu.Unlock()
+	timeout := pl.cfg.SubmitTimeout.D()
+	active := 0
+	for _, u := range sessions {
+		u.expire(now, timeout)
+		if u.isActive() {
+			active++
+		}
+	}
+	for _, u := range sessions {
+		if active <= 1 {
+			break
+		}
+		u.mu.Lock()
+		idle := u.state == stateActive && len(u.miners) == 0 && !u.emptySince.IsZero() &&
+			now.Sub(u.emptySince) >= idleSessionGrace && len(u.pending) == 0
+		u.mu.Unlock()
+		if idle {
+			pl.log.Info("closing idle extra pool session", zap.Uint64("session", u.id))
+			u.close()
+			active--
+		}
+	}
+}
+
+func (pl *pool) noteMask(mask uint32) {
+	pl.mu.Lock()
+	pl.mask, pl.maskKnown = mask, true
+	pl.mu.Unlock()
+}
+
+// readiness reports whether at least one session is active, and why not.
+func (pl *pool) readiness() error {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for _, u := range pl.sessions {
+		if u.isActive() {
+			return nil
+		}
+	}
+	if pl.lastErr != nil {
+		return fmt.Errorf("pool %s: %v", pl.cfg.Name, pl.lastErr)
+	}
+	return fmt.Errorf("pool %s: connecting", pl.cfg.Name)
+}
+
+func (pl *pool) snapshot() []*upstream {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return append([]*upstream(nil), pl.sessions...)
+}
+
+func (pl *pool) pendingCount() int {
+	n := 0
+	for _, u := range pl.snapshot() {
+		n += u.pendingCount()
+	}
+	return n
+}

@@ -1,0 +1,318 @@
+// Package proxy is proxyd's aggregating Stratum V1 farm proxy: miners connect
+// to its listeners, it serves them through a few upstream pool sessions by
+// splitting each session's extranonce, validates every share locally, sends
+// upstream only what meets the pool's difficulty and relays the pool's real
+// verdict.
+//
+// Data flows one way: listener → miner session → pool session → pool; jobs
+// flow back the same path, one encoded line fanned out to many miners.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/internal/daemon"
+	"github.com/hashgate/proxyd/stratum"
+)
+
+// Proxy is the farm proxy component. Build it with New, then Start and Stop
+// it (the daemon does).
+type Proxy struct {
+	log     *zap.Logger
+	metrics *metrics
+	live    *daemon.Liveness
+	servers []*server
+
+	// ctx bounds the pool sessions. It is the proxy's own, not the daemon's:
+	// on shutdown the sessions must outlive the daemon's cancellation until
+	// in-flight shares have their verdicts.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	jobSeq   atomic.Uint64
+	connSeq  atomic.Uint64
+	stopping atomic.Bool
+	acct     accounting
+	workers  retired
+}
+
+// Factory builds the proxy for the daemon; nil when no [[server]] is configured.
+func Factory(env daemon.Env) (daemon.Component, error) {
+	p, err := New(env)
+	if p == nil || err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// New builds the proxy from the [[server]] and [[pool]] tables. It binds
+// nothing yet.
+func New(env daemon.Env) (*Proxy, error) {
+	cfg := env.Config
+	if len(cfg.Servers) == 0 {
+		return nil, nil
+	}
+	if len(cfg.Pools) == 0 {
+		return nil, errors.New("stratum: [[server]] is configured but no [[pool]]: miners would have nowhere to hash")
+	}
+	m, err := newMetrics(env.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("stratum metrics: %w", err)
+	}
+	p := &Proxy{log: env.Log.With(zap.String("component", "stratum")), metrics: m, live: env.Liveness}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	byName := map[string]config.Pool{}
+	for _, pc := range cfg.Pools {
+		byName[pc.Name] = pc
+	}
+	for _, sc := range cfg.Servers {
+		s := &server{p: p, cfg: sc, log: p.log.With(zap.String("server", sc.Name)),
+			limits: newConnLimits(sc.MaxConnections, sc.MaxConnectionsPerIP), miners: map[*miner]struct{}{}}
+		names := sc.Pools
+		if len(names) == 0 {
+			for _, pc := range cfg.Pools {
+				names = append(names, pc.Name)
+			}
+		}
+		for _, n := range names {
+			pl, err := newPool(p, s, byName[n])
+			if err != nil {
+				return nil, err
+			}
+			s.pools = append(s.pools, pl)
+		}
+		p.servers = append(p.servers, s)
+	}
+	return p, nil
+}
+
+// Name implements daemon.Component.
+func (p *Proxy) Name() string { return "stratum" }
+
+// Start binds every listener and opens a first session to each pool.
+func (p *Proxy) Start(context.Context) error {
+	for i, s := range p.servers {
+		ln, err := net.Listen("tcp", s.cfg.Listen)
+		if err != nil {
+			for _, prev := range p.servers[:i] {
+				_ = prev.ln.Close()
+			}
+			return fmt.Errorf("server %s: listening on %s: %w", s.cfg.Name, s.cfg.Listen, err)
+		}
+		s.ln = ln
+		s.log.Info("stratum listening", zap.String("addr", ln.Addr().String()), zap.Int("extranonce2_size", s.cfg.Extranonce2Size),
+			zap.Float64("initial_difficulty", s.cfg.InitialDifficulty))
+	}
+	for _, s := range p.servers {
+		for _, pl := range s.pools {
+			pl.start(p.ctx)
+		}
+		p.wg.Add(1)
+		go s.accept()
+	}
+	p.wg.Add(1)
+	go p.janitor()
+	return nil
+}
+
+// janitor runs the periodic work: verdict timeouts, idle sessions.
+func (p *Proxy) janitor() {
+	defer p.wg.Done()
+	var beat *daemon.Beat
+	if p.live != nil {
+		beat = p.live.Register("stratum-janitor", 10*time.Second)
+		defer p.live.Unregister(beat)
+	}
+	t := time.NewTicker(janitorEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case now := <-t.C:
+			if beat != nil {
+				beat.Beat()
+			}
+			for _, s := range p.servers {
+				for _, pl := range s.pools {
+					pl.janitor(now)
+				}
+			}
+		}
+	}
+}
+
+// Ready is nil while every listener has a working session to a pool.
+func (p *Proxy) Ready() error {
+	var errs []error
+	for _, s := range p.servers {
+		var last error
+		ok := false
+		for _, pl := range s.pools {
+			if err := pl.readiness(); err == nil {
+				ok = true
+				break
+			} else {
+				last = err
+			}
+		}
+		if !ok {
+			errs = append(errs, fmt.Errorf("server %s has no working pool session (%v)", s.cfg.Name, last))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop stops accepting miners, waits (within ctx) for the verdicts of shares
+// already forwarded, then closes every connection.
+func (p *Proxy) Stop(ctx context.Context) error {
+	p.stopping.Store(true)
+	for _, s := range p.servers {
+		if s.ln != nil {
+			_ = s.ln.Close()
+		}
+	}
+	var err error
+	t := time.NewTicker(20 * time.Millisecond)
+	for p.inFlight() > 0 {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("%d forwarded shares still without a verdict: %w", p.inFlight(), ctx.Err())
+		case <-t.C:
+			continue
+		}
+		break
+	}
+	t.Stop()
+	p.cancel()
+	for _, s := range p.servers {
+		for _, m := range s.snapshot() {
+			m.close("shutdown", nil)
+		}
+	}
+	p.wg.Wait()
+	acct := p.acct.snapshot()
+	p.log.Info("stratum proxy stopped", zap.Uint64("shares_received", acct.Received), zap.Uint64("forwarded", acct.Forwarded),
+		zap.Uint64("pool_accepted", acct.PoolAccepted), zap.Uint64("no_verdict", acct.NoVerdict))
+	return err
+}
+
+func (p *Proxy) inFlight() int {
+	n := 0
+	for _, s := range p.servers {
+		for _, pl := range s.pools {
+			n += pl.pendingCount()
+		}
+	}
+	return n
+}
+
+// Reload reports what a changed config would need: listeners and pools are
+// bound to sessions and sockets, so every change here needs a restart.
+func (p *Proxy) Reload(cfg *config.Config) ([]string, error) {
+	var need []string
+	if len(cfg.Servers) != len(p.servers) {
+		need = append(need, "server")
+	} else {
+		for i, s := range p.servers {
+			if fmt.Sprint(cfg.Servers[i]) != fmt.Sprint(s.cfg) {
+				need = append(need, fmt.Sprintf("server[%d]", i))
+			}
+		}
+	}
+	pools := map[string]config.Pool{}
+	for _, pc := range cfg.Pools {
+		pools[pc.Name] = pc
+	}
+	for _, s := range p.servers {
+		for _, pl := range s.pools {
+			if nc, ok := pools[pl.cfg.Name]; !ok || fmt.Sprint(nc) != fmt.Sprint(pl.cfg) {
+				need = append(need, "pool."+pl.cfg.Name)
+			}
+		}
+	}
+	return need, nil
+}
+
+// Addrs returns the bound listener addresses by server name (tests, demo).
+func (p *Proxy) Addrs() map[string]string {
+	out := map[string]string{}
+	for _, s := range p.servers {
+		if s.ln != nil {
+			out[s.cfg.Name] = s.ln.Addr().String()
+		}
+	}
+	return out
+}
+
+// Accounting returns the share ledger.
+func (p *Proxy) Accounting() Accounting { return p.acct.snapshot() }
+
+// verdict relays the pool's verdict on a forwarded share to its miner.
+func (p *Proxy) verdict(ps *pendingSubmit, pl *pool, accepted bool, perr *stratum.Error) {
+	m := ps.m
+	m.mu.Lock()
+	ws := m.workers[ps.worker]
+	if ws != nil {
+		if accepted {
+			ws.poolAccepted++
+		} else {
+			ws.poolRejected++
+			ws.reject(poolReason(perr))
+		}
+	}
+	m.mu.Unlock()
+	if accepted {
+		p.acct.poolAccepted.Add(1)
+		p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_accepted", "").Inc()
+		m.send(stratum.AppendBoolResult(nil, ps.id, true))
+		return
+	}
+	p.acct.poolRejected.Add(1)
+	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_rejected", poolReason(perr)).Inc()
+	m.send(stratum.AppendError(nil, ps.id, perr.Code, perr.Message))
+}
+
+// noVerdict answers a forwarded share the pool never judged, with an error:
+// never a fake success.
+func (p *Proxy) noVerdict(ps *pendingSubmit, pl *pool, reason, message string) {
+	m := ps.m
+	m.mu.Lock()
+	if ws := m.workers[ps.worker]; ws != nil {
+		ws.reject("no_verdict_" + reason)
+	}
+	m.mu.Unlock()
+	p.acct.noVerdict.Add(1)
+	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "no_verdict", reason).Inc()
+	m.send(stratum.AppendError(nil, ps.id, stratum.CodeOther, message))
+}
+
+// poolReason names a pool's reject for metrics and stats (bounded values).
+func poolReason(e *stratum.Error) string {
+	if e == nil {
+		return "other"
+	}
+	switch e.Code {
+	case stratum.CodeJobNotFound:
+		return "pool_stale"
+	case stratum.CodeDuplicateShare:
+		return "pool_duplicate"
+	case stratum.CodeLowDifficulty:
+		return "pool_low_difficulty"
+	case stratum.CodeUnauthorized:
+		return "pool_unauthorized"
+	case stratum.CodeNotSubscribed:
+		return "pool_not_subscribed"
+	}
+	return "pool_other"
+}

@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// errQueueFull means a peer did not read fast enough and was given up on.
+var errQueueFull = errors.New("write queue full: the peer is not reading")
+
+// errQueueClosed means the connection is gone.
+var errQueueClosed = errors.New("connection closed")
+
+// writeQueue serialises writes to one connection without ever making the
+// sender wait on the peer. Lines are queued (shared, pre-encoded lines are
+// queued by reference, never copied) and written with writev by a flusher:
+// either the sender itself (inline, for upstream sessions where the sender
+// is a miner's goroutine and a slow pool is back-pressure) or a short-lived
+// goroutine started on demand (for miners, so that one slow ASIC never delays
+// the job fan-out to the others). A queue past its byte limit fails and the
+// caller closes the connection.
+//
+// Everything is guarded by mu; the write itself happens outside it.
+type writeQueue struct {
+	conn         net.Conn
+	limit        int // queued bytes allowed
+	writeTimeout time.Duration
+	inline       bool
+	onError      func(error)        // called once, outside mu, when a write fails
+	written      prometheus.Counter // bytes written; counted here because wrapping conn would lose writev
+
+	mu       sync.Mutex
+	prio     [][]byte // block candidates: written before anything else queued
+	normal   [][]byte
+	queued   int
+	flushing bool
+	err      error
+}
+
+func newWriteQueue(conn net.Conn, limit int, writeTimeout time.Duration, inline bool, written prometheus.Counter, onError func(error)) *writeQueue {
+	return &writeQueue{conn: conn, limit: limit, writeTimeout: writeTimeout, inline: inline, written: written, onError: onError}
+}
+
+// send queues lines (in order) and makes sure they get written. prio puts
+// them ahead of everything not yet written.
+func (q *writeQueue) send(prio bool, lines ...[]byte) error {
+	q.mu.Lock()
+	if q.err != nil {
+		q.mu.Unlock()
+		return q.err
+	}
+	n := 0
+	for _, l := range lines {
+		n += len(l)
+	}
+	if q.queued+n > q.limit {
+		q.err = errQueueFull
+		q.mu.Unlock()
+		return errQueueFull
+	}
+	if prio {
+		q.prio = append(q.prio, lines...)
+	} else {
+		q.normal = append(q.normal, lines...)
+	}
+	q.queued += n
+	if q.flushing {
+		q.mu.Unlock()
+		return nil
+	}
+	q.flushing = true
+	q.mu.Unlock()
+	if q.inline {
+		return q.flush()
+	}
+	go q.flush()
+	return nil
+}
+
+// flush writes until the queue is empty. Only one flusher runs at a time.
+func (q *writeQueue) flush() error {
+	var slab [][]byte // reused between rounds; WriteTo consumes a copy of its header
+	for {
+		q.mu.Lock()
+		if q.err != nil || (len(q.prio) == 0 && len(q.normal) == 0) {
+			q.flushing = false
+			err := q.err
+			q.mu.Unlock()
+			return err
+		}
+		slab = append(slab[:0], q.prio...)
+		slab = append(slab, q.normal...)
+		clear(q.prio)
+		clear(q.normal)
+		q.prio, q.normal = q.prio[:0], q.normal[:0]
+		q.queued = 0
+		q.mu.Unlock()
+
+		if q.writeTimeout > 0 {
+			_ = q.conn.SetWriteDeadline(time.Now().Add(q.writeTimeout))
+		}
+		batch := net.Buffers(slab)
+		n, err := batch.WriteTo(q.conn)
+		if n > 0 && q.written != nil {
+			q.written.Add(float64(n))
+		}
+		clear(slab) // drop references to lines already written
+		if err != nil {
+			q.mu.Lock()
+			if q.err == nil {
+				q.err = err
+			}
+			q.flushing = false
+			q.mu.Unlock()
+			if q.onError != nil {
+				q.onError(err)
+			}
+			return err
+		}
+	}
+}
+
+// close fails every later send.
+func (q *writeQueue) close() {
+	q.mu.Lock()
+	if q.err == nil {
+		q.err = errQueueClosed
+	}
+	q.mu.Unlock()
+}
