@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,17 +26,18 @@ type testProxy struct {
 // override or add keys.
 func startProxy(t *testing.T, pools []*stratumtest.Pool, serverExtra, poolExtra string) *testProxy {
 	t.Helper()
-	doc := fmt.Sprintf(`
-[[server]]
-name = "farm"
-listen = "127.0.0.1:0"
-initial_difficulty = 0.00001
-min_difficulty = 0.0000001
-max_difficulty = 1
-shares_per_minute = 600
-max_connections_per_ip = 0
-%s
-`, serverExtra)
+	// Defaults for the tests; a key given in serverExtra replaces its default.
+	defaults := []string{
+		`name = "farm"`, `listen = "127.0.0.1:0"`, `initial_difficulty = 0.00001`, `min_difficulty = 0.0000001`,
+		`max_difficulty = 1`, `shares_per_minute = 600`, `max_connections_per_ip = 0`,
+	}
+	doc := "[[server]]\n" + serverExtra + "\n"
+	for _, d := range defaults {
+		key := strings.TrimSpace(strings.SplitN(d, "=", 2)[0])
+		if !strings.Contains(serverExtra, key+" ") && !strings.Contains(serverExtra, key+"=") {
+			doc += d + "\n"
+		}
+	}
 	for i, pl := range pools {
 		doc += fmt.Sprintf(`
 [[pool]]

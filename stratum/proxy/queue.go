@@ -21,8 +21,12 @@ var errQueueClosed = errors.New("connection closed")
 // either the sender itself (inline, for upstream sessions where the sender
 // is a miner's goroutine and a slow pool is back-pressure) or a short-lived
 // goroutine started on demand (for miners, so that one slow ASIC never delays
-// the job fan-out to the others). A queue past its byte limit fails and the
-// caller closes the connection.
+// the job fan-out to the others).
+//
+// A queue past its byte limit fails (and the caller closes the connection)
+// only when the peer has also stopped taking data: no write completed for
+// stallAfter. A peer that reads, just more slowly than a burst arrives, keeps
+// its queue up to hardLimitFactor times the limit.
 //
 // Everything is guarded by mu; the write itself happens outside it.
 type writeQueue struct {
@@ -38,8 +42,14 @@ type writeQueue struct {
 	normal   [][]byte
 	queued   int
 	flushing bool
+	progress time.Time // last time a write completed or the queue was empty
 	err      error
 }
+
+const (
+	stallAfter      = 5 * time.Second
+	hardLimitFactor = 16
+)
 
 func newWriteQueue(conn net.Conn, limit int, writeTimeout time.Duration, inline bool, written prometheus.Counter, onError func(error)) *writeQueue {
 	return &writeQueue{conn: conn, limit: limit, writeTimeout: writeTimeout, inline: inline, written: written, onError: onError}
@@ -57,7 +67,10 @@ func (q *writeQueue) send(prio bool, lines ...[]byte) error {
 	for _, l := range lines {
 		n += len(l)
 	}
-	if q.queued+n > q.limit {
+	if q.queued == 0 {
+		q.progress = time.Now()
+	}
+	if over := q.queued + n; over > q.limit && (over > hardLimitFactor*q.limit || time.Since(q.progress) > stallAfter) {
 		q.err = errQueueFull
 		q.mu.Unlock()
 		return errQueueFull
@@ -107,6 +120,11 @@ func (q *writeQueue) flush() error {
 		n, err := batch.WriteTo(q.conn)
 		if n > 0 && q.written != nil {
 			q.written.Add(float64(n))
+		}
+		if err == nil {
+			q.mu.Lock()
+			q.progress = time.Now()
+			q.mu.Unlock()
 		}
 		clear(slab) // drop references to lines already written
 		if err != nil {

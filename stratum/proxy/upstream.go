@@ -247,6 +247,11 @@ func (u *upstream) session(ctx context.Context) error {
 	}
 }
 
+// hasError reports whether a response carries an error ("error": null is none).
+func hasError(msg *stratum.Message) bool {
+	return len(msg.Error) > 0 && string(msg.Error) != "null"
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -292,7 +297,7 @@ func (u *upstream) handle(msg *stratum.Message) error {
 
 func (u *upstream) onConfigure(msg *stratum.Message) {
 	mask := uint32(0)
-	if msg.Result != nil && msg.Error == nil {
+	if msg.Result != nil && !hasError(msg) {
 		if res, err := stratum.ParseConfigureResult(msg.Result); err == nil {
 			if ok, m, err := res.VersionRolling(); err == nil && ok {
 				mask = m
@@ -304,14 +309,15 @@ func (u *upstream) onConfigure(msg *stratum.Message) {
 	u.mu.Unlock()
 	u.pool.noteMask(mask)
 	if mask == 0 {
-		u.log.Info("pool does not allow version rolling; miners will hash without it")
+		u.log.Info("pool does not allow version rolling; miners will hash without it",
+			zap.ByteString("answer", truncate(msg.Result, 200)))
 	} else {
 		u.log.Info("pool granted version rolling", zap.String("mask", fmt.Sprintf("%08x", mask)))
 	}
 }
 
 func (u *upstream) onSubscribe(msg *stratum.Message) error {
-	if msg.Error != nil && string(msg.Error) != "null" {
+	if hasError(msg) {
 		e, _ := stratum.ParseError(msg.Error)
 		return fmt.Errorf("pool %s refused mining.subscribe: %v", u.pool.cfg.Name, e)
 	}
@@ -583,6 +589,7 @@ func (u *upstream) forward(ps *pendingSubmit, e *jobEntry, en2 stratum.Extranonc
 	}
 	id := u.nextID
 	u.nextID++
+	ps.sent = time.Now()
 	u.pending[id] = ps
 	u.mu.Unlock()
 
@@ -596,7 +603,6 @@ func (u *upstream) forward(ps *pendingSubmit, e *jobEntry, en2 stratum.Extranonc
 		HasVersionBits: sub.HasVersionBits,
 	}
 	line := stratum.AppendRequest(make([]byte, 0, 192), stratum.NumberID(id), &up)
-	ps.sent = time.Now()
 	if err := u.wq.send(ps.candidate, line); err != nil {
 		u.mu.Lock()
 		_, still := u.pending[id]
@@ -624,7 +630,7 @@ func (u *upstream) onVerdict(id uint64, msg *stratum.Message) {
 	rtt := time.Since(ps.sent)
 	accepted := false
 	var perr *stratum.Error
-	if msg.Error != nil && string(msg.Error) != "null" {
+	if hasError(msg) {
 		perr, _ = stratum.ParseError(msg.Error)
 	} else {
 		accepted, _ = stratum.ParseBoolResult(msg.Result)
