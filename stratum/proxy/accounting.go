@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"sort"
 	"sync"
 	"sync/atomic"
 )
@@ -81,11 +80,3 @@ func (s Accounting) Balanced() (bool, string) {
 	return true, ""
 }
 
-func sortedKeys(m map[string]uint64) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

@@ -508,3 +508,48 @@ func metricValue(t *testing.T, px *testProxy, name, match string) float64 {
 }
 
 var _ = stratum.CodeOther
+
+// TestSessionLossMovesMiners: when the pool drops the session, a miner that
+// takes set_extranonce is moved to a fresh session on its open connection;
+// the other is asked to reconnect and comes back. No share is reported
+// accepted that the pool did not accept.
+func TestSessionLossMovesMiners(t *testing.T) {
+	pool := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-5})
+	px := startProxy(t, []*stratumtest.Pool{pool}, "", "")
+	xn := stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: stratumtest.StyleNiceHash, User: "acct.xn"})
+	plain := stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: stratumtest.StyleBitaxe, User: "acct.bitaxe", AutoReconnect: true})
+	ctx := ctxFor(t, 60*time.Second)
+	var all []stratumtest.SubmitResult
+	for _, m := range []*stratumtest.Miner{xn, plain} {
+		r, err := m.SubmitOne(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, r)
+	}
+	before := xn.Handshake().Extranonce1
+	pool.DropAll()
+	if err := xn.WaitEvents(ctx, stratumtest.EventSetExtranonce, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.WaitFor(ctx, func(s stratumtest.MinerStats) bool { return s.Handshakes >= 2 }); err != nil {
+		t.Fatal(err)
+	}
+	if xn.Stats().Connects != 1 {
+		t.Errorf("the extranonce-subscribed miner reconnected (%d connects); it should have kept its connection", xn.Stats().Connects)
+	}
+	for _, m := range []*stratumtest.Miner{xn, plain} {
+		r, err := m.SubmitOne(ctx)
+		if err != nil || r.Verdict != stratumtest.VerdictAccepted {
+			t.Fatalf("after the move: %v %+v", err, r)
+		}
+		all = append(all, r)
+	}
+	if after := xn.Handshake().Extranonce1; after == before {
+		t.Errorf("extranonce1 unchanged (%s) after moving to a new session", after)
+	}
+	if un := pool.Unaccounted(all, 1e-5); len(un) > 0 {
+		t.Fatalf("reported accepted but not accepted by the pool: %+v", un)
+	}
+	checkAccounting(t, px.Proxy)
+}
