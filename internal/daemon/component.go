@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/internal/events"
 )
 
 // Component is one long-running part of proxyd: the Stratum proxy, the GPU
@@ -51,6 +52,8 @@ type Env struct {
 	Log      *zap.Logger
 	Metrics  prometheus.Registerer
 	Liveness *Liveness
+	// Events is the daemon's journal of decisions, served at GET /api/v1/events.
+	Events *events.Log
 }
 
 // Factory builds a component from the config. It returns (nil, nil) when the

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/internal/logging"
 	"github.com/hashgate/proxyd/internal/version"
 )
@@ -43,6 +44,7 @@ type Daemon struct {
 	notify func(string)
 	reg    *prometheus.Registry
 	live   *Liveness
+	events *events.Log
 	token  tokenStore
 	comps  []Component
 	ln     net.Listener
@@ -61,13 +63,14 @@ type Daemon struct {
 // configuration problems an operator must fix before proxyd can start.
 func New(cfg *config.Config, log *zap.Logger, opts Options) (*Daemon, error) {
 	d := &Daemon{
-		log:   log,
-		opts:  opts,
-		reg:   prometheus.NewRegistry(),
-		live:  NewLiveness(),
-		cfg:   cfg,
-		phase: "starting",
-		start: time.Now(),
+		log:    log,
+		opts:   opts,
+		reg:    prometheus.NewRegistry(),
+		live:   NewLiveness(),
+		events: events.New(0),
+		cfg:    cfg,
+		phase:  "starting",
+		start:  time.Now(),
 	}
 	d.notify = opts.Notify
 	if d.notify == nil {
@@ -87,7 +90,7 @@ func New(cfg *config.Config, log *zap.Logger, opts Options) (*Daemon, error) {
 	d.registerCoreMetrics()
 
 	for _, f := range opts.Factories {
-		c, err := f(Env{Config: cfg, Log: log, Metrics: d.reg, Liveness: d.live})
+		c, err := f(Env{Config: cfg, Log: log, Metrics: d.reg, Liveness: d.live, Events: d.events})
 		if err != nil {
 			return nil, err
 		}
@@ -126,6 +129,9 @@ func New(cfg *config.Config, log *zap.Logger, opts Options) (*Daemon, error) {
 
 // Addr is the bound address of the HTTP listener.
 func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
+
+// Events exposes the journal of decisions (the demo prints from it).
+func (d *Daemon) Events() *events.Log { return d.events }
 
 // Registry exposes the Prometheus registry (the demo and tests read it).
 func (d *Daemon) Registry() *prometheus.Registry { return d.reg }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/internal/events"
 )
 
 const testToken = "0123456789abcdef0123456789abcdef"
@@ -248,6 +249,18 @@ func TestHTTPSurface(t *testing.T) {
 				tc.check(t, m)
 			}
 		})
+	}
+
+	h.d.events.Add(events.Event{Component: "stratum", Kind: "failover", Subject: "primary", Reason: "no job for 2m"})
+	h.d.events.Add(events.Event{Component: "switcher", Kind: "transition", Subject: "GPU-1", Reason: "contract c1"})
+	if code, m := h.get(t, "/api/v1/events?component=stratum", testToken); code != 200 || len(m["events"].([]any)) != 1 {
+		t.Errorf("events by component = %d %v", code, m)
+	}
+	if code, m := h.get(t, "/api/v1/events?limit=x", testToken); code != 400 || m["field"] != "limit" {
+		t.Errorf("bad limit = %d %v, want 400 naming the field", code, m)
+	}
+	if code, _ := h.get(t, "/api/v1/events", ""); code != 401 {
+		t.Errorf("events without token = %d", code)
 	}
 
 	slow.setReady(nil)

@@ -4,12 +4,14 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/hashgate/proxyd/internal/apijson"
+	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/internal/version"
 )
 
@@ -35,6 +37,7 @@ func (d *Daemon) handler() http.Handler {
 
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/v1/status", d.status)
+	api.HandleFunc("GET /api/v1/events", d.listEvents)
 	api.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apijson.Error(w, http.StatusNotFound, "no such API route: %s %s", r.Method, r.URL.Path)
 	})
@@ -120,4 +123,29 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 		"config":     cfg.Path,
 		"readiness":  d.readiness(),
 	})
+}
+
+// listEvents serves the journal: ?component=, ?subject=, ?after=SEQ, ?limit=N
+// (default 200, at most the ring's size).
+func (d *Daemon) listEvents(w http.ResponseWriter, r *http.Request) {
+	q := events.Query{Component: r.URL.Query().Get("component"), Subject: r.URL.Query().Get("subject"), Limit: 200}
+	for _, p := range []struct {
+		name string
+		dst  func(uint64)
+	}{
+		{"after", func(v uint64) { q.After = v }},
+		{"limit", func(v uint64) { q.Limit = int(min(v, events.DefaultSize)) }},
+	} {
+		raw := r.URL.Query().Get(p.name)
+		if raw == "" {
+			continue
+		}
+		v, err := strconv.ParseUint(raw, 10, 64)
+		if err != nil {
+			apijson.FieldError(w, p.name, "%s must be a non-negative integer, got %q", p.name, raw)
+			return
+		}
+		p.dst(v)
+	}
+	apijson.Write(w, http.StatusOK, map[string]any{"events": d.events.List(q)})
 }
