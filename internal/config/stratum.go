@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // Server is one downstream Stratum V1 listener that miners connect to.
@@ -25,6 +26,14 @@ type Server struct {
 	NtimeWindow         Duration `toml:"ntime_window"`
 	// Pools names the [[pool]] entries this listener routes to; empty means all.
 	Pools []string `toml:"pools"`
+	// FailbackDelay is how long a better failover level must stay healthy
+	// before miners move back to it (hysteresis against flapping).
+	FailbackDelay Duration `toml:"failback_delay"`
+	// NoPoolGrace is how long miners stay connected with no healthy pool
+	// before they are disconnected so their firmware fails over.
+	NoPoolGrace Duration `toml:"no_pool_grace"`
+	// RebalanceInterval is how often the weighted split is corrected.
+	RebalanceInterval Duration `toml:"rebalance_interval"`
 }
 
 // Pool is one upstream Stratum V1 pool account.
@@ -41,6 +50,15 @@ type Pool struct {
 	Weight float64 `toml:"weight"`
 	// Identity is "aggregate" (the pool's user for every share) or "passthrough".
 	Identity string `toml:"identity"`
+	// WorkerTemplate names each worker upstream with identity = "passthrough":
+	// {user} is the pool's user, {worker} the part of the miner's name after
+	// its first dot (the whole name if it has none), {name} the whole name.
+	WorkerTemplate string `toml:"worker_template"`
+	// NoJobTimeout: a pool that sends no job for this long is unhealthy.
+	NoJobTimeout Duration `toml:"no_job_timeout"`
+	// MaxRejectRate: a pool rejecting more than this fraction of the last
+	// forwarded shares (at least 20 of them) is unhealthy.
+	MaxRejectRate float64 `toml:"max_reject_rate"`
 }
 
 // Server defaults, applied to each [[server]] before validation.
@@ -62,6 +80,9 @@ func (s *Server) applyDefaults() {
 	setIf(&s.SubscribeTimeout, Duration(30e9))
 	setIf(&s.IdleTimeout, Duration(600e9))
 	setIf(&s.NtimeWindow, Duration(7200e9))
+	setIf(&s.FailbackDelay, Duration(60e9))
+	setIf(&s.NoPoolGrace, Duration(10e9))
+	setIf(&s.RebalanceInterval, Duration(30e9))
 }
 
 func (p *Pool) applyDefaults() {
@@ -69,6 +90,9 @@ func (p *Pool) applyDefaults() {
 	setIf(&p.SubmitTimeout, Duration(10e9))
 	setIf(&p.Weight, 1)
 	setIf(&p.Identity, "aggregate")
+	setIf(&p.WorkerTemplate, "{user}.{worker}")
+	setIf(&p.NoJobTimeout, Duration(120e9))
+	setIf(&p.MaxRejectRate, 0.5)
 }
 
 // setIf fills a zero value with its default. A key present in the file with
@@ -110,6 +134,9 @@ func validateServers(v *validator, servers []Server, pools []Pool) {
 		v.positiveDuration(k("subscribe_timeout"), s.SubscribeTimeout)
 		v.positiveDuration(k("idle_timeout"), s.IdleTimeout)
 		v.positiveDuration(k("ntime_window"), s.NtimeWindow)
+		v.positiveDuration(k("failback_delay"), s.FailbackDelay)
+		v.positiveDuration(k("no_pool_grace"), s.NoPoolGrace)
+		v.positiveDuration(k("rebalance_interval"), s.RebalanceInterval)
 		for _, pn := range s.Pools {
 			if !poolNames[pn] {
 				v.addf(k("pools"), "names pool %q, but no [[pool]] has that name", pn)
@@ -141,6 +168,11 @@ func validatePools(v *validator, pools []Pool) {
 		v.intRange(k("level"), int64(p.Level), 0, 16)
 		v.floatRange(k("weight"), p.Weight, 1e-9, 1e9)
 		v.oneOf(k("identity"), p.Identity, "aggregate", "passthrough")
+		if !strings.Contains(p.WorkerTemplate, "{worker}") && !strings.Contains(p.WorkerTemplate, "{name}") {
+			v.addf(k("worker_template"), "%q must contain {worker} or {name}, or every worker would share one name upstream", p.WorkerTemplate)
+		}
+		v.positiveDuration(k("no_job_timeout"), p.NoJobTimeout)
+		v.floatRange(k("max_reject_rate"), p.MaxRejectRate, 0.01, 1)
 	}
 }
 

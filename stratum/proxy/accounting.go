@@ -79,4 +79,3 @@ func (s Accounting) Balanced() (bool, string) {
 	}
 	return true, ""
 }
-

@@ -62,6 +62,10 @@ submit_timeout = "2s"
 		t.Fatal(err)
 	}
 	tp := &testProxy{Proxy: p, addr: p.Addrs()["farm"], reg: reg}
+	// Miners are refused until a pool is healthy; most tests want one.
+	for i := 0; i < 500 && p.Ready() != nil; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -19,6 +19,10 @@ type metrics struct {
 	connRefused     *prometheus.CounterVec // server, reason
 	disconnects     *prometheus.CounterVec // server, reason
 	blockCandidates *prometheus.CounterVec // server, pool
+	poolUp          *prometheus.GaugeVec   // server, pool
+	poolChanges     *prometheus.CounterVec // server, pool, reason
+	routeLevel      *prometheus.GaugeVec   // server
+	moves           *prometheus.CounterVec // server
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -61,8 +65,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		blockCandidates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proxyd_block_candidates_total", Help: "Shares whose hash met the network target (forwarded first).",
 		}, []string{"server", "pool"}),
+		poolUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "proxyd_pool_up", Help: "1 while the pool is healthy for the listener (connected, authorized, delivering jobs, rejects under the limit).",
+		}, []string{"server", "pool"}),
+		poolChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_pool_state_changes_total", Help: "Pool health changes by reason (healthy, connection, no_job, reject_rate, starting).",
+		}, []string{"server", "pool", "reason"}),
+		routeLevel: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "proxyd_route_level", Help: "The failover level carrying the listener's hashrate; -1 when no pool is healthy.",
+		}, []string{"server"}),
+		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_miner_moves_total", Help: "Miners moved between pool sessions (session loss, failover, fail-back, rebalance).",
+		}, []string{"server"}),
 	}
-	for _, c := range []prometheus.Collector{m.minersConnected, m.shares, m.shareDiffSum, m.upstreamSess, m.submitLatency,
+	for _, c := range []prometheus.Collector{m.moves, m.poolUp, m.poolChanges, m.routeLevel, m.minersConnected, m.shares, m.shareDiffSum, m.upstreamSess, m.submitLatency,
 		m.fanout, m.downBytes, m.upBytes, m.connRefused, m.disconnects, m.blockCandidates} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

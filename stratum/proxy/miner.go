@@ -258,23 +258,48 @@ func (m *miner) handle(msg *stratum.Message) bool {
 	return true
 }
 
-// ensureSession gives the miner an upstream session and extranonce prefix.
-func (m *miner) ensureSession() error {
+// ensureSession gives the miner an upstream session and extranonce prefix,
+// on pool to when given, else where routing says.
+func (m *miner) ensureSession() error { return m.ensureSessionOn(nil) }
+
+func (m *miner) ensureSessionOn(pl *pool) error {
 	m.mu.Lock()
 	has := m.up != nil
 	m.mu.Unlock()
 	if has {
 		return nil
 	}
-	pl := m.srv.route(m)
-	if pl == nil {
-		return errors.New("no pool configured for this listener")
-	}
 	ctx, cancel := context.WithTimeout(m.p.ctx, m.srv.cfg.SubscribeTimeout.D())
 	defer cancel()
-	up, prefix, err := pl.acquire(ctx, m)
-	if err != nil {
-		return err
+	var (
+		up     *upstream
+		prefix uint32
+		err    error
+	)
+	for {
+		target, wanted := pl, func() bool { return true }
+		if target == nil { // follow routing, and follow it again if it changes meanwhile
+			target = m.srv.pick()
+			wanted = func() bool { return m.srv.isCarrying(target) }
+		}
+		if target == nil {
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-t.C:
+				continue
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("%w: no healthy pool", errNoSession)
+			}
+		}
+		up, prefix, err = target.acquire(ctx, m, wanted)
+		if errors.Is(err, errNotCarrying) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
 	}
 	v := up.view(prefix)
 	m.mu.Lock()
@@ -587,28 +612,35 @@ func (m *miner) extranonceChanged(up *upstream) {
 	m.send(stratum.AppendNotification(nil, &se))
 }
 
-// rehome moves the miner off a session that ended.
-func (m *miner) rehome(old *upstream) {
+// relocate moves the miner off session from (if it is still there): to pool
+// to when given, else where routing says. A miner that takes
+// mining.set_extranonce keeps its connection; the others are asked to
+// reconnect, and routing places them when they come back.
+func (m *miner) relocate(from *upstream, to *pool, why string) {
 	m.mu.Lock()
-	if m.up != old {
+	if m.up != from {
 		m.mu.Unlock()
 		return
 	}
 	xn := m.xnsub
+	prefix := m.prefix
 	m.up = nil
 	m.hasWork = false
 	m.mu.Unlock()
+	from.detach(m, prefix) // a no-op when the session already ended
+	m.p.metrics.moves.WithLabelValues(m.srv.cfg.Name).Inc()
 	if !xn {
-		m.reconnect("pool session ended")
+		m.reconnect(why)
 		return
 	}
-	if err := m.ensureSession(); err != nil {
+	if err := m.ensureSessionOn(to); err != nil {
 		m.log.Warn("no pool session to move the miner to; disconnecting so its firmware can fail over", zap.Error(err))
 		m.close("no_pool_session", err)
 		return
 	}
 	m.mu.Lock()
 	e1, e2, mask, wantVR := m.e1, m.e2size, m.mask, m.wantVR
+	pool := m.up.pool.cfg.Name
 	m.mu.Unlock()
 	se := stratum.SetExtranonce{Extranonce1: e1, Extranonce2Size: e2}
 	lines := [][]byte{stratum.AppendNotification(nil, &se)}
@@ -617,8 +649,31 @@ func (m *miner) rehome(old *upstream) {
 		lines = append(lines, stratum.AppendNotification(nil, &vm))
 	}
 	m.send(lines...)
-	m.log.Info("moved miner to a new pool session", zap.String("extranonce1", hex.EncodeToString(e1)))
+	m.log.Info("moved miner to another pool session", zap.String("pool", pool), zap.String("why", why),
+		zap.String("extranonce1", hex.EncodeToString(e1)))
 	m.startWork()
+}
+
+// move takes the miner off its session from to wherever routing says.
+func (m *miner) move(from *upstream, why string) { m.relocate(from, nil, why) }
+
+// moveTo moves the miner from whatever session it is on to pool to.
+func (m *miner) moveTo(to *pool, why string) {
+	m.mu.Lock()
+	from := m.up
+	m.mu.Unlock()
+	if from != nil && from.pool != to {
+		m.relocate(from, to, why)
+	}
+}
+
+// hashrateLocked estimates the miner's hashrate over all its workers; m.mu held.
+func (m *miner) hashrateLocked(now time.Time) float64 {
+	var h float64
+	for _, ws := range m.workers {
+		h += ws.meter.hashrate(now)
+	}
+	return h
 }
 
 // reconnect asks the miner to reconnect to us (client.reconnect with no

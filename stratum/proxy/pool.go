@@ -44,6 +44,8 @@ type pool struct {
 	lastErr     error
 	mask        uint32 // the last version-rolling mask a session of this pool got
 	maskKnown   bool
+	health      poolHealth
+	lostAt      time.Time // when the last working session ended with no other left
 }
 
 func newPool(p *Proxy, srv *server, cfg config.Pool) (*pool, error) {
@@ -108,9 +110,18 @@ func (pl *pool) noteFailureLocked(err error) {
 // errNoSession means no session could be had in time.
 var errNoSession = errors.New("no pool session available")
 
+// errNotCarrying means the pool stopped carrying hashrate while a miner
+// waited for a session on it; the miner should ask routing again.
+var errNotCarrying = errors.New("pool no longer carries hashrate")
+
 // acquire finds m a session with a free prefix, opening one if all are full.
-func (pl *pool) acquire(ctx context.Context, m *miner) (*upstream, uint32, error) {
+// wanted, when set, is checked whenever acquire wakes: once it is false,
+// acquire gives up with errNotCarrying.
+func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*upstream, uint32, error) {
 	for {
+		if wanted != nil && !wanted() {
+			return nil, 0, errNotCarrying
+		}
 		pl.mu.Lock()
 		var wait *upstream
 		for _, u := range pl.sessions {
@@ -130,14 +141,19 @@ func (pl *pool) acquire(ctx context.Context, m *miner) (*upstream, uint32, error
 		pl.mu.Unlock()
 
 		if wait != nil {
+			t := time.NewTimer(100 * time.Millisecond) // wake to re-check wanted
 			select {
 			case <-wait.ready:
+				t.Stop()
+				continue
+			case <-t.C:
 				continue
 			case <-ctx.Done():
+				t.Stop()
 				return nil, 0, fmt.Errorf("%w: %s still connecting", errNoSession, pl.cfg.Name)
 			}
 		}
-		t := time.NewTimer(time.Until(retryAt))
+		t := time.NewTimer(min(time.Until(retryAt), 100*time.Millisecond))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -181,8 +197,22 @@ func (pl *pool) sessionEnded(u *upstream, miners map[*miner]struct{}) {
 	if pl.proxy.ctx.Err() != nil {
 		return
 	}
+	// Judge the pool now rather than at the next tick when this was its last
+	// working session or a reconnect just failed, so miners are moved to
+	// wherever routing sends them before they look for a new home.
+	if !pl.hasActive() {
+		now := time.Now()
+		if !failedEarly {
+			pl.mu.Lock()
+			pl.lostAt = now
+			pl.mu.Unlock()
+		}
+		if pl.evaluate(now) {
+			pl.srv.evaluateRouting(now)
+		}
+	}
 	for m := range miners {
-		go m.rehome(u)
+		go m.relocate(u, nil, "pool session ended")
 	}
 	// Keep one session to the pool open (it also measures the pool's health).
 	pl.mu.Lock()
@@ -242,14 +272,15 @@ func (pl *pool) noteMask(mask uint32) {
 	pl.mu.Unlock()
 }
 
-// readiness reports whether at least one session is active, and why not.
+// readiness reports whether the pool is healthy, and why not.
 func (pl *pool) readiness() error {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	for _, u := range pl.sessions {
-		if u.isActive() {
-			return nil
-		}
+	if pl.health.up {
+		return nil
+	}
+	if pl.health.reason != "" {
+		return fmt.Errorf("pool %s: %s", pl.cfg.Name, pl.health.reason)
 	}
 	if pl.lastErr != nil {
 		return fmt.Errorf("pool %s: %v", pl.cfg.Name, pl.lastErr)
@@ -269,4 +300,13 @@ func (pl *pool) pendingCount() int {
 		n += u.pendingCount()
 	}
 	return n
+}
+
+func (pl *pool) hasActive() bool {
+	for _, u := range pl.snapshot() {
+		if u.isActive() {
+			return true
+		}
+	}
+	return false
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/daemon"
+	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/stratum"
 )
 
@@ -30,6 +32,7 @@ type Proxy struct {
 	log     *zap.Logger
 	metrics *metrics
 	live    *daemon.Liveness
+	events  *events.Log
 	servers []*server
 
 	// ctx bounds the pool sessions. It is the proxy's own, not the daemon's:
@@ -69,7 +72,7 @@ func New(env daemon.Env) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stratum metrics: %w", err)
 	}
-	p := &Proxy{log: env.Log.With(zap.String("component", "stratum")), metrics: m, live: env.Liveness}
+	p := &Proxy{log: env.Log.With(zap.String("component", "stratum")), metrics: m, live: env.Liveness, events: env.Events}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	byName := map[string]config.Pool{}
 	for _, pc := range cfg.Pools {
@@ -77,7 +80,9 @@ func New(env daemon.Env) (*Proxy, error) {
 	}
 	for _, sc := range cfg.Servers {
 		s := &server{p: p, cfg: sc, log: p.log.With(zap.String("server", sc.Name)),
-			limits: newConnLimits(sc.MaxConnections, sc.MaxConnectionsPerIP), miners: map[*miner]struct{}{}}
+			limits: newConnLimits(sc.MaxConnections, sc.MaxConnectionsPerIP), miners: map[*miner]struct{}{},
+			route: routerState{level: -1}}
+		m.routeLevel.WithLabelValues(sc.Name).Set(-1)
 		names := sc.Pools
 		if len(names) == 0 {
 			for _, pc := range cfg.Pools {
@@ -147,30 +152,40 @@ func (p *Proxy) janitor() {
 				for _, pl := range s.pools {
 					pl.janitor(now)
 				}
+				s.evaluateRouting(now)
+				if now.Sub(s.lastRebalance) >= s.cfg.RebalanceInterval.D() {
+					s.lastRebalance = now
+					s.rebalance(now)
+				}
 			}
 		}
 	}
 }
 
-// Ready is nil while every listener has a working session to a pool.
+// Ready is nil while every listener has a healthy pool.
 func (p *Proxy) Ready() error {
 	var errs []error
 	for _, s := range p.servers {
-		var last error
-		ok := false
+		if !s.noPool() {
+			continue
+		}
+		var why []string
 		for _, pl := range s.pools {
-			if err := pl.readiness(); err == nil {
-				ok = true
-				break
-			} else {
-				last = err
+			if err := pl.readiness(); err != nil {
+				why = append(why, err.Error())
 			}
 		}
-		if !ok {
-			errs = append(errs, fmt.Errorf("server %s has no working pool session (%v)", s.cfg.Name, last))
-		}
+		errs = append(errs, fmt.Errorf("server %s has no healthy pool (%s)", s.cfg.Name, strings.Join(why, "; ")))
 	}
 	return errors.Join(errs...)
+}
+
+// event records a routing decision in the daemon's journal.
+func (p *Proxy) event(e events.Event) {
+	if p.events != nil {
+		e.Component = "stratum"
+		p.events.Add(e)
+	}
 }
 
 // Stop stops accepting miners, waits (within ctx) for the verdicts of shares
@@ -273,11 +288,13 @@ func (p *Proxy) verdict(ps *pendingSubmit, pl *pool, accepted bool, perr *stratu
 	}
 	m.mu.Unlock()
 	if accepted {
+		pl.noteVerdict(false)
 		p.acct.poolAccepted.Add(1)
 		p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_accepted", "").Inc()
 		m.send(stratum.AppendBoolResult(nil, ps.id, true))
 		return
 	}
+	pl.noteVerdict(true)
 	p.acct.poolRejected.Add(1)
 	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_rejected", poolReason(perr)).Inc()
 	m.send(stratum.AppendError(nil, ps.id, perr.Code, perr.Message))
@@ -292,6 +309,7 @@ func (p *Proxy) noVerdict(ps *pendingSubmit, pl *pool, reason, message string) {
 		ws.reject("no_verdict_" + reason)
 	}
 	m.mu.Unlock()
+	pl.noteVerdict(true)
 	p.acct.noVerdict.Add(1)
 	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "no_verdict", reason).Inc()
 	m.send(stratum.AppendError(nil, ps.id, stratum.CodeOther, message))

@@ -22,15 +22,17 @@ type server struct {
 
 	mu     sync.Mutex // guards miners
 	miners map[*miner]struct{}
+
+	rmu           sync.Mutex // guards route; taken after no other lock
+	route         routerState
+	lastRebalance time.Time // owned by the janitor
 }
 
-// route picks the pool a miner's session comes from. With one pool this is
-// that pool; failover tiers and weights choose here.
-func (s *server) route(*miner) *pool {
-	if len(s.pools) == 0 {
-		return nil
-	}
-	return s.pools[0]
+// noPool reports that no pool of this listener is healthy.
+func (s *server) noPool() bool {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	return s.route.level < 0
 }
 
 // accept runs until the listener closes.
@@ -50,6 +52,14 @@ func (s *server) accept() {
 			continue
 		}
 		delay = 0
+		if s.noPool() {
+			// Refuse rather than take a miner we cannot give work: its
+			// firmware moves on to its own backup pool.
+			s.p.metrics.connRefused.WithLabelValues(s.cfg.Name, "no_pool").Inc()
+			s.log.Debug("refusing miner connection: no healthy pool", zap.String("remote", conn.RemoteAddr().String()))
+			_ = conn.Close()
+			continue
+		}
 		ip, refused := s.limits.admit(conn.RemoteAddr())
 		if refused != "" {
 			s.p.metrics.connRefused.WithLabelValues(s.cfg.Name, refused).Inc()
