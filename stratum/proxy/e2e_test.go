@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/daemon"
+	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/stratum/stratumtest"
 )
 
@@ -26,10 +27,17 @@ type testProxy struct {
 // override or add keys.
 func startProxy(t *testing.T, pools []*stratumtest.Pool, serverExtra, poolExtra string) *testProxy {
 	t.Helper()
+	return startProxyLevels(t, pools, nil, serverExtra, poolExtra)
+}
+
+// startProxyLevels gives pool i failover level levels[i] (all 0 when nil);
+// poolExtra applies to every pool.
+func startProxyLevels(t *testing.T, pools []*stratumtest.Pool, levels []int, serverExtra string, poolExtra ...string) *testProxy {
+	t.Helper()
 	// Defaults for the tests; a key given in serverExtra replaces its default.
 	defaults := []string{
 		`name = "farm"`, `listen = "127.0.0.1:0"`, `initial_difficulty = 0.00001`, `min_difficulty = 0.0000001`,
-		`max_difficulty = 1`, `shares_per_minute = 600`, `max_connections_per_ip = 0`,
+		`max_difficulty = 1`, `shares_per_minute = 6`, `max_connections_per_ip = 0`,
 	}
 	doc := "[[server]]\n" + serverExtra + "\n"
 	for _, d := range defaults {
@@ -46,15 +54,16 @@ url = %q
 user = "acct.farm"
 password = "x"
 submit_timeout = "2s"
+level = %d
 %s
-`, i, pl.URL(), poolExtra)
+`, i, pl.URL(), level(levels, i), strings.Join(poolExtra, "\n"))
 	}
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
 		t.Fatalf("test config: %v\n%s", err, doc)
 	}
 	reg := prometheus.NewRegistry()
-	p, err := New(daemon.Env{Config: cfg, Log: zaptest.NewLogger(t), Metrics: reg, Liveness: daemon.NewLiveness()})
+	p, err := New(daemon.Env{Config: cfg, Log: zaptest.NewLogger(t), Metrics: reg, Liveness: daemon.NewLiveness(), Events: events.New(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +84,15 @@ submit_timeout = "2s"
 	})
 	return tp
 }
+
+func level(levels []int, i int) int {
+	if i < len(levels) {
+		return levels[i]
+	}
+	return 0
+}
+
+func eventsQuery() events.Query { return events.Query{Component: "stratum"} }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -528,8 +528,13 @@ func TestSessionLossMovesMiners(t *testing.T) {
 		all = append(all, r)
 	}
 	before := xn.Handshake().Extranonce1
+	notifies := xn.Stats().Notifies
 	pool.DropAll()
 	if err := xn.WaitEvents(ctx, stratumtest.EventSetExtranonce, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The new extranonce applies from the next job, which follows it.
+	if err := xn.WaitFor(ctx, func(s stratumtest.MinerStats) bool { return s.Notifies > notifies }); err != nil {
 		t.Fatal(err)
 	}
 	if err := plain.WaitFor(ctx, func(s stratumtest.MinerStats) bool { return s.Handshakes >= 2 }); err != nil {
