@@ -183,14 +183,27 @@ type SessionView struct {
 
 // PoolView is one pool of one listener in GET /api/v1/pools.
 type PoolView struct {
-	Server   string        `json:"server"`
-	Pool     string        `json:"pool"`
-	URL      string        `json:"url"`
-	User     string        `json:"user"`
-	Ready    bool          `json:"ready"`
-	Reason   string        `json:"reason,omitempty"`
-	Failures int           `json:"consecutive_failures"`
-	Sessions []SessionView `json:"sessions"`
+	Server   string  `json:"server"`
+	Pool     string  `json:"pool"`
+	URL      string  `json:"url"`
+	User     string  `json:"user"`
+	Identity string  `json:"identity"`
+	Level    int     `json:"level"`
+	Weight   float64 `json:"weight"`
+	// Healthy and Reason are the pool's health for this listener.
+	Healthy      bool       `json:"healthy"`
+	Reason       string     `json:"reason,omitempty"`
+	HealthySince *time.Time `json:"healthy_since,omitempty"`
+	// Carrying: the pool is on the level that carries the hashrate.
+	Carrying bool `json:"carrying"`
+	// TargetShare and ActualShare are the pool's share of the carrying
+	// level's hashrate: by weight, and as estimated now.
+	TargetShare float64       `json:"target_share"`
+	ActualShare float64       `json:"actual_share"`
+	HashrateHs  float64       `json:"hashrate_hs"`
+	Miners      int           `json:"miners"`
+	Failures    int           `json:"consecutive_failures"`
+	Sessions    []SessionView `json:"sessions"`
 }
 
 // Pools lists every pool session by listener.
@@ -198,15 +211,34 @@ func (p *Proxy) Pools() []PoolView {
 	now := time.Now()
 	var out []PoolView
 	for _, s := range p.servers {
+		loads := s.poolLoad(now)
+		carrying := s.carrying()
+		var levelHash, levelWeight float64
+		for _, pl := range carrying {
+			levelHash += loads[pl].hashrate
+			levelWeight += pl.cfg.Weight
+		}
 		for _, pl := range s.pools {
-			v := PoolView{Server: s.cfg.Name, Pool: pl.cfg.Name, URL: pl.cfg.URL, User: pl.cfg.User, Sessions: []SessionView{}}
-			if err := pl.readiness(); err != nil {
-				v.Reason = err.Error()
-			} else {
-				v.Ready = true
+			v := PoolView{Server: s.cfg.Name, Pool: pl.cfg.Name, URL: pl.cfg.URL, User: pl.cfg.User, Identity: pl.cfg.Identity,
+				Level: pl.cfg.Level, Weight: pl.cfg.Weight, Sessions: []SessionView{},
+				HashrateHs: loads[pl].hashrate, Miners: len(loads[pl].miners)}
+			for _, c := range carrying {
+				if c == pl {
+					v.Carrying = true
+					v.TargetShare = pl.cfg.Weight / levelWeight
+					if levelHash > 0 {
+						v.ActualShare = loads[pl].hashrate / levelHash
+					}
+				}
 			}
 			pl.mu.Lock()
 			v.Failures = pl.failures
+			v.Healthy, v.Reason = pl.health.up, pl.health.reason
+			if pl.health.up {
+				hs := pl.health.changedAt.UTC()
+				v.HealthySince = &hs
+				v.Reason = ""
+			}
 			pl.mu.Unlock()
 			for _, u := range pl.snapshot() {
 				u.mu.Lock()

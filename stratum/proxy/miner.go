@@ -392,6 +392,20 @@ func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) {
 		return
 	}
 	m.mu.Lock()
+	var pl *pool
+	if m.up != nil {
+		pl = m.up.pool
+	}
+	m.mu.Unlock()
+	if pl == nil {
+		pl = m.srv.pick()
+	}
+	if pl != nil && pl.cfg.Identity == "passthrough" {
+		if !m.passthroughAuthorize(id, a.User) {
+			return
+		}
+	}
+	m.mu.Lock()
 	if _, ok := m.workers[a.User]; !ok {
 		m.workers[a.User] = &workerStats{}
 	}

@@ -175,3 +175,35 @@ func lastEvent(t *testing.T, px *testProxy, kind string) time.Time {
 	}
 	return at
 }
+
+// TestPassthroughIdentity: each worker is authorized upstream on its own
+// name, its shares are credited to it, and a refused worker is refused
+// alone.
+func TestPassthroughIdentity(t *testing.T) {
+	pool := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-5,
+		Authorize: func(user, _ string) bool { return !strings.HasSuffix(user, ".badrig") }})
+	px := startProxyLevels(t, []*stratumtest.Pool{pool}, nil, "", `identity = "passthrough"`)
+	ctx := ctxFor(t, time.Minute)
+	good := []*stratumtest.Miner{
+		stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: stratumtest.StyleAntminer, User: "site.rig1"}),
+		stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: stratumtest.StyleWhatsminer, User: "site.rig2"}),
+	}
+	if _, err := stratumtest.DialMiner(ctxFor(t, 15*time.Second), px.addr, stratumtest.MinerOptions{Style: stratumtest.StylePlain, User: "site.badrig"}); err == nil {
+		t.Fatal("a worker the pool refused was authorized")
+	}
+	for _, m := range good {
+		if _, err := m.SubmitShares(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	users := pool.Users()
+	for _, name := range []string{"acct.farm.rig1", "acct.farm.rig2"} {
+		if users[name].Accepted != 2 {
+			t.Errorf("pool credited %s with %d shares, want 2 (users: %v)", name, users[name].Accepted, users)
+		}
+	}
+	if users["acct.farm"].Accepted != 0 {
+		t.Error("shares were submitted under the aggregate user")
+	}
+	checkAccounting(t, px.Proxy)
+}

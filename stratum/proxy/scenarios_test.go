@@ -421,7 +421,7 @@ func TestAPIViews(t *testing.T) {
 	}
 	var p struct{ Pools []PoolView }
 	get("/api/v1/pools", &p)
-	if len(p.Pools) != 1 || !p.Pools[0].Ready || len(p.Pools[0].Sessions) != 1 || p.Pools[0].Sessions[0].Accepted != 3 ||
+	if len(p.Pools) != 1 || !p.Pools[0].Healthy || !p.Pools[0].Carrying || p.Pools[0].TargetShare != 1 || p.Pools[0].ActualShare != 1 || len(p.Pools[0].Sessions) != 1 || p.Pools[0].Sessions[0].Accepted != 3 ||
 		p.Pools[0].Sessions[0].Miners != 1 || p.Pools[0].Sessions[0].SubmitLatencyMs <= 0 {
 		t.Fatalf("pools view: %+v", p.Pools)
 	}

@@ -123,20 +123,24 @@ type upstream struct {
 	accepted    uint64
 	rejected    uint64
 	noVerdict   uint64
-	latency     time.Duration // EWMA of submit round trips
-	draining    bool          // takes no new miners (pool asked us to reconnect)
+	latency     time.Duration          // EWMA of submit round trips
+	draining    bool                   // takes no new miners (pool asked us to reconnect)
+	workerAuths map[string]*workerAuth // passthrough: upstream names authorized on this session
+	authPending map[uint64]*workerAuth // by request id
 }
 
 func newUpstream(pl *pool, id uint64) *upstream {
 	u := &upstream{
-		pool:    pl,
-		id:      id,
-		log:     pl.log.With(zap.Uint64("session", id)),
-		ready:   make(chan struct{}),
-		done:    make(chan struct{}),
-		miners:  map[*miner]struct{}{},
-		pending: map[uint64]*pendingSubmit{},
-		nextID:  firstSubmitID,
+		pool:        pl,
+		id:          id,
+		log:         pl.log.With(zap.Uint64("session", id)),
+		ready:       make(chan struct{}),
+		done:        make(chan struct{}),
+		miners:      map[*miner]struct{}{},
+		pending:     map[uint64]*pendingSubmit{},
+		workerAuths: map[string]*workerAuth{},
+		authPending: map[uint64]*workerAuth{},
+		nextID:      firstSubmitID,
 		// Stratum's difficulty before any mining.set_difficulty is 1.
 		nextDiff: 1,
 	}
@@ -166,6 +170,7 @@ func (u *upstream) run(ctx context.Context) {
 	if u.wq != nil {
 		u.wq.close()
 	}
+	u.failAuths()
 	select {
 	case <-u.ready:
 	default:
@@ -264,6 +269,13 @@ func truncate(b []byte, n int) []byte {
 	return b
 }
 
+func (u *upstream) isAuthResponse(id uint64) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	_, ok := u.authPending[id]
+	return ok
+}
+
 func (u *upstream) isActive() bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -286,6 +298,16 @@ func (u *upstream) handle(msg *stratum.Message) error {
 		case idAuthorize:
 			return u.onAuthorize(msg)
 		default:
+			if u.isAuthResponse(id) {
+				ok, _ := stratum.ParseBoolResult(msg.Result)
+				var perr *stratum.Error
+				if hasError(msg) {
+					perr, _ = stratum.ParseError(msg.Error)
+					ok = false
+				}
+				u.finishAuth(id, ok, perr)
+				return nil
+			}
 			u.onVerdict(id, msg)
 		}
 		return nil
@@ -593,8 +615,12 @@ func (u *upstream) forward(ps *pendingSubmit, e *jobEntry, en2 stratum.Extranonc
 	u.pending[id] = ps
 	u.mu.Unlock()
 
+	name := u.pool.upstreamName(ps.worker)
+	if u.pool.cfg.Identity == "passthrough" {
+		u.authorizeWorker(name) // queued ahead of the submit if this session has not seen the worker yet
+	}
 	up := stratum.Submit{
-		Worker:         []byte(u.pool.cfg.User),
+		Worker:         []byte(name),
 		JobID:          []byte(e.poolJobID),
 		Extranonce2:    en2,
 		NTime:          sub.NTime,
