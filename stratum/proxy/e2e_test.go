@@ -30,8 +30,8 @@ func startProxy(t *testing.T, pools []*stratumtest.Pool, serverExtra, poolExtra 
 	return startProxyLevels(t, pools, nil, serverExtra, poolExtra)
 }
 
-// startProxyLevels gives pool i failover level levels[i] (all 0 when nil);
-// poolExtra applies to every pool.
+// startProxyLevels gives pool i failover level levels[i] (all 0 when nil).
+// One poolExtra applies to every pool; several apply to pool i each.
 func startProxyLevels(t *testing.T, pools []*stratumtest.Pool, levels []int, serverExtra string, poolExtra ...string) *testProxy {
 	t.Helper()
 	// Defaults for the tests; a key given in serverExtra replaces its default.
@@ -56,7 +56,7 @@ password = "x"
 submit_timeout = "2s"
 level = %d
 %s
-`, i, pl.URL(), level(levels, i), strings.Join(poolExtra, "\n"))
+`, i, pl.URL(), level(levels, i), extraFor(poolExtra, i))
 	}
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
@@ -83,6 +83,16 @@ level = %d
 		}
 	})
 	return tp
+}
+
+func extraFor(extra []string, i int) string {
+	switch {
+	case len(extra) == 1:
+		return extra[0]
+	case i < len(extra):
+		return extra[i]
+	}
+	return ""
 }
 
 func level(levels []int, i int) int {
