@@ -39,6 +39,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "start the daemon (Stratum proxy, GPU switcher, local HTTP)", runCmd},
+		{"demo", "run a whole simulated site on loopback with the real proxy and API", demoCmd},
 		{"check-config", "validate a config file and print a one-line summary", checkConfigCmd},
 		{"gpus", "list this node's GPUs with telemetry and health (--json for scripts)", gpusCmd},
 		{"share", "verify one share (JSON on stdin) as the proxy would", shareCmd},

@@ -60,6 +60,17 @@ password = "x"
 	l := p.waitLog(t, "stratum listening", 1)
 	stratumAddr, _ := l["addr"].(string)
 	p.waitLog(t, "proxyd ready", 1)
+	// Miners are refused until a pool is healthy: wait for /readyz.
+	for i := 0; i < 1000; i++ {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -35,6 +35,9 @@ type Options struct {
 	Level *zap.AtomicLevel
 	// Load reads the config on reload; nil uses config.Load on the original path.
 	Load func(path string) (*config.Config, error)
+	// APIMiddleware, when set, wraps the /api/v1 routes (inside bearer-token
+	// authentication): the demo labels every response as simulated with it.
+	APIMiddleware func(http.Handler) http.Handler
 }
 
 // Daemon is a configured proxyd instance. Build it with New, then Run it.

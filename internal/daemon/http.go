@@ -46,7 +46,11 @@ func (d *Daemon) handler() http.Handler {
 			p.RegisterAPI(api)
 		}
 	}
-	mux.Handle("/api/v1/", d.authenticate(http.MaxBytesHandler(api, maxAPIBody)))
+	var apiHandler http.Handler = api
+	if d.opts.APIMiddleware != nil {
+		apiHandler = d.opts.APIMiddleware(api)
+	}
+	mux.Handle("/api/v1/", d.authenticate(http.MaxBytesHandler(apiHandler, maxAPIBody)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apijson.Error(w, http.StatusNotFound, "not found: %s (try /healthz, /readyz, /metrics, /api/v1/status)", r.URL.Path)
 	})

@@ -240,8 +240,13 @@ func (s *server) evaluateRouting(now time.Time) {
 		s.route.noPoolSince = time.Time{}
 	}
 	changed := next != cur
+	// The first pool coming up at start is not an incident: log it at info.
+	quiet := changed && cur == -1 && !s.everRouted
 	if changed {
 		s.route.level, s.route.since = next, now
+		if next != -1 {
+			s.everRouted = true
+		}
 	}
 	noPoolSince := s.route.noPoolSince
 	s.rmu.Unlock()
@@ -254,7 +259,11 @@ func (s *server) evaluateRouting(now time.Time) {
 		if next == -1 {
 			kind = "no_pool"
 		}
-		s.log.Warn("routing changed", zap.String("kind", kind), zap.Int("from_level", cur), zap.Int("to_level", next), zap.String("reason", reason))
+		log := s.log.Warn
+		if quiet {
+			log = s.log.Info
+		}
+		log("routing changed", zap.String("kind", kind), zap.Int("from_level", cur), zap.Int("to_level", next), zap.String("reason", reason))
 		s.p.event(events.Event{Kind: kind, Subject: s.cfg.Name, From: levelName(cur), To: levelName(next), Reason: reason})
 		s.p.metrics.routeLevel.WithLabelValues(s.cfg.Name).Set(float64(next))
 		if next != -1 {

@@ -26,6 +26,7 @@ type server struct {
 	rmu           sync.Mutex // guards route; taken after no other lock
 	route         routerState
 	lastRebalance time.Time // owned by the janitor
+	everRouted    bool      // a level has carried before; guarded by rmu
 }
 
 // noPool reports that no pool of this listener is healthy.

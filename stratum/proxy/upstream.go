@@ -177,8 +177,13 @@ func (u *upstream) run(ctx context.Context) {
 		close(u.ready)
 	}
 	close(u.done)
-	if wasActive || ctx.Err() == nil {
+	switch {
+	case ctx.Err() != nil: // shutting down: expected
+		u.log.Debug("pool session closed", zap.Int("miners", len(miners)))
+	case wasActive:
 		u.log.Warn("pool session ended", zap.Error(err), zap.Int("miners", len(miners)), zap.Int("pending_shares", len(pending)))
+	default:
+		u.log.Debug("pool session attempt failed", zap.Error(err))
 	}
 	for _, ps := range pending {
 		u.pool.proxy.noVerdict(ps, u.pool, "upstream_lost", "the pool connection was lost before the pool's verdict arrived")
