@@ -52,7 +52,9 @@
 // notify cache, one scheduler goroutine and a few hashing workers: the only
 // per-miner goroutine is its connection reader. SharesPerMinute submits at
 // a Poisson rate, BadFraction mixes in labelled bad shares, SubmitEach
-// submits on demand.
+// submits on demand. MinerFunc varies options per miner (a LocalAddr each,
+// to spread many connections over source addresses) and OnDialed reports
+// each dial, so a load tool can time every handshake.
 //
 // # Concurrency
 //

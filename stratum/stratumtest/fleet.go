@@ -46,6 +46,16 @@ type FleetOptions struct {
 	BadKinds    []ShareKind
 	// Seed drives scheduling and is mixed into each miner's seed.
 	Seed uint64
+	// MinerFunc, when set, adjusts miner i's options right before it dials
+	// (after User, Seed and Style are set, once a DialConcurrency slot is
+	// free), for example to give each miner its own LocalAddr or OnEvent.
+	// It is called from the dialing goroutines, concurrently for different
+	// miners; a SharesPerMinute set here is ignored, as in Miner above.
+	MinerFunc func(i int, o *MinerOptions)
+	// OnDialed, when set, is called from miner i's dialing goroutine as
+	// soon as its dial and handshake have finished, with the miner (nil
+	// when err is not nil). With MinerFunc it times each connection.
+	OnDialed func(i int, m *Miner, err error)
 }
 
 // Fleet drives many Miners cheaply: one reader goroutine per miner, one
@@ -142,8 +152,15 @@ func StartFleet(ctx context.Context, addr string, opts FleetOptions) (*Fleet, er
 		go func() {
 			defer dialWG.Done()
 			defer func() { <-sem }()
+			if opts.MinerFunc != nil {
+				opts.MinerFunc(i, &mo)
+				mo.SharesPerMinute = 0
+			}
 			m, err := dialMiner(ctx, addr, mo, f.cache)
 			f.miners[i], errs[i] = m, err
+			if opts.OnDialed != nil {
+				opts.OnDialed(i, m, err)
+			}
 		}()
 	}
 	dialWG.Wait()
@@ -312,6 +329,8 @@ func (f *Fleet) Stats() FleetStats {
 		s.SearchFailures += ms.SearchFailures
 		s.UnexpectedResponses += ms.UnexpectedResponses
 		s.Malformed += ms.Malformed
+		s.BytesIn += ms.BytesIn
+		s.BytesOut += ms.BytesOut
 	}
 	s.Ready = min(s.Ready, s.Connected)
 	s.MinerStats.Ready = s.Ready == s.Miners

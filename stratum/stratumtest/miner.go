@@ -254,7 +254,9 @@ type Miner struct {
 	stop  context.CancelFunc
 	wg    sync.WaitGroup // reader goroutine and rate goroutine
 
-	hashes atomic.Uint64 // hashes computed, all searches
+	hashes   atomic.Uint64 // hashes computed, all searches
+	bytesIn  atomic.Uint64 // bytes read, all connections
+	bytesOut atomic.Uint64 // bytes written, all connections
 
 	wmu sync.Mutex // serialises writes to the connection; taken before mu, never after
 
@@ -500,7 +502,7 @@ func (m *Miner) run(mc *minerConn) {
 // readConn handles lines until the connection fails or a reconnect is
 // requested.
 func (m *Miner) readConn(mc *minerConn) error {
-	lr := &lineReader{r: bufio.NewReaderSize(mc.c, m.opts.ReadBufferSize), max: m.opts.MaxLineBytes}
+	lr := &lineReader{r: bufio.NewReaderSize(countingReader{mc.c, &m.bytesIn}, m.opts.ReadBufferSize), max: m.opts.MaxLineBytes}
 	for {
 		m.mu.Lock()
 		paused := m.paused
@@ -638,7 +640,9 @@ func (m *Miner) write(mc *minerConn, b []byte) error {
 // writeLocked is write with m.wmu held.
 func (m *Miner) writeLocked(mc *minerConn, b []byte) error {
 	_ = mc.c.SetWriteDeadline(time.Now().Add(m.opts.WriteTimeout))
-	if _, err := mc.c.Write(b); err != nil {
+	n, err := mc.c.Write(b)
+	m.bytesOut.Add(uint64(n))
+	if err != nil {
 		_ = mc.c.Close()
 		return fmt.Errorf("stratumtest: miner write: %w", err)
 	}

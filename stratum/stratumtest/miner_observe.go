@@ -96,6 +96,8 @@ type MinerStats struct {
 	SearchFailures      uint64 // share searches that failed (difficulty too high, ctx)
 	UnexpectedResponses uint64 // responses matching no request (e.g. to Flood)
 	Malformed           uint64 // lines that were not valid Stratum
+	BytesIn             uint64 // bytes read from the server, all connections
+	BytesOut            uint64 // bytes written to the server, all connections
 }
 
 // Stats returns a snapshot of the counters.
@@ -118,6 +120,8 @@ func (m *Miner) statsLocked() MinerStats {
 	s.ShowMessages = m.kindCount[EventShowMessage]
 	s.OtherMessages = m.kindCount[EventOther]
 	s.Hashes = m.hashes.Load()
+	s.BytesIn = m.bytesIn.Load()
+	s.BytesOut = m.bytesOut.Load()
 	return s
 }
 
