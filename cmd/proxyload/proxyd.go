@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,6 +109,7 @@ type proxydProc struct {
 	Listen  string // where miners connect
 	Config  string // config file path
 	LogPath string
+	HTTP    string // [http] listen, for /readyz
 	exit    chan struct{}
 	wait    error // valid once exit is closed
 	keep    bool  // keep the temp dir after stop
@@ -129,7 +131,7 @@ func startProxyd(ctx context.Context, path string, p proxydParams, startTimeout 
 	if err != nil {
 		return nil, fmt.Errorf("temp dir for proxyd: %w", err)
 	}
-	pp := &proxydProc{dir: dir, Listen: p.Listen, Config: filepath.Join(dir, "proxyd.toml"), LogPath: filepath.Join(dir, "proxyd.log"), exit: make(chan struct{})}
+	pp := &proxydProc{dir: dir, Listen: p.Listen, HTTP: p.HTTPListen, Config: filepath.Join(dir, "proxyd.toml"), LogPath: filepath.Join(dir, "proxyd.log"), exit: make(chan struct{})}
 	if err := os.WriteFile(pp.Config, []byte(proxydConfig(p)), 0o600); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("write proxyd config: %w", err)
@@ -160,14 +162,25 @@ func startProxyd(ctx context.Context, path string, p proxydParams, startTimeout 
 	return pp, nil
 }
 
-// waitListening dials the listener every 50ms until it accepts.
+// waitListening waits, polling every 50ms, until the listener accepts and
+// proxyd's /readyz says it is ready: proxyd refuses miners until a pool is
+// healthy, so a listening socket alone is not enough.
 func (p *proxydProc) waitListening(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
 	for {
 		c, err := net.DialTimeout("tcp", p.Listen, time.Second)
 		if err == nil {
 			_ = c.Close()
-			return nil
+			if p.HTTP == "" {
+				return nil
+			}
+			if resp, err := client.Get("http://" + p.HTTP + "/readyz"); err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+			}
 		}
 		select {
 		case <-p.exit:
