@@ -73,6 +73,7 @@ type Component struct {
 	off         string // why GPU features are off by configuration
 	cancel      context.CancelFunc
 	retryDone   chan struct{}
+	hooks       APIHooks
 }
 
 // NewComponent builds the component; nil (and no error) when the config

@@ -4,14 +4,25 @@ import (
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/stratum/proxy"
+	"github.com/hashgate/proxyd/switcher"
 )
 
 // components is the one place where proxyd's components are wired into the
 // daemon, in start order. A factory returns (nil, nil) when the config leaves
-// its component disabled.
+// its component disabled. Each call builds a fresh list: the GPU component
+// the first factory builds reaches the switcher through this closure only.
 func components() []daemon.Factory {
+	var gpu *nvml.Component
 	return []daemon.Factory{
-		nvml.Factory,
+		func(env daemon.Env) (daemon.Component, error) {
+			c, err := nvml.Factory(env)
+			if err != nil || c == nil {
+				return nil, err
+			}
+			gpu, _ = c.(*nvml.Component)
+			return c, nil
+		},
 		proxy.Factory,
+		switcher.Factory(func() *nvml.Component { return gpu }),
 	}
 }

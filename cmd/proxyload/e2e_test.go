@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -56,7 +57,17 @@ func fakeProxyd(path string) int {
 		fmt.Fprintf(os.Stderr, "fake proxyd: %v\n", err)
 		return 1
 	}
+	// Like proxyd, say ready on /readyz once the listener is up.
+	hl, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fake proxyd: %v\n", err)
+		return 1
+	}
+	go func() {
+		_ = http.Serve(hl, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
+	}()
 	<-sig
+	_ = hl.Close()
 	r.Close()
 	return 0
 }

@@ -1,0 +1,37 @@
+// Package switcher turns a mining site's GPUs into compute on demand: when
+// an AI contract needs N GPUs it drains them from mining, proves through
+// NVML that they are free, starts the inference workloads on them, waits
+// until they serve, and gives the GPUs back to mining when the contract
+// ends.
+//
+// Demand is declarative and level-triggered: contracts (from the config,
+// the API and an optional polled feed) say how many GPUs of which workload
+// they want and when; every pass derives each GPU's desired owner from the
+// contracts active at that moment and walks the GPU one guarded step
+// toward it, so a replayed or lost signal is harmless.
+//
+// Each GPU follows one state machine:
+//
+//	MINING → STOPPING_MINER → VERIFYING_FREE → STARTING_AI → SERVING_AI
+//	       → DRAINING_AI → VERIFYING_FREE → RESTORING_MINING → MINING
+//
+// plus IDLE and QUARANTINED, and a cordon flag with a mandatory reason.
+// Every waiting state has a deadline and an escalation: a miner that will
+// not stop is killed and, if the GPU is still not free, the GPU is
+// quarantined (gpu_not_released) and no AI work starts on it; an AI
+// workload that never serves is stopped and the GPU goes back to mining
+// with a shortfall reason on the contract. AI work never starts beside a
+// running process: the proof of free needs several consecutive NVML
+// samples with no process, memory back at the idle baseline and
+// utilisation 0. At most max_parallel GPUs are in transition at once.
+//
+// State (API contracts, assignments, power snapshots, cordons,
+// quarantines) is written atomically to state_dir on every change; on
+// start the switcher reconciles the file with what really runs (container
+// labels, exec status commands, NVML processes) before it acts, adopting
+// its own workloads and quarantining GPUs with foreign processes.
+//
+// Workloads run through runtime.Runtime: Docker (GPU by CDI name, owner
+// labels), exec commands, or the simulated runtime used by the demo and the
+// tests. Component plugs the switcher into the daemon.
+package switcher

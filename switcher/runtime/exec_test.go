@@ -1,0 +1,118 @@
+package runtime
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/hashgate/proxyd/internal/config"
+)
+
+// execSpec drives a fake service through files in dir: start creates
+// <gpu_index>.run, status tests it, stop removes it.
+func execSpec(dir string) Spec {
+	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
+	return Spec{Name: "miner", Workload: config.Workload{Runtime: config.RuntimeExec,
+		StartCommand:   sh("echo starting {workload} on {gpu_uuid}; echo {contract} > " + dir + "/{gpu_index}.run"),
+		StatusCommand:  sh("test -f " + dir + "/{gpu_index}.run"),
+		StopCommand:    sh("rm -f " + dir + "/{gpu_index}.run; echo stopped >&2"),
+		KillCommand:    sh("rm -f " + dir + "/{gpu_index}.run; echo killed > " + dir + "/{gpu_index}.killed"),
+		CommandTimeout: config.Duration(5 * time.Second), StopTimeout: config.Duration(time.Second),
+		Readiness: config.ReadinessRunning}}
+}
+
+func newTestExec(t *testing.T) (*Exec, *observer.ObservedLogs) {
+	core, logs := observer.New(zap.DebugLevel)
+	return NewExec(zap.New(core), nil), logs
+}
+
+func TestExecLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	e, logs := newTestExec(t)
+	spec := execSpec(dir)
+	in := Instance{Workload: "miner", GPUUUID: "GPU-a", GPUIndex: 2}
+	h, err := e.Start(t.Context(), spec, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.ID != "exec:miner:GPU-a" || h.Runtime != KindExec {
+		t.Errorf("handle %+v", h)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "2.run")); err != nil {
+		t.Fatalf("start_command did not run with placeholders filled: %v", err)
+	}
+	if st, err := e.Status(t.Context(), spec, h); err != nil || !st.Running || !st.Ready {
+		t.Errorf("status %+v %v", st, err)
+	}
+	// Output goes to the log.
+	found := false
+	for _, l := range logs.All() {
+		if strings.Contains(l.ContextMap()["output"].(string), "starting miner on GPU-a") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the command's output is not in the log")
+	}
+	// List finds the running miner on GPU 2 only.
+	l, err := e.List(t.Context(), ListQuery{GPUs: []GPURef{{"GPU-x", 1}, {"GPU-a", 2}}, Specs: map[string]Spec{"miner": spec}})
+	if err != nil || len(l) != 1 || l[0].ID != h.ID || l[0].GPUIndex != 2 {
+		t.Errorf("list %+v %v", l, err)
+	}
+	if err := e.Stop(t.Context(), spec, h, false); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Status(t.Context(), spec, h)
+	if err != nil || st.Running || st.ExitCode != 1 {
+		t.Errorf("after stop: %+v %v", st, err)
+	}
+	if _, err := e.Start(t.Context(), spec, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Stop(t.Context(), spec, h, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "2.killed")); err != nil {
+		t.Error("force did not use kill_command")
+	}
+}
+
+func TestExecFailures(t *testing.T) {
+	dir := t.TempDir()
+	e, _ := newTestExec(t)
+	in := Instance{Workload: "miner", GPUUUID: "GPU-a", GPUIndex: 0}
+	tests := []struct {
+		name string
+		mod  func(*Spec)
+		op   func(Spec) error
+		want string
+	}{
+		{"start exits 3", func(s *Spec) { s.StartCommand = []string{"/bin/sh", "-c", "echo no such miner >&2; exit 3"} },
+			func(s Spec) error { _, err := e.Start(t.Context(), s, in); return err }, "exited 3: no such miner"},
+		{"start hangs", func(s *Spec) {
+			s.StartCommand = []string{"/bin/sh", "-c", "sleep 30 & sleep 30"}
+			s.CommandTimeout = config.Duration(200 * time.Millisecond)
+		}, func(s Spec) error { _, err := e.Start(t.Context(), s, in); return err }, "did not finish within 200ms"},
+		{"not found", func(s *Spec) { s.StartCommand = []string{"/nonexistent/miner"} },
+			func(s Spec) error { _, err := e.Start(t.Context(), s, in); return err }, "could not run"},
+		{"stop fails", func(s *Spec) { s.StopCommand = []string{"/bin/false"} },
+			func(s Spec) error { return e.Stop(t.Context(), s, Handle{Instance: in}, false) }, "exited 1"},
+		{"unconfigured workload", func(s *Spec) { *s = Spec{Name: "gone"} },
+			func(s Spec) error { return e.Stop(t.Context(), s, Handle{Instance: Instance{Workload: "gone"}}, true) }, "no longer configured"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := execSpec(dir)
+			tc.mod(&spec)
+			err := tc.op(spec)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

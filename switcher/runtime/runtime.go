@@ -1,0 +1,209 @@
+// Package runtime starts, watches and stops the switcher's workloads, one
+// instance per GPU, behind one small interface with three implementations:
+//
+//   - Docker: the Docker Engine API (Docker or podman), the GPU attached by
+//     CDI name, every container labelled with its owner, GPU and contract;
+//   - Exec: start, stop and status commands (systemctl, vendor tools);
+//   - Sim: a simulated workload on nvmlsim's simulated GPUs, for the demo
+//     and tests.
+//
+// A runtime only ever stops what it started: Docker refuses to stop or
+// remove a container without proxyd's owner label.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashgate/proxyd/internal/config"
+)
+
+// Labels on every container proxyd creates. OwnerValue marks ownership:
+// nothing without it is ever stopped or removed.
+const (
+	LabelOwner    = "io.hashgate.owner"
+	LabelGPU      = "io.hashgate.gpu"
+	LabelContract = "io.hashgate.contract"
+	LabelWorkload = "io.hashgate.workload"
+	OwnerValue    = "proxyd"
+)
+
+// MiningWorkload is the name of the mining workload ([switcher.mining]).
+const MiningWorkload = "mining"
+
+// ErrNotOwned: the workload found is not proxyd's; it was left alone.
+var ErrNotOwned = errors.New("not started by proxyd (no io.hashgate.owner=proxyd label): left alone")
+
+// Spec is a workload's definition: its name and its config.
+type Spec struct {
+	Name string
+	config.Workload
+}
+
+// PortFor is the port the instance on a GPU serves on (0: none).
+func (s Spec) PortFor(gpuIndex int) int {
+	if s.Port == 0 {
+		return 0
+	}
+	if s.PortPerGPU {
+		return s.Port + gpuIndex
+	}
+	return s.Port
+}
+
+// Instance is one workload placed on one GPU.
+type Instance struct {
+	Workload string `json:"workload"`
+	// Contract is the contract the instance serves; "" for mining.
+	Contract string `json:"contract,omitempty"`
+	GPUUUID  string `json:"gpu_uuid"`
+	GPUIndex int    `json:"gpu_index"`
+}
+
+// IsMining reports whether the instance is the miner.
+func (in Instance) IsMining() bool { return in.Workload == MiningWorkload }
+
+func (in Instance) String() string {
+	if in.Contract == "" {
+		return fmt.Sprintf("%s on GPU %d (%s)", in.Workload, in.GPUIndex, in.GPUUUID)
+	}
+	return fmt.Sprintf("%s for contract %s on GPU %d (%s)", in.Workload, in.Contract, in.GPUIndex, in.GPUUUID)
+}
+
+// Handle names a started instance; the switcher persists it and hands it
+// back to Status and Stop, also after a restart.
+type Handle struct {
+	// Runtime is the runtime's Kind.
+	Runtime string `json:"runtime"`
+	// ID is the runtime's own name for it: a container ID, "exec:…", "sim-…".
+	ID string `json:"id"`
+	Instance
+	StartedAt time.Time `json:"started_at"`
+}
+
+// Status is what a runtime knows about a started instance.
+type Status struct {
+	// Running: the process or container is up.
+	Running bool `json:"running"`
+	// Ready: running and the readiness check passed.
+	Ready bool `json:"ready"`
+	// Gone: the runtime has no such instance (removed, never created).
+	Gone bool `json:"gone,omitempty"`
+	// ExitCode is set when the instance exited.
+	ExitCode int `json:"exit_code,omitempty"`
+	// Detail says why not running or not ready, for a person.
+	Detail string `json:"detail,omitempty"`
+}
+
+// Listed is an instance a runtime found (List), with whether it runs.
+type Listed struct {
+	Handle
+	Running bool
+}
+
+// GPURef names a GPU for List.
+type GPURef struct {
+	UUID  string
+	Index int
+}
+
+// ListQuery tells List where to look: runtimes that can enumerate what
+// they own (Docker by label, Sim) ignore it; Exec asks status_command for
+// each workload on each GPU and for each known handle.
+type ListQuery struct {
+	GPUs  []GPURef
+	Specs map[string]Spec
+	Known []Handle
+}
+
+// Runtime starts and stops workload instances on GPUs. Every call is
+// bounded by ctx; Stop and Start are idempotent where the runtime allows
+// (stopping what is gone is not an error).
+type Runtime interface {
+	// Kind is "docker", "exec" or "simulated".
+	Kind() string
+	// Start launches the spec on the instance's GPU and returns at once
+	// (readiness is Status's business).
+	Start(ctx context.Context, spec Spec, in Instance) (Handle, error)
+	// Status reports whether the instance runs and, with the spec's
+	// readiness check, whether it serves.
+	Status(ctx context.Context, spec Spec, h Handle) (Status, error)
+	// Stop stops the instance, gracefully within spec.StopTimeout or, with
+	// force, at once, and removes what is left of it. An error means it may
+	// still run.
+	Stop(ctx context.Context, spec Spec, h Handle, force bool) error
+	// List returns the instances proxyd owns, running or exited.
+	List(ctx context.Context, q ListQuery) ([]Listed, error)
+}
+
+// Expand fills the placeholders of one argument for an instance.
+func Expand(arg string, spec Spec, in Instance) string {
+	port := ""
+	if p := spec.PortFor(in.GPUIndex); p > 0 {
+		port = strconv.Itoa(p)
+	}
+	return strings.NewReplacer(
+		"{gpu_uuid}", in.GPUUUID,
+		"{gpu_index}", strconv.Itoa(in.GPUIndex),
+		"{contract}", in.Contract,
+		"{workload}", in.Workload,
+		"{port}", port,
+	).Replace(arg)
+}
+
+// ExpandAll fills the placeholders of every argument.
+func ExpandAll(args []string, spec Spec, in Instance) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = Expand(a, spec, in)
+	}
+	return out
+}
+
+// ProbeTimeout bounds one readiness probe.
+const ProbeTimeout = 5 * time.Second
+
+// Probe runs the spec's readiness check for a running instance: nil when
+// it passes (or the spec only asks for "running"), else why not.
+func Probe(ctx context.Context, client *http.Client, spec Spec, in Instance) error {
+	if spec.Readiness == "" || spec.Readiness == config.ReadinessRunning {
+		return nil
+	}
+	port := spec.PortFor(in.GPUIndex)
+	url := fmt.Sprintf("http://127.0.0.1:%d%s", port, spec.ReadinessPath)
+	ctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("readiness probe %s: %w", url, err)
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("readiness probe GET %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != spec.ReadinessStatus {
+		return fmt.Errorf("readiness probe GET %s: status %d, want %d (%s still loading?)", url, resp.StatusCode,
+			spec.ReadinessStatus, spec.Readiness)
+	}
+	return nil
+}
+
+// tail keeps the last n bytes of a command's output for logs and errors.
+func tail(b []byte, n int) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	return s
+}
