@@ -23,6 +23,8 @@ func demoCmd(args []string, io stdio) int {
 	listen := fs.String("listen", demo.DefaultListen, "HTTP `address` for the API and /metrics (port 0: any free port)")
 	stratum := fs.String("stratum", demo.DefaultStratum, "`address` of the proxy's miner listener (port 0: any free port)")
 	every := fs.Duration("summary-every", demo.DefaultSummaryEvery, "print a summary this often")
+	contractAfter := fs.Duration("contract-after", demo.DefaultContractAfter, "a SIMULATED AI contract arrives this long after start (negative: never)")
+	contractFor := fs.Duration("contract-for", demo.DefaultContractFor, "how long the SIMULATED AI contract keeps its GPUs")
 	asJSON := fs.Bool("json-summary", false, "print JSON lines to stdout (started, summary, event) and the banner to stderr")
 	logLevel := fs.String("log-level", demo.DefaultLogLevel, "daemon log `level` on stderr: debug, info, warn or error (the summary already shows\nthe journal's decisions; info shows the daemon's every step)")
 	if done, code := fs.parse(args, io); done {
@@ -51,16 +53,18 @@ func demoCmd(args []string, io stdio) int {
 		stop() // a second Ctrl-C during the shutdown kills the process at once
 	}()
 	err := demo.Run(ctx, demo.Options{
-		Factories:    components(),
-		Miners:       *miners,
-		Listen:       *listen,
-		Stratum:      *stratum,
-		SummaryEvery: *every,
-		Duration:     *duration,
-		JSON:         *asJSON,
-		Out:          io.out,
-		Log:          io.err,
-		LogLevel:     *logLevel,
+		Factories:     components(),
+		Miners:        *miners,
+		Listen:        *listen,
+		Stratum:       *stratum,
+		SummaryEvery:  *every,
+		ContractAfter: *contractAfter,
+		ContractFor:   *contractFor,
+		Duration:      *duration,
+		JSON:          *asJSON,
+		Out:           io.out,
+		Log:           io.err,
+		LogLevel:      *logLevel,
 	})
 	if err == nil {
 		return exitOK

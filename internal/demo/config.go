@@ -66,6 +66,7 @@ func (c siteConfig) toml() string {
 	w("miners_per_session = %d", c.MinersPerSess)
 	w("[gpu]")
 	w(`backend = "simulated"`)
+	w(`poll_interval = "500ms"`) // simulated GPUs are cheap to poll; the switcher's proofs of free go faster
 	return b.String()
 }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/hashgate/proxyd/internal/logging"
 	"github.com/hashgate/proxyd/stratum/proxy"
 	"github.com/hashgate/proxyd/stratum/stratumtest"
+	"github.com/hashgate/proxyd/switcher"
 )
 
 // Defaults for Options. The simulated miners really hash: a share at
@@ -43,6 +44,9 @@ const (
 	DefaultListen          = "127.0.0.1:8080"
 	DefaultStratum         = "127.0.0.1:0"
 	DefaultSummaryEvery    = 5 * time.Second
+	DefaultContractAfter   = 10 * time.Second
+	DefaultContractFor     = 20 * time.Second
+	DefaultContractGPUs    = 2
 	DefaultLogLevel        = "error"
 	DefaultDifficulty      = 1e-5
 	DefaultSharesPerMinute = 6.0
@@ -59,6 +63,12 @@ const poolDifficultyFactor = 4
 
 // Options configure a demo site; zero values take the defaults above.
 type Options struct {
+	// ContractAfter is when a SIMULATED AI contract arrives (after Start);
+	// negative: never. ContractFor is how long it lasts and ContractGPUs how
+	// many GPUs it asks for: the summary shows them moving to AI and back.
+	ContractAfter time.Duration
+	ContractFor   time.Duration
+	ContractGPUs  int
 	// Factories builds the daemon's components: the binary's own list
 	// (cmd/proxyd components()), so the demo runs what `proxyd run` runs.
 	// It must include the Stratum proxy. Required.
@@ -119,6 +129,15 @@ func (o *Options) setDefaults() error {
 	def(&o.LogLevel, DefaultLogLevel)
 	if o.SummaryEvery <= 0 {
 		o.SummaryEvery = DefaultSummaryEvery
+	}
+	if o.ContractAfter == 0 {
+		o.ContractAfter = DefaultContractAfter
+	}
+	if o.ContractFor <= 0 {
+		o.ContractFor = DefaultContractFor
+	}
+	if o.ContractGPUs <= 0 {
+		o.ContractGPUs = DefaultContractGPUs
 	}
 	if o.Duration < 0 {
 		return fmt.Errorf("duration %s is negative (0 runs until interrupted)", o.Duration)
@@ -254,6 +273,9 @@ func Start(ctx context.Context, o Options) (_ *Site, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The real switcher on the simulated GPUs and runtime; its state lives
+	// in the demo's private temporary directory.
+	cfg.Switcher = switcher.DemoConfig(filepath.Join(s.tokenDir, "switcher"))
 	log, level, err := logging.New(cfg.Log, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("logger: %w", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/stratum/proxy"
+	"github.com/hashgate/proxyd/switcher"
 )
 
 // factories is what cmd/proxyd's components() wires today (this package
@@ -342,5 +343,50 @@ func TestStartFailures(t *testing.T) {
 				t.Errorf("a failed Start left %s behind", left[0].Name())
 			}
 		})
+	}
+}
+
+// withSwitcher is the binary's list with the switcher wired the same way as
+// cmd/proxyd's components().
+func withSwitcher() []daemon.Factory {
+	var gpu *nvml.Component
+	return []daemon.Factory{
+		func(env daemon.Env) (daemon.Component, error) {
+			c, err := nvml.Factory(env)
+			if err != nil || c == nil {
+				return nil, err
+			}
+			gpu, _ = c.(*nvml.Component)
+			return c, nil
+		},
+		proxy.Factory,
+		switcher.Factory(func() *nvml.Component { return gpu }),
+	}
+}
+
+// TestContractMovesGPUsToAIAndBack: the demo's SIMULATED contract moves GPUs
+// from mining to AI through the real switcher, and back when it ends.
+func TestContractMovesGPUsToAIAndBack(t *testing.T) {
+	var out, log syncBuffer
+	o := testOptions()
+	o.Factories = withSwitcher()
+	o.Miners = 4
+	o.Duration = 25 * time.Second
+	o.SummaryEvery = 250 * time.Millisecond
+	o.ContractAfter = 2 * time.Second
+	o.ContractFor = 5 * time.Second
+	o.Out, o.Log = &out, &log
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := Run(ctx, o); err != nil {
+		t.Fatalf("Run: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	serving := strings.Index(text, "2 SERVING_AI")
+	if !strings.Contains(text, `SIMULATED AI contract "demo-ai" arrives: 2 GPUs`) || serving < 0 {
+		t.Fatalf("no GPUs moved to AI:\n%s", text)
+	}
+	if back := strings.LastIndex(text, "8 MINING"); back < serving {
+		t.Fatalf("GPUs did not return to mining after the contract:\n%s", text)
 	}
 }

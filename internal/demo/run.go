@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hashgate/proxyd/switcher"
 	"io"
 	"strings"
 	"time"
@@ -63,8 +64,19 @@ func (s *Site) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(s.opts.SummaryEvery)
 	defer tick.Stop()
+	var contract <-chan time.Time
+	if s.opts.ContractAfter > 0 {
+		t := time.NewTimer(time.Until(s.started.Add(s.opts.ContractAfter)))
+		defer t.Stop()
+		contract = t.C
+	}
 	for {
 		select {
+		case <-contract:
+			contract = nil
+			if !s.placeContract() { // the switcher is not built yet: try again shortly
+				contract = time.After(500 * time.Millisecond)
+			}
 		case <-tick.C:
 			s.report()
 		case <-deadline:
@@ -185,4 +197,32 @@ func (s *Site) printf(format string, args ...any) {
 		w = s.opts.Log
 	}
 	fmt.Fprintf(w, format, args...)
+}
+
+// placeContract hands the switcher a SIMULATED AI contract, as an operator's
+// PUT /api/v1/contracts/{id} would: it moves GPUs from mining to the
+// simulated inference workload for ContractFor, then back.
+// It reports false when the switcher is not running yet (call again later)
+// and true once the contract was handed over, refused, or there is no
+// switcher in this build.
+func (s *Site) placeContract() bool {
+	for _, c := range s.comps {
+		sc, ok := c.(*switcher.Component)
+		if !ok {
+			continue
+		}
+		sw := sc.Switcher()
+		if sw == nil {
+			return false
+		}
+		ct := switcher.DemoContract("demo-ai", s.opts.ContractGPUs, time.Now(), s.opts.ContractFor)
+		if _, _, err := sw.PutContract(ct); err != nil {
+			s.printf("demo: the SIMULATED AI contract was refused: %v\n", err)
+			return true
+		}
+		s.printf("demo: SIMULATED AI contract %q arrives: %d GPUs for %s (watch them move to AI and back)\n",
+			ct.ID, s.opts.ContractGPUs, s.opts.ContractFor)
+		return true
+	}
+	return true
 }

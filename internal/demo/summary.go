@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/nvml"
+	"github.com/hashgate/proxyd/switcher"
 )
 
 // Summary is one snapshot of the demo site, printed every few seconds and
@@ -76,6 +77,14 @@ func summarizeGPUs(comps []daemon.Component) GPUSummary {
 	found := false
 	for _, c := range comps {
 		switch c := c.(type) {
+		case *switcher.Component:
+			sum := c.Summary()
+			if len(sum.States) > 0 {
+				s.States = map[string]int{}
+				for st, n := range sum.States {
+					s.States[string(st)] = n
+				}
+			}
 		case *nvml.Component:
 			found = true
 			m := c.Manager()
