@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hashgate/proxyd/internal/components"
 	"os/signal"
 	"syscall"
 
@@ -53,7 +54,7 @@ func demoCmd(args []string, io stdio) int {
 		stop() // a second Ctrl-C during the shutdown kills the process at once
 	}()
 	err := demo.Run(ctx, demo.Options{
-		Factories:     components(),
+		Factories:     components.Factories(),
 		Miners:        *miners,
 		Listen:        *listen,
 		Stratum:       *stratum,

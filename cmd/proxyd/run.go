@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/hashgate/proxyd/internal/components"
 	"os"
 	"os/signal"
 	"syscall"
@@ -33,7 +34,7 @@ func runCmd(args []string, io stdio) int {
 		fmt.Fprintf(io.err, "proxyd run: %v\n", err)
 		return exitConfig
 	}
-	return runDaemon(cfg, io, daemon.Options{Factories: components()})
+	return runDaemon(cfg, io, daemon.Options{Factories: components.Factories()})
 }
 
 // runDaemon runs a daemon from cfg until SIGTERM or SIGINT; demo mode shares it.

@@ -26,7 +26,7 @@ import (
 // Options adjusts how a Daemon is built; the zero value is production.
 type Options struct {
 	// Factories builds the components, in start order. The binary's one
-	// wiring list is cmd/proxyd's components(); tests and the demo pass their own.
+	// wiring list is internal/components.Factories(); tests pass their own.
 	Factories []Factory
 	// Notify sends an sd_notify state; nil uses systemd's socket (a no-op
 	// outside systemd).

@@ -70,7 +70,7 @@ type Options struct {
 	ContractFor   time.Duration
 	ContractGPUs  int
 	// Factories builds the daemon's components: the binary's own list
-	// (cmd/proxyd components()), so the demo runs what `proxyd run` runs.
+	// (internal/components.Factories()), so the demo runs what `proxyd run` runs.
 	// It must include the Stratum proxy. Required.
 	Factories []daemon.Factory
 	// Miners is how many simulated ASICs connect (1..MaxMiners).
@@ -327,7 +327,7 @@ func Start(ctx context.Context, o Options) (_ *Site, err error) {
 		}
 	}
 	if s.proxy == nil {
-		return nil, errors.New("the daemon's component list built no Stratum proxy (is proxy.Factory in cmd/proxyd's components()?)")
+		return nil, errors.New("the daemon's component list built no Stratum proxy (is proxy.Factory in internal/components?)")
 	}
 	addr := s.proxy.Addrs()[ServerName]
 	if addr == "" {

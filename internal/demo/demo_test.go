@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/hashgate/proxyd/internal/components"
 	"io"
 	"net"
 	"net/http"
@@ -18,11 +19,10 @@ import (
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/stratum/proxy"
-	"github.com/hashgate/proxyd/switcher"
 )
 
-// factories is what cmd/proxyd's components() wires today (this package
-// cannot import a main package).
+// factories is the binary's list without the switcher: most tests here
+// need only the proxy and the GPUs.
 func factories() []daemon.Factory { return []daemon.Factory{nvml.Factory, proxy.Factory} }
 
 // testOptions is a small, fast site on free ports.
@@ -346,30 +346,12 @@ func TestStartFailures(t *testing.T) {
 	}
 }
 
-// withSwitcher is the binary's list with the switcher wired the same way as
-// cmd/proxyd's components().
-func withSwitcher() []daemon.Factory {
-	var gpu *nvml.Component
-	return []daemon.Factory{
-		func(env daemon.Env) (daemon.Component, error) {
-			c, err := nvml.Factory(env)
-			if err != nil || c == nil {
-				return nil, err
-			}
-			gpu, _ = c.(*nvml.Component)
-			return c, nil
-		},
-		proxy.Factory,
-		switcher.Factory(func() *nvml.Component { return gpu }),
-	}
-}
-
 // TestContractMovesGPUsToAIAndBack: the demo's SIMULATED contract moves GPUs
 // from mining to AI through the real switcher, and back when it ends.
 func TestContractMovesGPUsToAIAndBack(t *testing.T) {
 	var out, log syncBuffer
 	o := testOptions()
-	o.Factories = withSwitcher()
+	o.Factories = components.Factories()
 	o.Miners = 4
 	o.Duration = 25 * time.Second
 	o.SummaryEvery = 250 * time.Millisecond
