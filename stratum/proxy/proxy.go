@@ -26,6 +26,9 @@ import (
 	"github.com/hashgate/proxyd/stratum"
 )
 
+// flushOnStop bounds how long Stop waits for answers to reach miners.
+const flushOnStop = 2 * time.Second
+
 // Proxy is the farm proxy component. Build it with New, then Start and Stop
 // it (the daemon does).
 type Proxy struct {
@@ -209,6 +212,16 @@ func (p *Proxy) Stop(ctx context.Context) error {
 		break
 	}
 	t.Stop()
+	// Let the last answers (the verdicts just relayed) reach the miners
+	// before their connections close: writes to miners are asynchronous.
+	flushBy := time.Now().Add(flushOnStop)
+	for _, s := range p.servers {
+		for _, m := range s.snapshot() {
+			for !m.wq.idle() && time.Now().Before(flushBy) && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
 	p.cancel()
 	for _, s := range p.servers {
 		for _, m := range s.snapshot() {

@@ -150,3 +150,10 @@ func (q *writeQueue) close() {
 	}
 	q.mu.Unlock()
 }
+
+// idle reports that nothing is queued or being written (or the queue failed).
+func (q *writeQueue) idle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err != nil || (!q.flushing && len(q.prio) == 0 && len(q.normal) == 0)
+}
