@@ -215,28 +215,8 @@ func TestRunServesSignalsAndExitsClean(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startDaemon(t, cfg)
-	var base string
-	select {
-	case a := <-p.addr:
-		base = "http://" + a
-	case <-time.After(30 * time.Second):
-		t.Fatal("proxyd run never logged its HTTP address")
-	}
 	p.waitLog(t, "proxyd ready", 1)
-
-	get := func(path, token string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path, token string) (int, string) { return daemonGet(t, p, path, token) }
 	if code, _ := get("/healthz", ""); code != 200 {
 		t.Errorf("/healthz = %d", code)
 	}
@@ -275,17 +255,7 @@ func TestRunServesSignalsAndExitsClean(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case code := <-p.exit:
-		if code != 0 {
-			t.Fatalf("exit status after SIGTERM = %d, want 0", code)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("proxyd did not exit after SIGTERM")
-	}
+	stopDaemon(t, p)
 	p.waitLog(t, "proxyd stopped", 1)
 	t.Logf("SIGTERM to exit: %s (shutdown_timeout 5s)", time.Since(t0))
 }
@@ -308,5 +278,44 @@ func TestRunRefusesBadStartup(t *testing.T) {
 	_, errOut, code = runBinary(t, "", "run", "--config", filepath.Join(dir, "missing.toml"))
 	if code != exitConfig || !strings.Contains(errOut, "no such file") {
 		t.Errorf("missing config: exit %d, stderr %s", code, errOut)
+	}
+}
+
+// daemonGet fetches a path from a daemon started by startDaemon.
+func daemonGet(t *testing.T, p *daemonProc, path, token string) (int, string) {
+	t.Helper()
+	var base string
+	select {
+	case a := <-p.addr:
+		base = "http://" + a
+		p.addr <- a // leave it for the next call
+	case <-time.After(30 * time.Second):
+		t.Fatal("proxyd run never logged its HTTP address")
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func stopDaemon(t *testing.T, p *daemonProc) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-p.exit:
+		if code != 0 {
+			t.Errorf("exit status after SIGTERM = %d, want 0", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("proxyd did not exit after SIGTERM")
 	}
 }

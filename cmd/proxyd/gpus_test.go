@@ -5,14 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/hashgate/proxyd/nvml"
 )
@@ -157,45 +153,6 @@ func TestPrintGPUTableMarksNotApplicable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
-	}
-}
-
-// daemonGet fetches a path from a daemon started by startDaemon.
-func daemonGet(t *testing.T, p *daemonProc, path, token string) (int, string) {
-	t.Helper()
-	var base string
-	select {
-	case a := <-p.addr:
-		base = "http://" + a
-		p.addr <- a // leave it for the next call
-	case <-time.After(30 * time.Second):
-		t.Fatal("proxyd run never logged its HTTP address")
-	}
-	req, _ := http.NewRequest(http.MethodGet, base+path, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-func stopDaemon(t *testing.T, p *daemonProc) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case code := <-p.exit:
-		if code != 0 {
-			t.Errorf("exit status after SIGTERM = %d, want 0", code)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("proxyd did not exit after SIGTERM")
 	}
 }
 

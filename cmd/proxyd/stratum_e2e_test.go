@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,24 +47,13 @@ password = "x"
 		t.Fatal(err)
 	}
 	p := startDaemon(t, cfg)
-	var base string
-	select {
-	case a := <-p.addr:
-		base = "http://" + a
-	case <-time.After(30 * time.Second):
-		t.Fatal("no HTTP address logged")
-	}
 	l := p.waitLog(t, "stratum listening", 1)
 	stratumAddr, _ := l["addr"].(string)
 	p.waitLog(t, "proxyd ready", 1)
 	// Miners are refused until a pool is healthy: wait for /readyz.
 	for i := 0; i < 1000; i++ {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if code, _ := daemonGet(t, p, "/readyz", ""); code == 200 {
+			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -84,17 +70,7 @@ password = "x"
 		t.Fatalf("share through proxyd run: %v %+v", err, r)
 	}
 
-	get := func(path string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path string) (int, string) { return daemonGet(t, p, path, token) }
 	if code, body := get("/readyz"); code != 200 {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
@@ -119,15 +95,5 @@ password = "x"
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case code := <-p.exit:
-		if code != 0 {
-			t.Fatalf("exit %d after SIGTERM", code)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit after SIGTERM")
-	}
+	stopDaemon(t, p)
 }
