@@ -152,4 +152,20 @@ func (c *Config) validate(v *validator) {
 	c.GPU.validate(v)
 	c.Switcher.validate(v)
 	validateContracts(v, c.Contracts)
+	c.validateContractWorkloads(v)
+}
+
+// validateContractWorkloads checks, when the switcher is on, that every
+// [[contract]] names a configured [switcher.workload.<name>]: otherwise the
+// switcher would refuse to start, and check-config should say so first.
+func (c *Config) validateContractWorkloads(v *validator) {
+	if !c.Switcher.Enabled {
+		return
+	}
+	known := c.Switcher.Workloads()
+	for i, ct := range c.Contracts {
+		if _, ok := known[ct.Workload]; ct.Workload != "" && !ok {
+			v.addf(fmt.Sprintf("contract[%d].workload", i), "names workload %q, but no [switcher.workload.%s] is configured", ct.Workload, ct.Workload)
+		}
+	}
 }

@@ -81,6 +81,11 @@ func TestSwitcherValidation(t *testing.T) {
 		{"bad bind", "[switcher.workload.x]\nruntime = \"docker\"\nimage = \"y\"\nbinds = [\"models:/m\"]\n", `is not /host/path:/container/path`},
 		{"pin too short", "[[contract]]\nid=\"c\"\ngpus=2\nworkload=\"w\"\nstart=2026-12-01T00:00:00Z\nend=2026-12-02T00:00:00Z\npin=[\"GPU-a\"]\n",
 			`"contract[0].pin": pins 1 GPU(s) but the contract wants 2`},
+		{"contract names an unknown workload", "[switcher]\nenabled = true\n" + miner + vllm +
+			"[[contract]]\nid=\"c\"\ngpus=1\nworkload=\"llama\"\nstart=2026-12-01T00:00:00Z\nend=2026-12-02T00:00:00Z\n",
+			`"contract[0].workload": names workload "llama", but no [switcher.workload.llama] is configured`},
+		{"contract names a configured workload", "[switcher]\nenabled = true\n" + miner + vllm +
+			"[[contract]]\nid=\"c\"\ngpus=1\nworkload=\"vllm\"\nstart=2026-12-01T00:00:00Z\nend=2026-12-02T00:00:00Z\n", ""},
 		{"pin twice", "[[contract]]\nid=\"c\"\ngpus=1\nworkload=\"w\"\nstart=2026-12-01T00:00:00Z\nend=2026-12-02T00:00:00Z\npin=[\"GPU-a\", \"GPU-a\"]\n",
 			`lists GPU GPU-a twice`},
 	}
