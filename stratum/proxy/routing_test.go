@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -40,23 +41,9 @@ func TestFailoverAndFailback(t *testing.T) {
 	// Kill the primary: every miner hashes on the backup.
 	killed := time.Now()
 	primary.Stop()
-	for i, m := range miners {
-		// A share in flight at the kill may be stale or lose its verdict;
-		// the miner is on the backup once a share is accepted there.
-		for try := 0; ; try++ {
-			r, err := m.SubmitOne(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			all = append(all, r)
-			if r.Verdict == stratumtest.VerdictAccepted && backup.AcceptedHash(r.Hash) {
-				break
-			}
-			if try == 5 {
-				t.Fatalf("miner %d not hashing on the backup: last %+v", i, r)
-			}
-		}
-	}
+	// A share in flight at the kill may be stale or lose its verdict; a
+	// miner is on the backup once a share is accepted there.
+	all = append(all, hashOn(ctx, t, miners, backup, "the backup")...)
 	onBackup := time.Since(killed)
 	t.Logf("all 4 miners had a share accepted by the backup %s after the primary was killed", onBackup)
 	failoverAt := lastEvent(t, px, "failover")
@@ -83,21 +70,7 @@ func TestFailoverAndFailback(t *testing.T) {
 	if d := lastEvent(t, px, "failback").Sub(failoverAt); d < 2*time.Second {
 		t.Errorf("failed back %s after failing over, before failback_delay", d)
 	}
-	for i, m := range miners {
-		for try := 0; ; try++ {
-			r, err := m.SubmitOne(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			all = append(all, r)
-			if r.Verdict == stratumtest.VerdictAccepted && primary.AcceptedHash(r.Hash) {
-				break
-			}
-			if try == 5 {
-				t.Fatalf("miner %d not back on the primary: last %+v", i, r)
-			}
-		}
-	}
+	all = append(all, hashOn(ctx, t, miners, primary, "the primary")...)
 	if moved := metricValue(t, px, "proxyd_miner_moves_total", "") - movesBefore; moved != 4 {
 		t.Errorf("fail-back moved %v miners, want exactly one move each (4)", moved)
 	}
@@ -214,4 +187,27 @@ func TestPassthroughIdentity(t *testing.T) {
 		t.Error("shares were submitted under the aggregate user")
 	}
 	checkAccounting(t, px.Proxy)
+}
+
+// hashOn submits from each miner until one of its shares is accepted by pool
+// (at most 6 tries each), and returns every result.
+func hashOn(ctx context.Context, t *testing.T, miners []*stratumtest.Miner, pool *stratumtest.Pool, where string) []stratumtest.SubmitResult {
+	t.Helper()
+	var all []stratumtest.SubmitResult
+	for i, m := range miners {
+		for try := 0; ; try++ {
+			r, err := m.SubmitOne(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, r)
+			if r.Verdict == stratumtest.VerdictAccepted && pool.AcceptedHash(r.Hash) {
+				break
+			}
+			if try == 5 {
+				t.Fatalf("miner %d not hashing on %s: last %+v", i, where, r)
+			}
+		}
+	}
+	return all
 }
