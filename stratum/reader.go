@@ -32,6 +32,7 @@ type Reader struct {
 	max        int // the line cap; len(buf) <= max
 	start, end int // unread data is buf[start:end]
 	scanned    int // buf[start:start+scanned] is known to hold no '\n'
+	read       uint64
 	err        error
 }
 
@@ -45,6 +46,10 @@ func NewReader(r io.Reader, maxLineBytes int) *Reader {
 	maxLineBytes = max(maxLineBytes, minMaxLineBytes)
 	return &Reader{r: r, buf: make([]byte, min(initialReadBuffer, maxLineBytes)), max: maxLineBytes}
 }
+
+// BytesRead returns how many bytes the Reader has taken from the underlying
+// reader so far, so callers can count traffic without wrapping it.
+func (r *Reader) BytesRead() uint64 { return r.read }
 
 // MaxLineBytes returns the reader's line cap.
 func (r *Reader) MaxLineBytes() int { return r.max }
@@ -115,6 +120,7 @@ func (r *Reader) next() ([]byte, error) {
 			return nil, r.err
 		}
 		r.end += n
+		r.read += uint64(n)
 		switch {
 		case err != nil:
 			r.err = err

@@ -48,12 +48,16 @@ func TestReaderLines(t *testing.T) {
 			{"data with EOF", iotest.DataErrReader},
 		} {
 			t.Run(tt.name+"/"+wrap.name, func(t *testing.T) {
-				got, err := readAll(stratum.NewReader(wrap.fn(strings.NewReader(tt.in)), 0))
+				r := stratum.NewReader(wrap.fn(strings.NewReader(tt.in)), 0)
+				got, err := readAll(r)
 				if err != io.EOF {
 					t.Fatalf("error %v, want io.EOF", err)
 				}
 				if strings.Join(got, "|") != strings.Join(tt.want, "|") || len(got) != len(tt.want) {
 					t.Fatalf("lines %q, want %q", got, tt.want)
+				}
+				if r.BytesRead() != uint64(len(tt.in)) {
+					t.Fatalf("BytesRead %d, want %d", r.BytesRead(), len(tt.in))
 				}
 			})
 		}

@@ -1,22 +1,22 @@
 package proxy
 
-import (
-	"net"
+import "github.com/prometheus/client_golang/prometheus"
 
-	"github.com/prometheus/client_golang/prometheus"
-)
-
-// readCounter counts the bytes read from a connection (writes are counted by
-// its writeQueue, which must hand the raw *net.TCPConn to writev).
-type readCounter struct {
-	net.Conn
-	in prometheus.Counter
+// byteCounter feeds a stratum.Reader's running byte count into a counter
+// (writes are counted by the connection's writeQueue). Reading the count
+// after each line, rather than wrapping the connection, keeps the miner's
+// read path one frame shallower and allocation-free.
+type byteCounter struct {
+	c    prometheus.Counter
+	seen uint64
 }
 
-func (c readCounter) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.in.Add(float64(n))
+func newByteCounter(c prometheus.Counter) byteCounter { return byteCounter{c: c} }
+
+// update adds what was read since the last call; total is Reader.BytesRead.
+func (b *byteCounter) update(total uint64) {
+	if total > b.seen {
+		b.c.Add(float64(total - b.seen))
+		b.seen = total
 	}
-	return n, err
 }

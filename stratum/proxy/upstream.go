@@ -232,7 +232,8 @@ func (u *upstream) session(ctx context.Context) error {
 		return fmt.Errorf("sending handshake to pool %s: %w", u.pool.cfg.Name, err)
 	}
 
-	r := stratum.NewReader(readCounter{Conn: conn, in: m.upBytes.WithLabelValues(u.pool.cfg.Name, "in")}, upstreamLineLimit)
+	r := stratum.NewReader(conn, upstreamLineLimit)
+	in := newByteCounter(m.upBytes.WithLabelValues(u.pool.cfg.Name, "in"))
 	var msg stratum.Message
 	deadline := time.Now().Add(handshakeTimeout)
 	for {
@@ -241,6 +242,7 @@ func (u *upstream) session(ctx context.Context) error {
 		}
 		_ = conn.SetReadDeadline(deadline)
 		line, err := r.ReadLine()
+		in.update(r.BytesRead())
 		if err != nil {
 			if !u.isActive() && isTimeout(err) {
 				return fmt.Errorf("pool %s did not complete subscribe and authorize within %s", u.pool.cfg.Name, handshakeTimeout)
