@@ -131,7 +131,7 @@ func (m *miner) passthroughAuthorize(id stratum.ID, worker string) bool {
 		if e == nil {
 			e = &stratum.Error{Code: stratum.CodeUnauthorized, Message: "unauthorized worker"}
 		}
-		m.log.Warn("pool refused the worker", zap.String("upstream_worker", name), zap.Int("code", e.Code), zap.String("message", e.Message))
+		m.log().Warn("pool refused the worker", zap.String("upstream_worker", name), zap.Int("code", e.Code), zap.String("message", e.Message))
 		m.send(stratum.AppendError(nil, id, e.Code, e.Message))
 		return false
 	}
