@@ -45,6 +45,8 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	handlers *handlers // run miners' lines (shares, handshakes)
+
 	jobSeq   atomic.Uint64
 	connSeq  atomic.Uint64
 	stopping atomic.Bool
@@ -77,6 +79,7 @@ func New(env daemon.Env) (*Proxy, error) {
 	}
 	p := &Proxy{log: env.Log.With(zap.String("component", "stratum")), metrics: m, live: env.Liveness, events: env.Events}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.handlers = newHandlers(p.ctx)
 	byName := map[string]config.Pool{}
 	for _, pc := range cfg.Pools {
 		byName[pc.Name] = pc
