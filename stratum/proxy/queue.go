@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,13 @@ var errQueueClosed = errors.New("connection closed")
 // goroutine started on demand (for miners, so that one slow ASIC never delays
 // the job fan-out to the others).
 //
+// Before any of that, a send to an idle miner queue tries the write at once,
+// without waiting (writeNow): a healthy miner's socket has room for a job,
+// so the fan-out to 10,000 miners is 10,000 writes, not 10,000 goroutines.
+// Whatever does not fit (a miner not reading) is queued ahead of everything
+// else, since a line must never be split by another, and the flusher takes
+// over.
+//
 // A queue past its byte limit fails (and the caller closes the connection)
 // only when the peer has also stopped taking data: no write completed for
 // stallAfter. A peer that reads, just more slowly than a burst arrives, keeps
@@ -34,6 +42,7 @@ type writeQueue struct {
 	limit        int // queued bytes allowed
 	writeTimeout time.Duration
 	inline       bool
+	raw          syscall.RawConn    // for writeNow; nil when conn has no fd (tests' pipes)
 	onError      func(error)        // called once, outside mu, when a write fails
 	written      prometheus.Counter // bytes written; counted here because wrapping conn would lose writev
 
@@ -52,7 +61,11 @@ const (
 )
 
 func newWriteQueue(conn net.Conn, limit int, writeTimeout time.Duration, inline bool, written prometheus.Counter, onError func(error)) *writeQueue {
-	return &writeQueue{conn: conn, limit: limit, writeTimeout: writeTimeout, inline: inline, written: written, onError: onError}
+	q := &writeQueue{conn: conn, limit: limit, writeTimeout: writeTimeout, inline: inline, written: written, onError: onError}
+	if sc, ok := conn.(syscall.Conn); ok && !inline {
+		q.raw, _ = sc.SyscallConn()
+	}
+	return q
 }
 
 // send queues lines (in order) and makes sure they get written. prio puts
@@ -75,6 +88,12 @@ func (q *writeQueue) send(prio bool, lines ...[]byte) error {
 		q.mu.Unlock()
 		return errQueueFull
 	}
+	if !q.flushing && q.queued == 0 && q.raw != nil {
+		// Nothing queued and nobody writing: try the write here.
+		q.flushing = true
+		q.mu.Unlock()
+		return q.sendNow(lines, n)
+	}
 	if prio {
 		q.prio = append(q.prio, lines...)
 	} else {
@@ -92,6 +111,64 @@ func (q *writeQueue) send(prio bool, lines ...[]byte) error {
 	}
 	go q.flush()
 	return nil
+}
+
+// sendNow writes lines (n bytes) without waiting and hands what is left,
+// and whatever other senders queued meanwhile, to a flusher. The caller has
+// set q.flushing, so no other write to the connection can start.
+func (q *writeQueue) sendNow(lines [][]byte, n int) error {
+	wrote, err := writeNow(q.raw, lines)
+	if wrote > 0 && q.written != nil {
+		q.written.Add(float64(wrote))
+	}
+	q.mu.Lock()
+	if err != nil {
+		if q.err == nil {
+			q.err = err
+		}
+		q.flushing = false
+		q.mu.Unlock()
+		if q.onError != nil {
+			q.onError(err)
+		}
+		return err
+	}
+	if wrote > 0 {
+		q.progress = time.Now()
+	}
+	if wrote < n {
+		// The rest goes first: a line cut short must be finished before any
+		// other, even a block candidate queued meanwhile.
+		rest := unwritten(lines, wrote)
+		q.prio = append(rest, q.prio...)
+		q.queued += n - wrote
+	}
+	if len(q.prio) == 0 && len(q.normal) == 0 {
+		q.flushing = false
+		q.mu.Unlock()
+		return nil
+	}
+	q.mu.Unlock()
+	go q.flush()
+	return nil
+}
+
+// unwritten returns what of lines remains after the first wrote bytes, as
+// a new slice (lines is the caller's).
+func unwritten(lines [][]byte, wrote int) [][]byte {
+	var rest [][]byte
+	for _, l := range lines {
+		switch {
+		case wrote >= len(l):
+			wrote -= len(l)
+		case wrote > 0:
+			rest = append(rest, l[wrote:])
+			wrote = 0
+		default:
+			rest = append(rest, l)
+		}
+	}
+	return rest
 }
 
 // flush writes until the queue is empty. Only one flusher runs at a time.

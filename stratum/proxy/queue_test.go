@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestUnwritten(t *testing.T) {
+	lines := [][]byte{[]byte("abc"), []byte("de"), []byte("fgh")}
+	tests := []struct {
+		wrote int
+		want  []string
+	}{
+		{0, []string{"abc", "de", "fgh"}},
+		{1, []string{"bc", "de", "fgh"}},
+		{3, []string{"de", "fgh"}},
+		{4, []string{"e", "fgh"}},
+		{5, []string{"fgh"}},
+		{7, []string{"h"}},
+		{8, nil},
+	}
+	for _, tt := range tests {
+		var got []string
+		for _, l := range unwritten(lines, tt.wrote) {
+			got = append(got, string(l))
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("unwritten(wrote=%d) = %q, want %q", tt.wrote, got, tt.want)
+		}
+	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// A peer that stops reading fills the socket: the immediate write comes up
+// short, and the rest, plus everything sent after, must arrive complete and
+// in order once the peer reads again, with prio lines never splitting one.
+func TestWriteQueueShortWriteKeepsLinesWhole(t *testing.T) {
+	peer, conn := tcpPair(t)
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096) // fill quickly
+	}
+	failed := make(chan error, 1)
+	q := newWriteQueue(conn, 64<<20, 10*time.Second, false, nil, func(err error) { failed <- err })
+	if q.raw == nil {
+		t.Fatal("a TCP connection should get the immediate-write path")
+	}
+	var want bytes.Buffer
+	line := func(i int, prio bool) []byte {
+		return fmt.Appendf(nil, "{\"n\":%d,\"prio\":%v,\"pad\":%q}\n", i, prio, bytes.Repeat([]byte{'x'}, 700))
+	}
+	total := 0
+	for i := range 2000 { // ~1.4 MB: far beyond the socket buffers
+		prio := i%97 == 0
+		l := line(i, prio)
+		if err := q.send(prio, l); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		total += len(l)
+		if !prio {
+			want.Write(l)
+		}
+	}
+	got := make([]byte, 0, total)
+	buf := make([]byte, 64<<10)
+	_ = peer.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for len(got) < total {
+		n, err := peer.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("reading after %d of %d bytes: %v", len(got), total, err)
+		}
+	}
+	select {
+	case err := <-failed:
+		t.Fatalf("queue failed: %v", err)
+	default:
+	}
+	// Every line whole; the non-prio ones in their order.
+	var normal bytes.Buffer
+	nprio := 0
+	for _, l := range bytes.SplitAfter(got, []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		if !bytes.HasPrefix(l, []byte(`{"n":`)) || !bytes.HasSuffix(l, []byte("\"}\n")) {
+			t.Fatalf("a line was split or mangled: %.80q", l)
+		}
+		if bytes.Contains(l, []byte(`"prio":true`)) {
+			nprio++
+			continue
+		}
+		normal.Write(l)
+	}
+	if !bytes.Equal(normal.Bytes(), want.Bytes()) {
+		t.Fatalf("normal lines out of order or missing: got %d bytes, want %d", normal.Len(), want.Len())
+	}
+	if nprio != 21 {
+		t.Fatalf("%d prio lines arrived, want 21", nprio)
+	}
+}
+
+// One line far larger than the socket buffers: the immediate write takes
+// part of it, and the flusher must send exactly the rest, then what follows.
+func TestWriteQueueSplitsAtTheRightByte(t *testing.T) {
+	peer, conn := tcpPair(t)
+	q := newWriteQueue(conn, 64<<20, 10*time.Second, false, nil, func(err error) { t.Errorf("queue failed: %v", err) })
+	big := make([]byte, 8<<20)
+	for i := range big {
+		big[i] = byte('a' + i%23) // no period shared with the socket buffers
+	}
+	big[len(big)-1] = '\n'
+	next := []byte("{\"next\":true}\n")
+	if err := q.send(false, big); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.send(true, next); err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]byte{}, big...), next...)
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 256<<10)
+	_ = peer.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for len(got) < len(want) {
+		n, err := peer.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("reading after %d of %d bytes: %v", len(got), len(want), err)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("stream differs from byte %d of %d", i, len(want))
+	}
+}
