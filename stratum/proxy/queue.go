@@ -177,6 +177,11 @@ func (q *writeQueue) flush() error {
 	for {
 		q.mu.Lock()
 		if q.err != nil || (len(q.prio) == 0 && len(q.normal) == 0) {
+			if q.writeTimeout > 0 && q.raw != nil {
+				// writeNow never waits but still fails on a deadline that
+				// has passed: clear ours while no other write can start.
+				_ = q.conn.SetWriteDeadline(time.Time{})
+			}
 			q.flushing = false
 			err := q.err
 			q.mu.Unlock()
