@@ -106,7 +106,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.DialConcurrency, "dial-concurrency", 128, "concurrent dials and handshakes per miner process")
 	fs.IntVar(&c.SourceIPs, "source-ips", 0, "loopback source addresses 127.0.0.2, 127.0.0.3, ... the miners are spread over, round-robin (0: auto, enough for the ephemeral ports; a loopback target only)")
 	fs.StringVar(&c.FDPolicy, "fd-policy", "refuse", "`policy` when N needs more file descriptors than the limits allow: refuse (exit 2) or cap (run with the most miners that fit)")
-	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 2*time.Minute, "bound on connecting all miners and getting each its first job")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 2*time.Minute, "bound on connecting all miners and getting each its first job; with --target, also on the proxy first serving a probe miner")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", 30*time.Second, "bound on each fan-out job reaching the miners, and on the answers after the submit window")
 	fs.DurationVar(&c.Timeout, "timeout", 15*time.Minute, "bound on the whole run; the tool stops by itself")
 	fs.DurationVar(&c.Progress, "progress", 5*time.Second, "progress line to stderr this often (0: none)")

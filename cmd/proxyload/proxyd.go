@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hashgate/proxyd/stratum/stratumtest"
 )
 
 // proxydParams are the values of a proxyd config for a load run.
@@ -235,4 +237,33 @@ func (p *proxydProc) stop(timeout time.Duration) (string, error) {
 		_ = os.RemoveAll(p.dir)
 	}
 	return status, err
+}
+
+// waitTargetServes waits until the proxy at target completes a handshake
+// with a probe miner and sends it a job, retrying every 250ms for at most
+// timeout. A proxy started before the tool's pool existed is typically in
+// its reconnect backoff and refusing miners; without this the run would
+// fail on the first dial instead of measuring.
+func waitTargetServes(ctx context.Context, target, user string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		m, err := stratumtest.DialMiner(actx, target, stratumtest.MinerOptions{User: user + ".probe"})
+		if err == nil {
+			err = m.WaitJob(actx)
+			_ = m.Close()
+		}
+		acancel()
+		if err == nil {
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the proxy at %s did not give a probe miner a job within %v (is its pool the tool's pool, and has its reconnect backoff run out?): last attempt: %w", target, timeout, last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

@@ -260,6 +260,12 @@ func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err er
 		}
 		fmt.Fprintf(r.log, "proxyload: proxied path: the proxy at %s must mine on the pool %s%s with difficulty %g for miners (initial = min = max), for example with this proxyd config:\n%s\n",
 			target, r.pool.URL(), fixed, c.Difficulty, indent(proxydConfig(c.proxydParams(target, r.pool.URL(), "127.0.0.1:8080")), "    "))
+		// A proxy started before the tool has been failing to reach the pool
+		// and may be backing off; measuring starts once it serves a miner.
+		r.prog.say("proxied path: waiting up to %v for %s to give a probe miner a job", c.ConnectTimeout, target)
+		if err := waitTargetServes(ctx, target, c.User, c.ConnectTimeout); err != nil {
+			return rr, err
+		}
 	}
 	rr.Target, d.target = target, target
 	ps := newProxySampler(pid)
