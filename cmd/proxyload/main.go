@@ -58,6 +58,7 @@ type config struct {
 	BadKinds          []stratumtest.ShareKind
 	BadKindsText      string
 	Difficulty        float64
+	PoolDiffFactor    float64
 	FanoutJobs        int
 	FanoutInterval    time.Duration
 	Settle            time.Duration
@@ -96,6 +97,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.StylesText, "styles", defaultStyles, "handshake mix, round-robin over miners: `LIST` of antminer, whatsminer, braiinsos, bitaxe, nicehash, plain, each optionally NAME=WEIGHT")
 	fs.Float64Var(&c.BadFraction, "bad", 0.05, "`fraction` of submits that are deliberately bad (0 to 0.9)")
 	fs.StringVar(&c.BadKindsText, "bad-kinds", "low-difficulty,stale,duplicate", "`LIST` of bad share kinds, drawn uniformly: low-difficulty, stale, duplicate, bad-version-bits, unauthorized-worker, bad-extranonce2")
+	fs.Float64Var(&c.PoolDiffFactor, "pool-difficulty-factor", 1, "on the proxied path the pool gives the proxy's sessions `F` × --difficulty, as a pool's vardiff gives a session carrying many miners more difficulty; the proxy then forwards only the shares that meet it (about 1 in F) and answers the rest itself. 1: every good share is forwarded (the proxy's worst case). Miners keep --difficulty on both paths")
 	fs.Float64Var(&c.Difficulty, "difficulty", 1e-7, "share difficulty `D` of the pool (and of the generated proxyd config: initial = min = max); keep it at 1e-6 or below, see HASHING")
 	fs.IntVar(&c.FanoutJobs, "fanout-jobs", 5, "clean jobs `K` the pool sends, one at a time, to measure notify fan-out")
 	fs.DurationVar(&c.FanoutInterval, "fanout-interval", 500*time.Millisecond, "pause between fan-out jobs, after every miner got the previous one")
@@ -315,6 +317,8 @@ func (c *config) finish() error {
 		return fmt.Errorf("--rate %v: want 0 to 60,000 shares per minute per miner", c.Rate)
 	case !(c.BadFraction >= 0) || c.BadFraction > 0.9:
 		return fmt.Errorf("--bad %v: want a fraction from 0 to 0.9", c.BadFraction)
+	case !(c.PoolDiffFactor >= 1) || c.PoolDiffFactor > 1e6:
+		return fmt.Errorf("--pool-difficulty-factor %v: want 1 to 1e6", c.PoolDiffFactor)
 	case !(c.Difficulty > 0) || c.Difficulty > 1e-3:
 		return fmt.Errorf("--difficulty %v: want above 0 and at most 1e-3 (each share costs difficulty·2^32 hashes; 1e-7 is ~430)", c.Difficulty)
 	case c.Duration <= 0 || c.Warmup < 0 || c.Settle < 0 || c.FanoutInterval < 0:

@@ -50,7 +50,8 @@ listen = %q
 name = "proxyload"
 listen = %q
 extranonce2_size = 4
-# Fixed difficulty equal to the pool's: every good share is forwarded.
+# Fixed miner difficulty (--difficulty): a good share is forwarded when it
+# also meets the pool's difficulty (all of them with --pool-difficulty-factor 1).
 initial_difficulty = %s
 min_difficulty = %s
 max_difficulty = %s

@@ -45,6 +45,7 @@ type Params struct {
 	BadFraction     float64  `json:"bad_fraction"`
 	BadKinds        []string `json:"bad_kinds"`
 	Difficulty      float64  `json:"difficulty"`
+	PoolDiffFactor  float64  `json:"pool_difficulty_factor"` // the proxy's pool sessions get difficulty × this
 	HashesPerShare  float64  `json:"hashes_per_share"` // difficulty·2^32, on average
 	FanoutJobs      int      `json:"fanout_jobs"`
 	FanoutIntervalS float64  `json:"fanout_interval_s"`
@@ -60,7 +61,7 @@ func (c *config) params(requested int, paths []pathSpec) Params {
 		Target: c.Target, SpawnProxyd: c.SpawnProxyd, ProxyPID: c.ProxyPID,
 		Miners: c.Miners, MinersRequested: requested, SharesPerMinute: c.Rate,
 		DurationS: c.Duration.Seconds(), WarmupS: c.Warmup.Seconds(),
-		BadFraction: c.BadFraction, Difficulty: c.Difficulty, HashesPerShare: c.Difficulty * math.Ldexp(1, 32),
+		BadFraction: c.BadFraction, Difficulty: c.Difficulty, PoolDiffFactor: c.PoolDiffFactor, HashesPerShare: c.Difficulty * math.Ldexp(1, 32),
 		FanoutJobs: c.FanoutJobs, FanoutIntervalS: c.FanoutInterval.Seconds(), SettleS: c.Settle.Seconds(),
 		DialConcurrency: c.DialConcurrency, HashWorkers: c.HashWorkers, Seed: c.Seed,
 	}
@@ -263,6 +264,7 @@ type Added struct {
 type runData struct {
 	target           string
 	rate, difficulty float64
+	poolDifficulty   float64 // the pool's difficulty for this path's sessions
 	requested        int
 
 	dial           dialReport
@@ -595,6 +597,10 @@ func (rep *Report) printTable(w io.Writer) {
 		fmtInt(p.Miners), capped, styleMix(p.Styles), p.SharesPerMinute, 100*p.BadFraction, strings.Join(p.BadKinds, ", "))
 	fmt.Fprintf(w, "  difficulty %g (~%.0f hashes/share); %d fan-out jobs; %g s window after %g s warm-up\n",
 		p.Difficulty, p.HashesPerShare, p.FanoutJobs, p.DurationS, p.WarmupS)
+	if p.PoolDiffFactor > 1 {
+		fmt.Fprintf(w, "  the proxy's pool sessions at %g × %g = %g: about 1 in %g good shares forwarded\n",
+			p.PoolDiffFactor, p.Difficulty, p.PoolDiffFactor*p.Difficulty, p.PoolDiffFactor)
+	}
 	m := rep.Machine
 	fmt.Fprintf(w, "  machine: %d × %s, %.1f GiB, Linux %s, %s; fd limit %s (hard %s)\n",
 		m.NProc, m.CPUModel, m.MemTotalGiB, m.Kernel, m.GoVersion, fmtInt(int(rep.FDs.Soft)), fmtInt(int(rep.FDs.Hard)))

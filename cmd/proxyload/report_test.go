@@ -28,6 +28,7 @@ func TestUnaccounted(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
+		poolDiff float64
 		keep     int
 		accepted uint64
 		want     []byte
@@ -35,14 +36,19 @@ func TestUnaccounted(t *testing.T) {
 	}{
 		// The pool itself accepted nothing: both shares that met its
 		// difficulty are unaccounted by Pool.Unaccounted.
-		{"Pool.Unaccounted", 1000, 0, []byte{1, 2}, "Pool.Unaccounted"},
+		{"Pool.Unaccounted", 1e-7, 1000, 0, []byte{1, 2}, "Pool.Unaccounted"},
+		// --pool-difficulty-factor 4: a 2e-7 share is below the proxy's
+		// pool session difficulty, so the proxy rightly kept it.
+		{"Pool.Unaccounted, factor 4", 4e-7, 1000, 0, nil, "Pool.Unaccounted"},
 		// More accepted shares than the pool keeps: the path's record
 		// decides.
-		{"fallback", 2, 10, []byte{2}, "the path's record"},
+		{"fallback", 1e-7, 2, 10, []byte{2}, "the path's record"},
+		{"fallback, factor 4", 4e-7, 2, 10, nil, "the path's record"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &runner{cfg: config{Difficulty: 1e-7}, keep: tc.keep, pool: p}
+			d.poolDifficulty = tc.poolDiff
 			got, how := r.unaccounted(d, tc.accepted)
 			if !strings.HasPrefix(how, tc.how) {
 				t.Fatalf("decided by %q, want %q", how, tc.how)

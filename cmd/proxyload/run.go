@@ -216,7 +216,14 @@ func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err er
 	rr = &RunReport{Path: p.Name, LoadStart: loadavg(), Miners: MinersFig{Requested: c.Miners}}
 	started := time.Now()
 	cpu0, _ := selfUsage()
-	d := &runData{rate: c.Rate, difficulty: c.Difficulty, requested: c.Miners}
+	d := &runData{rate: c.Rate, difficulty: c.Difficulty, poolDifficulty: c.Difficulty, requested: c.Miners}
+	if p.Name == "proxied" && c.PoolDiffFactor > 1 {
+		// Before the proxy connects (spawned) or while it is connected
+		// (external): SetDifficulty also retargets open sessions.
+		d.poolDifficulty = c.Difficulty * c.PoolDiffFactor
+		r.pool.SetDifficulty(d.poolDifficulty)
+		defer r.pool.SetDifficulty(c.Difficulty)
+	}
 	defer func() {
 		rr.LoadEnd = loadavg()
 		rr.ElapsedS = time.Since(started).Seconds()
@@ -604,7 +611,7 @@ func (r *runner) unaccounted(d *runData, poolAccepted uint64) ([]shareRec, strin
 		var out []shareRec
 		byHash := map[[32]byte]bool{}
 		for chunk := range slices.Chunk(res, 100_000) { // bounds the pool's lock hold
-			for _, b := range r.pool.Unaccounted(chunk, r.cfg.Difficulty) {
+			for _, b := range r.pool.Unaccounted(chunk, d.poolDifficulty) {
 				byHash[b.Hash] = true
 			}
 		}
@@ -617,7 +624,7 @@ func (r *runner) unaccounted(d *runData, poolAccepted uint64) ([]shareRec, strin
 	}
 	var out []shareRec
 	for _, s := range recs {
-		if _, ok := d.pool.acc[s.Hash]; !ok && s.ShareDiff >= r.cfg.Difficulty {
+		if _, ok := d.pool.acc[s.Hash]; !ok && s.ShareDiff >= d.poolDifficulty {
 			out = append(out, s)
 		}
 	}
