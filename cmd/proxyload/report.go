@@ -46,7 +46,7 @@ type Params struct {
 	BadKinds        []string `json:"bad_kinds"`
 	Difficulty      float64  `json:"difficulty"`
 	PoolDiffFactor  float64  `json:"pool_difficulty_factor"` // the proxy's pool sessions get difficulty × this
-	HashesPerShare  float64  `json:"hashes_per_share"` // difficulty·2^32, on average
+	HashesPerShare  float64  `json:"hashes_per_share"`       // difficulty·2^32, on average
 	FanoutJobs      int      `json:"fanout_jobs"`
 	FanoutIntervalS float64  `json:"fanout_interval_s"`
 	SettleS         float64  `json:"settle_s"`
