@@ -25,7 +25,7 @@ var errQueueClosed = errors.New("connection closed")
 // the job fan-out to the others).
 //
 // Before any of that, a send to an idle miner queue tries the write at once,
-// without waiting (writeNow): a healthy miner's socket has room for a job,
+// without waiting (rawWriter.writeNow): a healthy miner's socket has room for a job,
 // so the fan-out to 10,000 miners is 10,000 writes, not 10,000 goroutines.
 // Whatever does not fit (a miner not reading) is queued ahead of everything
 // else, since a line must never be split by another, and the flusher takes
@@ -42,7 +42,7 @@ type writeQueue struct {
 	limit        int // queued bytes allowed
 	writeTimeout time.Duration
 	inline       bool
-	raw          syscall.RawConn    // for writeNow; nil when conn has no fd (tests' pipes)
+	raw          *rawWriter         // immediate writes; nil when conn has no fd (tests' pipes)
 	onError      func(error)        // called once, outside mu, when a write fails
 	written      prometheus.Counter // bytes written; counted here because wrapping conn would lose writev
 
@@ -63,7 +63,9 @@ const (
 func newWriteQueue(conn net.Conn, limit int, writeTimeout time.Duration, inline bool, written prometheus.Counter, onError func(error)) *writeQueue {
 	q := &writeQueue{conn: conn, limit: limit, writeTimeout: writeTimeout, inline: inline, written: written, onError: onError}
 	if sc, ok := conn.(syscall.Conn); ok && !inline {
-		q.raw, _ = sc.SyscallConn()
+		if rc, err := sc.SyscallConn(); err == nil {
+			q.raw = newRawWriter(rc)
+		}
 	}
 	return q
 }
@@ -117,7 +119,7 @@ func (q *writeQueue) send(prio bool, lines ...[]byte) error {
 // and whatever other senders queued meanwhile, to a flusher. The caller has
 // set q.flushing, so no other write to the connection can start.
 func (q *writeQueue) sendNow(lines [][]byte, n int) error {
-	wrote, err := writeNow(q.raw, lines)
+	wrote, err := q.raw.writeNow(lines)
 	if wrote > 0 && q.written != nil {
 		q.written.Add(float64(wrote))
 	}

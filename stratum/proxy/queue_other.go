@@ -4,6 +4,10 @@ package proxy
 
 import "syscall"
 
-// writeNow writes nothing where non-blocking socket writes are not wired
+// rawWriter writes nothing where non-blocking socket writes are not wired
 // up: every line then goes through the queue's flusher goroutine.
-func writeNow(rc syscall.RawConn, lines [][]byte) (int, error) { return 0, nil }
+type rawWriter struct{}
+
+func newRawWriter(syscall.RawConn) *rawWriter { return &rawWriter{} }
+
+func (*rawWriter) writeNow([][]byte) (int, error) { return 0, nil }

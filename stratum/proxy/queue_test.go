@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"testing"
@@ -194,5 +195,24 @@ func TestWriteQueueImmediateWriteAfterFlushDeadline(t *testing.T) {
 	case err := <-failed:
 		t.Fatalf("queue failed: %v", err)
 	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// The fan-out path: a send to an idle miner is one write and no allocation.
+func TestWriteQueueImmediateWriteAllocatesNothing(t *testing.T) {
+	peer, conn := tcpPair(t)
+	go func() { _, _ = io.Copy(io.Discard, peer) }()
+	q := newWriteQueue(conn, 64<<20, 10*time.Second, false, nil, func(err error) { t.Errorf("queue failed: %v", err) })
+	line := []byte(`{"id":null,"method":"mining.notify","params":["1"]}` + "\n")
+	allocs := testing.AllocsPerRun(200, func() {
+		if err := q.send(false, line); err != nil {
+			t.Fatal(err)
+		}
+		for !q.idle() { // a short write would hand over to the flusher
+			time.Sleep(time.Millisecond)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per send to an idle queue, want 0", allocs)
 	}
 }

@@ -9,32 +9,57 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writeNow writes as much of lines to the socket as it takes without
-// waiting: the socket is non-blocking (the Go runtime sets it so), and the
-// callback never asks the runtime to wait for it to become writable. n is
-// the bytes written; err is nil when the socket was full (n short), and a
-// real error when the connection failed. RawConn.Write holds the fd's
-// write lock, like any other write.
-func writeNow(rc syscall.RawConn, lines [][]byte) (n int, err error) {
-	cerr := rc.Write(func(fd uintptr) bool {
-		for {
-			if len(lines) == 1 {
-				n, err = unix.Write(int(fd), lines[0])
-			} else {
-				n, err = unix.Writev(int(fd), lines)
-			}
-			if !errors.Is(err, unix.EINTR) {
-				break
-			}
+// rawWriter writes to a socket without waiting: the socket is non-blocking
+// (the Go runtime sets it so), and the callback never asks the runtime to
+// wait for it to become writable. It is built once per connection so that a
+// write allocates nothing (a closure capturing its results would, on every
+// write of every fan-out). Not safe for concurrent use: the writeQueue's
+// flushing flag gives one writer at a time.
+type rawWriter struct {
+	rc    syscall.RawConn
+	lines [][]byte
+	held  [4][]byte // lines is copied here, so the caller's slice does not escape
+	n     int
+	err   error
+	fn    func(fd uintptr) bool
+}
+
+func newRawWriter(rc syscall.RawConn) *rawWriter {
+	w := &rawWriter{rc: rc}
+	w.fn = w.write
+	return w
+}
+
+func (w *rawWriter) write(fd uintptr) bool {
+	for {
+		if len(w.lines) == 1 {
+			w.n, w.err = unix.Write(int(fd), w.lines[0])
+		} else {
+			w.n, w.err = unix.Writev(int(fd), w.lines)
 		}
-		if n < 0 {
-			n = 0
+		if !errors.Is(w.err, unix.EINTR) {
+			break
 		}
-		if errors.Is(err, unix.EAGAIN) {
-			err = nil
-		}
-		return true
-	})
+	}
+	if w.n < 0 {
+		w.n = 0
+	}
+	if errors.Is(w.err, unix.EAGAIN) {
+		w.err = nil
+	}
+	return true
+}
+
+// writeNow writes as much of lines as the socket takes at once. n is the
+// bytes written; err is nil when the socket was full (n short), and a real
+// error when the connection failed. RawConn.Write holds the fd's write
+// lock, like any other write.
+func (w *rawWriter) writeNow(lines [][]byte) (n int, err error) {
+	w.lines, w.n, w.err = append(w.held[:0], lines...), 0, nil
+	cerr := w.rc.Write(w.fn)
+	n, err = w.n, w.err
+	clear(w.held[:]) // hold no line past the write
+	w.lines = nil
 	if cerr != nil {
 		return 0, cerr
 	}
