@@ -199,7 +199,10 @@ d·2^32 double-SHA-256 hashes, about 156 ns each on a 2.6 GHz Xeon core:
 pool's difficulty (the generated proxyd config fixes initial = min = max =
 --difficulty), so that every good share also meets the pool's difficulty
 and is forwarded: a proxy forwards nothing below the pool's difficulty, and
-submit latency is measured on forwarded shares.
+submit latency is measured on forwarded shares. --pool-difficulty-factor F
+raises only the pool's difficulty for the proxied path (as a pool's vardiff
+does for a session carrying many miners): about 1 share in F is then
+forwarded, which shows the upstream byte reduction a farm really gets.
 
 PROXIES: any Stratum V1 proxy can be the target; configure its pool as the
 tool's pool and its difficulty as --difficulty, without per-IP connection
