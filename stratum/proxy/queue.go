@@ -123,18 +123,10 @@ func (q *writeQueue) sendNow(lines [][]byte, n int) error {
 	if wrote > 0 && q.written != nil {
 		q.written.Add(float64(wrote))
 	}
-	q.mu.Lock()
 	if err != nil {
-		if q.err == nil {
-			q.err = err
-		}
-		q.flushing = false
-		q.mu.Unlock()
-		if q.onError != nil {
-			q.onError(err)
-		}
-		return err
+		return q.fail(err)
 	}
+	q.mu.Lock()
 	if wrote > 0 {
 		q.progress = time.Now()
 	}
@@ -212,18 +204,24 @@ func (q *writeQueue) flush() error {
 		}
 		clear(slab) // drop references to lines already written
 		if err != nil {
-			q.mu.Lock()
-			if q.err == nil {
-				q.err = err
-			}
-			q.flushing = false
-			q.mu.Unlock()
-			if q.onError != nil {
-				q.onError(err)
-			}
-			return err
+			return q.fail(err)
 		}
 	}
+}
+
+// fail records a write error, ends the flushing role and tells the owner
+// (outside mu). Returns err.
+func (q *writeQueue) fail(err error) error {
+	q.mu.Lock()
+	if q.err == nil {
+		q.err = err
+	}
+	q.flushing = false
+	q.mu.Unlock()
+	if q.onError != nil {
+		q.onError(err)
+	}
+	return err
 }
 
 // close fails every later send.
