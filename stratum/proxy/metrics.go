@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"pool"}),
 		fanout: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "proxyd_job_fanout_seconds",
-			Help:    "From a pool notify received to the job handed to the last miner's connection.",
+			Help:    "From a pool notify received to the job written to the last miner of the session (or queued for one that is not reading).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}, []string{"pool"}),
 		downBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
