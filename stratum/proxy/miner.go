@@ -28,7 +28,10 @@ const (
 	minerWriteWait  = 10 * time.Second
 	// reconnectGrace: after client.reconnect, how long before we close.
 	reconnectGrace = 2 * time.Second
-	jobDiffSlots   = 32
+	// jobDiffSlots is how many of its latest jobs' difficulties a miner
+	// remembers: as many as a session keeps valid, so every share a
+	// session can still accept finds the difficulty its job was sent with.
+	jobDiffSlots = keepJobs
 )
 
 // workerStats are one worker name's counters on one connection.
@@ -88,7 +91,8 @@ type miner struct {
 	sentDiff    float64 // last mining.set_difficulty sent; 0: none yet
 	suggested   float64
 	vd          *vardiff
-	jobDiffs    [jobDiffSlots]jobDiff
+	jobDiffs    [jobDiffSlots]jobDiff // a ring in the order jobs were sent, next at jobDiffNext
+	jobDiffNext int
 	lastShare   time.Time
 	closeReason string
 }
@@ -491,7 +495,7 @@ func (m *miner) sendJob(up *upstream, e *jobEntry, clean bool) {
 		d, _ = m.vd.next(m.diff, e.poolDiff, now)
 	}
 	m.diff = d
-	m.jobDiffs[e.seq%jobDiffSlots] = jobDiff{seq: e.seq, diff: d}
+	m.recordJobDiffLocked(e.seq, d)
 	var lines [2][]byte
 	n := 0
 	if d != m.sentDiff {
@@ -584,12 +588,24 @@ func (m *miner) submit(msg *stratum.Message) {
 	}
 }
 
-// jobDifficulty is the difficulty the miner was given with job seq.
+// recordJobDiffLocked remembers that job seq went out at difficulty d; m.mu held.
+func (m *miner) recordJobDiffLocked(seq uint64, d float64) {
+	m.jobDiffs[m.jobDiffNext] = jobDiff{seq: seq, diff: d}
+	m.jobDiffNext = (m.jobDiffNext + 1) % jobDiffSlots
+}
+
+// jobDifficulty is the difficulty the miner was given with job seq (its
+// current one for a job it was not sent). Job sequence numbers are
+// proxy-wide, so a miner's jobs are spaced by the number of sessions: the
+// ring is searched, not indexed by seq (indexing by seq modulo the ring
+// size kept only 4 of 32 jobs with 40 sessions, 1 with 32).
 func (m *miner) jobDifficulty(seq uint64) float64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if jd := m.jobDiffs[seq%jobDiffSlots]; jd.seq == seq {
-		return jd.diff
+	for _, jd := range m.jobDiffs {
+		if jd.seq == seq {
+			return jd.diff
+		}
 	}
 	return m.diff
 }
