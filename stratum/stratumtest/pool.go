@@ -50,6 +50,11 @@ type PoolOptions struct {
 	// NoJobs authorizes sessions but never sends mining.notify (an
 	// "unhealthy pool").
 	NoJobs bool
+	// SubscribeDelay holds each session's mining.subscribe this long before
+	// answering it, like a pool across a WAN; the session's later lines
+	// wait behind it. PoolStats.MaxSubscribing counts how many sessions
+	// were waiting at once.
+	SubscribeDelay time.Duration
 	// MerkleBranches is the merkle branch length; default 12, negative for
 	// an empty branch.
 	MerkleBranches int
@@ -180,6 +185,7 @@ type Pool struct {
 	rejectFunc  func(Share) (int, string, bool)
 	forced      []forcedVerdict
 	delay       time.Duration
+	subscribing int // sessions held in SubscribeDelay now
 	suppress    bool
 	stats       PoolStats
 	byCode      map[int]uint64

@@ -22,6 +22,7 @@ type PoolStats struct {
 	JobsCreated     uint64
 	NotifiesSent    uint64 // notify lines queued (one per session per job)
 	Malformed       uint64 // lines that were not JSON or had non-array params
+	MaxSubscribing  int    // most sessions held in SubscribeDelay at once
 	BytesIn         uint64 // bytes read from sessions
 	BytesOut        uint64 // bytes written to sessions
 }

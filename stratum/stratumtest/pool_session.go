@@ -274,6 +274,24 @@ func (p *Pool) writeLoop(s *session) {
 	}
 }
 
+// holdSubscribe waits SubscribeDelay (or until the session ends), counting
+// the sessions waiting at once.
+func (p *Pool) holdSubscribe(s *session) {
+	p.mu.Lock()
+	p.subscribing++
+	p.stats.MaxSubscribing = max(p.stats.MaxSubscribing, p.subscribing)
+	p.mu.Unlock()
+	t := time.NewTimer(p.opts.SubscribeDelay)
+	select {
+	case <-t.C:
+	case <-s.done:
+		t.Stop()
+	}
+	p.mu.Lock()
+	p.subscribing--
+	p.mu.Unlock()
+}
+
 // handle processes one request line.
 func (p *Pool) handle(s *session, line []byte) {
 	var msg inMessage
@@ -291,6 +309,9 @@ func (p *Pool) handle(s *session, line []byte) {
 	if msg.Method == "mining.submit" {
 		p.handleSubmit(s, msg.ID, msg.Params)
 		return
+	}
+	if msg.Method == "mining.subscribe" && p.opts.SubscribeDelay > 0 {
+		p.holdSubscribe(s)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
