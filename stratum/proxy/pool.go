@@ -46,6 +46,7 @@ type pool struct {
 	maskKnown   bool
 	health      poolHealth
 	lostAt      time.Time // when the last working session ended with no other left
+	waiting     int       // miners in acquire waiting for a session still connecting
 }
 
 func newPool(p *Proxy, srv *server, cfg config.Pool) (*pool, error) {
@@ -124,34 +125,44 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 		}
 		pl.mu.Lock()
 		var wait *upstream
+		connecting := 0
 		for _, u := range pl.sessions {
 			if prefix, ok := u.attach(m); ok {
 				pl.mu.Unlock()
 				return u, prefix, nil
 			}
-			if wait == nil && !u.isActive() && !isDone(u.done) {
-				wait = u // a session still connecting may have room
+			if !u.isActive() && !isDone(u.done) {
+				connecting++
+				if wait == nil {
+					wait = u // a session still connecting may have room
+				}
 			}
 		}
-		if wait == nil {
-			wait = pl.startSessionLocked(pl.proxy.ctx)
+		// Open another session when the miners already waiting would fill
+		// every session still connecting. In a reconnect storm sessions then
+		// open in parallel, one per miners_per_session miners waiting, rather
+		// than one pool handshake after another; no spare session is opened.
+		if wait == nil || pl.waiting >= connecting*pl.cfg.MinersPerSession {
+			if u := pl.startSessionLocked(pl.proxy.ctx); u != nil {
+				wait = u
+			}
 		}
 		retryAt := pl.nextAttempt
 		lastErr := pl.lastErr
+		if wait != nil {
+			pl.waiting++
+		}
 		pl.mu.Unlock()
 
 		if wait != nil {
-			t := time.NewTimer(100 * time.Millisecond) // wake to re-check wanted
-			select {
-			case <-wait.ready:
-				t.Stop()
-				continue
-			case <-t.C:
-				continue
-			case <-ctx.Done():
-				t.Stop()
+			err := waitSession(ctx, wait)
+			pl.mu.Lock()
+			pl.waiting--
+			pl.mu.Unlock()
+			if err != nil {
 				return nil, 0, fmt.Errorf("%w: %s still connecting", errNoSession, pl.cfg.Name)
 			}
+			continue
 		}
 		t := time.NewTimer(min(time.Until(retryAt), 100*time.Millisecond))
 		select {
@@ -164,6 +175,20 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 			return nil, 0, fmt.Errorf("%w: %s", errNoSession, pl.cfg.Name)
 		}
 	}
+}
+
+// waitSession waits until u is ready (or failed), at most 100ms so the
+// caller re-checks routing; it fails only when ctx ends.
+func waitSession(ctx context.Context, u *upstream) error {
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-u.ready:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 func isDone(c <-chan struct{}) bool {

@@ -56,6 +56,32 @@ func TestThousandMinersFourSessions(t *testing.T) {
 	}
 }
 
+// TestConnectStormOpensSessionsInParallel: when many miners connect at once
+// to a pool that is slow to answer (a WAN pool), the sessions they need open
+// side by side instead of one pool handshake after another, and no more of
+// them than the miners fill.
+func TestConnectStormOpensSessionsInParallel(t *testing.T) {
+	pool := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-6, Extranonce2Size: 4, SubscribeDelay: time.Second})
+	px := startProxy(t, []*stratumtest.Pool{pool}, "extranonce2_size = 3\ninitial_difficulty = 0.000001", "miners_per_session = 32")
+	fleet := stratumtest.NewFleet(t, px.addr, stratumtest.FleetOptions{
+		Miners: 128, Styles: stratumtest.AllStyles(), DialConcurrency: 128,
+	})
+	ctx := ctxFor(t, time.Minute)
+	if err := fleet.WaitFor(ctx, func(s stratumtest.FleetStats) bool { return s.Ready == 128 }); err != nil {
+		t.Fatalf("fleet not ready: %v (%+v)", err, fleet.Stats())
+	}
+	st := pool.Stats()
+	if st.SessionsOpen != 4 {
+		t.Fatalf("upstream sessions = %d, want exactly 4 for 128 miners at 32 per session", st.SessionsOpen)
+	}
+	// The first session opened before the miners came; the other three
+	// were all needed at once and must have been in their handshake together.
+	if st.MaxSubscribing < 2 {
+		t.Fatalf("at most %d session(s) were handshaking at once: sessions opened one after another", st.MaxSubscribing)
+	}
+	checkAccounting(t, px.Proxy)
+}
+
 // TestBelowPoolDifficultyCountedNotSent: shares that satisfy the miner but
 // not the pool are accepted locally and never reach the pool.
 func TestBelowPoolDifficultyCountedNotSent(t *testing.T) {
