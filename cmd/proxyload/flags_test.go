@@ -76,6 +76,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "target port 0", args: []string{"--target", "127.0.0.1:0"}, errHas: "--target"},
 		{name: "no miners", args: []string{"--miners", "0"}, errHas: "--miners"},
 		{name: "difficulty too high", args: []string{"--difficulty", "0.01"}, errHas: "--difficulty"},
+		{name: "pool difficulty factor below 1", args: []string{"--pool-difficulty-factor", "0.5"}, errHas: "--pool-difficulty-factor"},
+		{name: "negative subscribe delay", args: []string{"--pool-subscribe-delay", "-1s"}, errHas: "--pool-subscribe-delay"},
 		{name: "negative rate", args: []string{"--rate", "-1"}, errHas: "--rate"},
 		{name: "bad fraction", args: []string{"--bad", "1"}, errHas: "--bad"},
 		{name: "unknown style", args: []string{"--styles", "antminer,cgminer"}, errHas: "unknown style"},

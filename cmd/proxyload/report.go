@@ -46,7 +46,8 @@ type Params struct {
 	BadKinds        []string `json:"bad_kinds"`
 	Difficulty      float64  `json:"difficulty"`
 	PoolDiffFactor  float64  `json:"pool_difficulty_factor"` // the proxy's pool sessions get difficulty × this
-	HashesPerShare  float64  `json:"hashes_per_share"`       // difficulty·2^32, on average
+	PoolSubDelayS   float64  `json:"pool_subscribe_delay_s"`
+	HashesPerShare  float64  `json:"hashes_per_share"` // difficulty·2^32, on average
 	FanoutJobs      int      `json:"fanout_jobs"`
 	FanoutIntervalS float64  `json:"fanout_interval_s"`
 	SettleS         float64  `json:"settle_s"`
@@ -61,7 +62,7 @@ func (c *config) params(requested int, paths []pathSpec) Params {
 		Target: c.Target, SpawnProxyd: c.SpawnProxyd, ProxyPID: c.ProxyPID,
 		Miners: c.Miners, MinersRequested: requested, SharesPerMinute: c.Rate,
 		DurationS: c.Duration.Seconds(), WarmupS: c.Warmup.Seconds(),
-		BadFraction: c.BadFraction, Difficulty: c.Difficulty, PoolDiffFactor: c.PoolDiffFactor, HashesPerShare: c.Difficulty * math.Ldexp(1, 32),
+		BadFraction: c.BadFraction, Difficulty: c.Difficulty, PoolDiffFactor: c.PoolDiffFactor, PoolSubDelayS: c.PoolSubDelay.Seconds(), HashesPerShare: c.Difficulty * math.Ldexp(1, 32),
 		FanoutJobs: c.FanoutJobs, FanoutIntervalS: c.FanoutInterval.Seconds(), SettleS: c.Settle.Seconds(),
 		DialConcurrency: c.DialConcurrency, HashWorkers: c.HashWorkers, Seed: c.Seed,
 	}
@@ -597,6 +598,9 @@ func (rep *Report) printTable(w io.Writer) {
 		fmtInt(p.Miners), capped, styleMix(p.Styles), p.SharesPerMinute, 100*p.BadFraction, strings.Join(p.BadKinds, ", "))
 	fmt.Fprintf(w, "  difficulty %g (~%.0f hashes/share); %d fan-out jobs; %g s window after %g s warm-up\n",
 		p.Difficulty, p.HashesPerShare, p.FanoutJobs, p.DurationS, p.WarmupS)
+	if p.PoolSubDelayS > 0 {
+		fmt.Fprintf(w, "  the pool answers mining.subscribe after %g s\n", p.PoolSubDelayS)
+	}
 	if p.PoolDiffFactor > 1 {
 		fmt.Fprintf(w, "  the proxy's pool sessions at %g × %g = %g: about 1 in %g good shares forwarded\n",
 			p.PoolDiffFactor, p.Difficulty, p.PoolDiffFactor*p.Difficulty, p.PoolDiffFactor)

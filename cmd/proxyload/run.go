@@ -169,6 +169,7 @@ func (r *runner) startPool(paths int) (int, error) {
 	p, err := stratumtest.StartPool(stratumtest.PoolOptions{
 		Addr:              c.PoolListen,
 		InitialDifficulty: c.Difficulty,
+		SubscribeDelay:    c.PoolSubDelay,
 		KeepShares:        keep,
 		Seed:              c.Seed,
 		OnShare: func(s stratumtest.Share) {
