@@ -122,3 +122,30 @@ func waitGoroutines(t *testing.T, ok func(int) bool, what string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+type nop struct{}
+
+func (nop) handleLine([]byte) bool { return true }
+
+// BenchmarkHandlersDo is the cost of handing one line to a handler and
+// waiting for it, over calling the handler directly (BenchmarkDirectCall).
+func BenchmarkHandlersDo(b *testing.B) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := newHandlers(ctx)
+	w := newWork(nop{})
+	w.line = []byte("x")
+	b.ReportAllocs()
+	for b.Loop() {
+		h.do(w)
+	}
+}
+
+func BenchmarkDirectCall(b *testing.B) {
+	var l lineHandler = nop{}
+	line := []byte("x")
+	b.ReportAllocs()
+	for b.Loop() {
+		l.handleLine(line)
+	}
+}
