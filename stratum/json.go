@@ -321,6 +321,22 @@ func utf16Decode(r1, r2 rune) rune {
 	return utf8.RuneError
 }
 
+// exactElements splits raw into out and fails unless it holds exactly
+// len(out) params.
+func exactElements(method string, raw []byte, out [][]byte) error {
+	n, err := elements(method, raw, out)
+	if err != nil {
+		return err
+	}
+	if n != len(out) {
+		if len(out) == 1 {
+			return malformed("%s: want 1 param, got %d", method, n)
+		}
+		return malformed("%s: want %d params, got %d", method, len(out), n)
+	}
+	return nil
+}
+
 // elements splits the raw JSON array raw into out and returns the count.
 // Absent params (nil) and null count as an empty array. An array longer than
 // out is an error naming method.

@@ -55,12 +55,8 @@ func (*Notify) Method() Method { return MethodNotify }
 func (n *Notify) DecodeParams(params []byte) error {
 	const m = "mining.notify"
 	var el [9][]byte
-	k, err := elements(m, params, el[:])
-	if err != nil {
+	if err := exactElements(m, params, el[:]); err != nil {
 		return err
-	}
-	if k != 9 {
-		return malformed("%s: want 9 params, got %d", m, k)
 	}
 	var out Notify
 	id, err := stringParam(m, "job_id", el[0])
@@ -162,14 +158,11 @@ func (*SetVersionMask) Method() Method { return MethodSetVersionMask }
 func (v *SetVersionMask) DecodeParams(params []byte) error {
 	const m = "mining.set_version_mask"
 	var el [1][]byte
-	n, err := elements(m, params, el[:])
-	if err != nil {
+	if err := exactElements(m, params, el[:]); err != nil {
 		return err
 	}
-	if n != 1 {
-		return malformed("%s: want 1 param, got %d", m, n)
-	}
-	v.Mask, err = hexUint32Param(m, "mask", el[0])
+	mask, err := hexUint32Param(m, "mask", el[0])
+	v.Mask = mask
 	return err
 }
 
@@ -192,12 +185,8 @@ func (*SetExtranonce) Method() Method { return MethodSetExtranonce }
 func (s *SetExtranonce) DecodeParams(params []byte) error {
 	const m = "mining.set_extranonce"
 	var el [2][]byte
-	n, err := elements(m, params, el[:])
-	if err != nil {
+	if err := exactElements(m, params, el[:]); err != nil {
 		return err
-	}
-	if n != 2 {
-		return malformed("%s: want 2 params, got %d", m, n)
 	}
 	en1, err := hexBytesParam(m, "extranonce1", el[0], 0, MaxExtranonceSize)
 	if err != nil {
@@ -294,12 +283,8 @@ func (*ShowMessage) Method() Method { return MethodShowMessage }
 func (s *ShowMessage) DecodeParams(params []byte) error {
 	const m = "client.show_message"
 	var el [1][]byte
-	n, err := elements(m, params, el[:])
-	if err != nil {
+	if err := exactElements(m, params, el[:]); err != nil {
 		return err
-	}
-	if n != 1 {
-		return malformed("%s: want 1 param, got %d", m, n)
 	}
 	text, err := stringParam(m, "text", el[0])
 	if err != nil {

@@ -383,12 +383,8 @@ func (d *SuggestDifficulty) AppendParams(dst []byte) []byte {
 // difficultyParams decodes [difficulty] with a positive, finite difficulty.
 func difficultyParams(m string, params []byte) (float64, error) {
 	var el [1][]byte
-	n, err := elements(m, params, el[:])
-	if err != nil {
+	if err := exactElements(m, params, el[:]); err != nil {
 		return 0, err
-	}
-	if n != 1 {
-		return 0, malformed("%s: want 1 param, got %d", m, n)
 	}
 	d, err := numberParam(m, "difficulty", el[0])
 	if err != nil {
@@ -410,12 +406,8 @@ func (*SuggestTarget) Method() Method { return MethodSuggestTarget }
 func (t *SuggestTarget) DecodeParams(params []byte) error {
 	const m = "mining.suggest_target"
 	var el [1][]byte
-	n, err := elements(m, params, el[:])
-	if err != nil {
+	if err := exactElements(m, params, el[:]); err != nil {
 		return err
-	}
-	if n != 1 {
-		return malformed("%s: want 1 param, got %d", m, n)
 	}
 	b, err := hexBytesParam(m, "target", el[0], 32, 32)
 	if err != nil {
