@@ -127,10 +127,12 @@ func (q *writeQueue) sendNow(lines [][]byte, n int) error {
 		return q.fail(err)
 	}
 	q.mu.Lock()
-	if wrote > 0 {
-		q.progress = time.Now()
-	}
 	if wrote < n {
+		if wrote > 0 {
+			// A complete write needs no stamp: send stamped progress when it
+			// found the queue empty, a moment ago.
+			q.progress = time.Now()
+		}
 		// The rest goes first: a line cut short must be finished before any
 		// other, even a block candidate queued meanwhile.
 		rest := unwritten(lines, wrote)
