@@ -2,6 +2,8 @@
 
 GO      ?= go
 PREFIX  ?= /usr
+# systemd looks for units under /etc and /usr/lib (and /usr/local/lib on most distributions).
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR ?=
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -9,7 +11,7 @@ LDFLAGS := -s -w \
 	-X github.com/hashgate/proxyd/internal/version.Version=$(VERSION) \
 	-X github.com/hashgate/proxyd/internal/version.Commit=$(COMMIT)
 
-.PHONY: help build test lint fuzz verify-systemd install clean
+.PHONY: help build test lint fuzz verify-systemd install deb deb-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,15 +39,25 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 verify-systemd: build ## systemd-analyze verify the unit
 	./scripts/verify-systemd.sh bin/proxyd
 
-install: build ## install binary, unit, sysusers and example config (run as root)
+install: ## install the built bin/proxyd, unit, sysusers, tmpfiles and example config (run `make build` first, as yourself; then this as root)
+	@test -x bin/proxyd || { echo "install: bin/proxyd is not built. Run 'make build' as your user first (root may not have go on its PATH), then 'sudo make install'." >&2; exit 1; }
 	install -D -m 0755 bin/proxyd $(DESTDIR)$(PREFIX)/bin/proxyd
-	install -D -m 0644 systemd/proxyd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/proxyd.service
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's#/usr/bin/proxyd#$(PREFIX)/bin/proxyd#g' systemd/proxyd.service >$(DESTDIR)$(UNITDIR)/proxyd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/proxyd.service
 	install -D -m 0644 systemd/proxyd.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/proxyd.conf
+	install -D -m 0644 systemd/proxyd.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/proxyd.conf
 	install -d -m 0750 $(DESTDIR)/etc/proxyd
 	@if [ -e $(DESTDIR)/etc/proxyd/proxyd.toml ]; then \
 	  echo "keeping existing /etc/proxyd/proxyd.toml (example at configs/proxyd.toml)"; \
 	else install -m 0640 configs/proxyd.toml $(DESTDIR)/etc/proxyd/proxyd.toml; fi
-	@echo "next: systemd-sysusers && chgrp -R proxyd /etc/proxyd && systemctl daemon-reload && systemctl enable --now proxyd"
+	@echo "next: systemd-sysusers && systemd-tmpfiles --create && chgrp -R proxyd /etc/proxyd && systemctl daemon-reload && systemctl enable --now proxyd"
+
+deb: build ## build dist/proxyd_<version>_<arch>.deb with nfpm (packaging/deb, its own module)
+	cd packaging/deb && $(GO) run . --binary ../../bin/proxyd --version $(VERSION) --out ../../dist --repo ../..
+
+deb-check: deb ## build the .deb, then install, check and purge it on this machine (root; what CI runs)
+	./scripts/deb-check.sh
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin dist
