@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashgate/proxyd/internal/apijson"
 	"github.com/hashgate/proxyd/internal/events"
+	"github.com/hashgate/proxyd/internal/statuspage"
 	"github.com/hashgate/proxyd/internal/version"
 )
 
@@ -51,8 +52,9 @@ func (d *Daemon) handler() http.Handler {
 		apiHandler = d.opts.APIMiddleware(api)
 	}
 	mux.Handle("/api/v1/", d.authenticate(http.MaxBytesHandler(apiHandler, maxAPIBody)))
+	statuspage.Register(mux) // GET /: the status page (no data without the token)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		apijson.Error(w, http.StatusNotFound, "not found: %s (try /healthz, /readyz, /metrics, /api/v1/status)", r.URL.Path)
+		apijson.Error(w, http.StatusNotFound, "not found: %s (try /, /healthz, /readyz, /metrics, /api/v1/status)", r.URL.Path)
 	})
 	return mux
 }

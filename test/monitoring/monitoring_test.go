@@ -395,3 +395,122 @@ func checkRulesHealthy(t *testing.T, base string) {
 		time.Sleep(time.Second)
 	}
 }
+
+// chromium runs headless Chromium on url with the flags this machine's closed
+// network needs, and returns what it printed on stdout.
+func chromium(t *testing.T, url string, extra ...string) string {
+	t.Helper()
+	bin := requireChromium(t)
+	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+		"--user-data-dir=" + t.TempDir(), "--window-size=1280,2400", "--virtual-time-budget=10000"}, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append(args, url)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %s: %v\n%s", url, err, stderr.String())
+	}
+	return string(out)
+}
+
+func requireChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	msg := "chromium not found on PATH: install Debian's chromium package; .ci/run does"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// TestStatusPageInChromium loads the status page of a running demo in a real
+// browser, without and with the API token, checks what it shows and saves a
+// screenshot to test-artifacts/statuspage.png.
+func TestStatusPageInChromium(t *testing.T) {
+	requireChromium(t)
+	bin := buildProxyd(t)
+	demo := startDemo(t, bin)
+	// Let miners submit and the simulated contract move its GPUs first.
+	waitFor(t, 60*time.Second, func() bool {
+		body, err := apiGet(demo, "/api/v1/contracts")
+		return err == nil && strings.Contains(body, `"serving": 2`)
+	})
+
+	// Without a token: only totals, and an invitation to paste it.
+	dom := chromium(t, demo.API+"/", "--dump-dom")
+	for _, want := range []string{"paste the API token to see this", `id="t-miners" class="value">60<`} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("page without a token lacks %q", want)
+		}
+	}
+	if strings.Contains(dom, "simulated-pool") {
+		t.Error("page without a token shows the pool's name, which only the API gives")
+	}
+
+	// With the token (handed over in the fragment, as a bookmark would).
+	withToken := demo.API + "/#token=" + demo.Token
+	dom = chromium(t, withToken, "--dump-dom")
+	for _, want := range []string{
+		"simulated-pool", "healthy", // pools with health
+		"SERVING_AI", "MINING", // GPUs with their switch state
+		"demo-ai", "2 / 2", // the contract, serving
+		"sim.antminer-", // workers
+		"transition:",   // the last events
+		`class="badge ok" title="">ready<`,
+	} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("page with the token lacks %q", want)
+		}
+	}
+	if m := regexp.MustCompile(`id="t-hashrate" class="value">([^<]*)<`).FindStringSubmatch(dom); m == nil || !strings.Contains(m[1], "H/s") || strings.HasPrefix(m[1], "0.00 ") {
+		t.Errorf("site hashrate tile shows %q, want a non-zero hashrate", m)
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", dom)
+	}
+
+	dir := filepath.Join(repoRoot(t), "test-artifacts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(dir, "statuspage.png")
+	chromium(t, withToken, "--screenshot="+shot)
+	if fi, err := os.Stat(shot); err != nil || fi.Size() < 10_000 {
+		t.Fatalf("screenshot %s: %v (size %v)", shot, err, fi)
+	}
+	t.Logf("screenshot: %s", shot)
+}
+
+func apiGet(demo startedLine, path string) (string, error) {
+	req, err := http.NewRequest("GET", demo.API+path, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+demo.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func waitFor(t *testing.T, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met in %v", d)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
