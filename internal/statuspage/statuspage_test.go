@@ -24,7 +24,7 @@ func TestRegister(t *testing.T) {
 		{"GET", "/ui/app.js", 200, "text/javascript", "Bearer "},
 		{"GET", "/ui/style.css", 200, "text/css", "prefers-color-scheme"},
 		{"GET", "/index.html", 404, "", "other"}, // only "/" exactly
-		{"POST", "/", 404, "", "other"}, // only GET is the page's
+		{"POST", "/", 404, "", "other"},          // only GET is the page's
 	}
 	for _, tt := range tests {
 		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
