@@ -230,3 +230,20 @@ func TestAPIDisabledIsWarned(t *testing.T) {
 }
 
 func newObserved() (zapcore.Core, *observer.ObservedLogs) { return observer.New(zap.DebugLevel) }
+
+// FuzzParseToken: whatever a token file holds, an accepted token is one
+// line of at least 16 characters with no surrounding space.
+func FuzzParseToken(f *testing.F) {
+	for _, s := range []string{testToken + "\n", testToken + "\r\n\n", "a\nb", "", "short\n", "\r" + testToken, " " + testToken + " \n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tok, err := parseToken(b)
+		if err != nil {
+			return
+		}
+		if len(tok) < minTokenChars || strings.ContainsAny(tok, "\r\n") || strings.TrimSpace(tok) != tok {
+			t.Fatalf("accepted %q from %q", tok, b)
+		}
+	})
+}

@@ -70,20 +70,9 @@ func (r tokenRules) read(path string) (*[32]byte, []config.Warning, error) {
 	if err != nil {
 		return fail("%w", err)
 	}
-	// One line: the token, with or without a final newline (trailing empty
-	// lines are forgiven). A second line is refused rather than guessed at:
-	// the token that works would otherwise depend on how the file was cut.
-	content := strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(string(b))
-	content = strings.TrimRight(content, "\n")
-	if n := strings.Count(content, "\n") + 1; n > 1 {
-		return fail("%s holds %d lines; a token file holds exactly one line, the token", path, n)
-	}
-	tok := strings.TrimSpace(content)
-	switch {
-	case tok == "":
-		return fail("%s is empty; put one token of at least %d characters in it (e.g. openssl rand -hex 32)", path, minTokenChars)
-	case len(tok) < minTokenChars:
-		return fail("%s holds a token of %d characters; use at least %d (e.g. openssl rand -hex 32)", path, len(tok), minTokenChars)
+	tok, err := parseToken(b)
+	if err != nil {
+		return fail("%s %w", path, err)
 	}
 	var warns []config.Warning
 	if perm&0o020 != 0 {
@@ -92,6 +81,26 @@ func (r tokenRules) read(path string) (*[32]byte, []config.Warning, error) {
 	}
 	d := sha256.Sum256([]byte(tok))
 	return &d, warns, nil
+}
+
+// parseToken takes a token file's contents: one line, the token, with or
+// without a final newline (trailing empty lines are forgiven). A second line
+// is refused rather than guessed at: which token works would otherwise
+// depend on how the file was cut.
+func parseToken(b []byte) (string, error) {
+	content := strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(string(b))
+	content = strings.TrimRight(content, "\n")
+	if n := strings.Count(content, "\n") + 1; n > 1 {
+		return "", fmt.Errorf("holds %d lines; a token file holds exactly one line, the token", n)
+	}
+	tok := strings.TrimSpace(content)
+	switch {
+	case tok == "":
+		return "", fmt.Errorf("is empty; put one token of at least %d characters in it (e.g. openssl rand -hex 32)", minTokenChars)
+	case len(tok) < minTokenChars:
+		return "", fmt.Errorf("holds a token of %d characters; use at least %d (e.g. openssl rand -hex 32)", len(tok), minTokenChars)
+	}
+	return tok, nil
 }
 
 // readTokenFile reads a token file with the rules for this process's user.
