@@ -14,6 +14,14 @@ trap 'rm -rf "$tmp"' EXIT
 cp "$bin" "$tmp/proxyd"
 sed "s#/usr/bin/proxyd#$tmp/proxyd#g" systemd/proxyd.service >"$tmp/proxyd.service"
 systemd-analyze verify "$tmp/proxyd.service"
+# The resource limits that contain a leak in proxyd's own cgroup (README,
+# "systemd install and hardening") must not be dropped by an edit.
+for key in MemoryMax TasksMax LimitNOFILE; do
+	if ! grep -q "^$key=" systemd/proxyd.service; then
+		echo "verify-systemd: systemd/proxyd.service lacks $key=" >&2
+		exit 1
+	fi
+done
 echo "systemd-analyze verify systemd/proxyd.service: ok"
 # Exposure score (informational; needs systemd >= 250 for --offline).
 systemd-analyze security --offline=true "$tmp/proxyd.service" 2>/dev/null | tail -n 1 || true

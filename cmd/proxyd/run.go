@@ -3,16 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/hashgate/proxyd/internal/components"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"go.uber.org/zap"
 
+	"github.com/hashgate/proxyd/internal/components"
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/logging"
+	"github.com/hashgate/proxyd/internal/redact"
 	"github.com/hashgate/proxyd/internal/version"
 )
 
@@ -31,20 +32,27 @@ func runCmd(args []string, io stdio) int {
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintf(io.err, "proxyd run: %v\n", err)
+		fmt.Fprintf(io.err, "proxyd run: %s\n", redact.String(err.Error()))
 		return exitConfig
 	}
 	return runDaemon(cfg, io, daemon.Options{Factories: components.Factories()})
 }
 
-// runDaemon runs a daemon from cfg until SIGTERM or SIGINT; demo mode shares it.
+// runDaemon runs a daemon from cfg until SIGTERM or SIGINT. daemon.New runs
+// the same preflight (daemon.Check) as check-config, and owns the log rate
+// limiter's summaries from there on.
 func runDaemon(cfg *config.Config, io stdio, opts daemon.Options) int {
 	log, level, err := logging.New(cfg.Log, io.err)
 	if err != nil {
 		fmt.Fprintf(io.err, "proxyd: %v\n", err)
 		return exitConfig
 	}
-	defer log.Sync() //nolint:errcheck // stderr sync errors are meaningless
+	defer func() {
+		// Daemon.Run writes the last suppressed-lines summary itself; this
+		// one covers a start that failed before Run.
+		logging.LimiterOf(log).Flush()
+		_ = log.Sync() // stderr sync errors are meaningless
+	}()
 	log.Info("proxyd starting", zap.String("version", version.Version), zap.String("commit", version.Commit),
 		zap.String("config", cfg.Path))
 
@@ -66,11 +74,11 @@ func runDaemon(cfg *config.Config, io stdio, opts daemon.Options) int {
 	opts.Level = &level
 	d, err := daemon.New(cfg, log, opts)
 	if err != nil {
-		log.Error("cannot start", zap.Error(err))
+		log.Error("cannot start", zap.String("error", redact.String(err.Error())))
 		return exitConfig
 	}
 	if err := d.Run(ctx, reload); err != nil {
-		log.Error("proxyd failed", zap.Error(err))
+		log.Error("proxyd failed", zap.String("error", redact.String(err.Error())))
 		return exitFailure
 	}
 	return exitOK

@@ -12,10 +12,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"time"
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/hashgate/proxyd/internal/redact"
 )
 
 // DefaultPath is where the systemd unit and `proxyd run` look for the config.
@@ -95,9 +98,15 @@ func Parse(data []byte) (*Config, error) {
 	src := string(data)
 	md, err := toml.Decode(src, cfg)
 	if err != nil {
-		return nil, decodeError(err)
+		// The decoder may quote what it choked on; that may be a URL.
+		return nil, errors.New(redact.String(decodeError(err).Error()))
 	}
 	v := &validator{src: src}
+	for _, p := range cfg.Pools {
+		v.secretURL(p.URL)
+	}
+	v.secretURL(cfg.Switcher.DemandURL)
+	v.secretURL(cfg.Switcher.Docker.Host)
 	// Unknown keys and bad values are reported together, so one run of
 	// check-config shows every problem in the file.
 	for _, k := range md.Undecoded() {
@@ -153,6 +162,33 @@ func (c *Config) validate(v *validator) {
 	c.Switcher.validate(v)
 	validateContracts(v, c.Contracts)
 	c.validateContractWorkloads(v)
+	c.validateAcrossSections(v)
+}
+
+// validateAcrossSections holds the rules that tie sections together and that
+// the components would otherwise enforce only at start: `proxyd run` would
+// exit 78 where check-config said "config ok".
+func (c *Config) validateAcrossSections(v *validator) {
+	if len(c.Servers) > 0 && len(c.Pools) == 0 {
+		v.addf("server", "%d [[server]] table(s) but no [[pool]]: miners would have nowhere to hash; add a [[pool]] or remove the [[server]]", len(c.Servers))
+	}
+	if !c.Switcher.Enabled || c.GPU.Backend == "simulated" {
+		return
+	}
+	if m, ok := c.Switcher.MiningWorkload(); ok && m.Runtime == RuntimeSimulated {
+		v.addf("switcher.mining.runtime", "is \"simulated\", which runs on simulated GPUs only, but [gpu] backend is %q: set backend = \"simulated\" or use runtime docker or exec", c.GPU.Backend)
+	}
+	ws := c.Switcher.Workloads()
+	names := make([]string, 0, len(ws))
+	for name := range ws {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if ws[name].Runtime == RuntimeSimulated {
+			v.addf("switcher.workload."+name+".runtime", "is \"simulated\", which runs on simulated GPUs only, but [gpu] backend is %q: set backend = \"simulated\" or use runtime docker or exec", c.GPU.Backend)
+		}
+	}
 }
 
 // validateContractWorkloads checks, when the switcher is on, that every

@@ -100,7 +100,7 @@ func TestParseValid(t *testing.T) {
 				t.Errorf("got %v and %v", c.ShutdownTimeout, c.GPU.PollInterval)
 			}
 		}},
-		{"server defaults applied", "[[server]]\nname=\"f\"\nlisten=\":3333\"\n", func(t *testing.T, c *Config) {
+		{"server defaults applied", "[[server]]\nname=\"f\"\nlisten=\":3333\"\n[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:1\"\nuser=\"u\"\n", func(t *testing.T, c *Config) {
 			s := c.Servers[0]
 			if s.Extranonce2Size != 4 || s.MaxLineBytes != 16384 || s.SharesPerMinute != 12 || s.MinDifficulty != 256 {
 				t.Errorf("server defaults not applied: %+v", s)

@@ -6,6 +6,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/hashgate/proxyd/internal/redact"
 )
 
 // validator collects every problem in a config so that one check-config run
@@ -13,14 +15,40 @@ import (
 type validator struct {
 	src  string
 	errs []string
+	// urls are the config's URL values that carry credentials or query
+	// values; no message may quote them whole (see addf).
+	urls []string
 }
 
+// addf records a problem. Every message passes through redactText, so a
+// pool URL or demand_url quoted in it never shows its password or API key.
 func (v *validator) addf(key string, format string, args ...any) {
 	msg := fmt.Sprintf("key %q: %s", key, fmt.Sprintf(format, args...))
 	if line := locatePath(v.src, key); line > 0 {
 		msg = fmt.Sprintf("line %d: %s", line, msg)
 	}
-	v.errs = append(v.errs, msg)
+	v.errs = append(v.errs, v.redactText(msg))
+}
+
+// secretURL records a URL value of the config whose user information or
+// query values must not appear in a message.
+func (v *validator) secretURL(raw string) {
+	if raw != "" && redact.URL(raw) != raw {
+		v.urls = append(v.urls, raw)
+	}
+}
+
+// redactText replaces the config's secret-bearing URLs, as written and as
+// %q quotes them, by their redacted form, then redacts any other URL-shaped
+// token (url.Parse errors quote the URL they failed on).
+func (v *validator) redactText(msg string) string {
+	for _, raw := range v.urls {
+		red := redact.URL(raw)
+		quoted := strconv.Quote(raw)
+		msg = strings.ReplaceAll(msg, quoted[1:len(quoted)-1], red)
+		msg = strings.ReplaceAll(msg, raw, red)
+	}
+	return redact.String(msg)
 }
 
 func (v *validator) err() error {

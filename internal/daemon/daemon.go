@@ -1,6 +1,11 @@
 // Package daemon wires proxyd together: config in, components built by one
 // list of factories, a local HTTP listener for health, metrics and the API,
 // systemd notification, SIGHUP reload and a bounded, draining shutdown.
+//
+// Check is the one preflight both `proxyd run` (through New) and `proxyd
+// check-config` call. The daemon also owns the goroutine that writes the log
+// rate limiter's summaries (internal/logging). It does not implement any
+// component: those come from the factories.
 package daemon
 
 import (
@@ -20,6 +25,8 @@ import (
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/internal/logging"
+	"github.com/hashgate/proxyd/internal/logkeep"
+	"github.com/hashgate/proxyd/internal/redact"
 	"github.com/hashgate/proxyd/internal/version"
 )
 
@@ -38,6 +45,9 @@ type Options struct {
 	// APIMiddleware, when set, wraps the /api/v1 routes (inside bearer-token
 	// authentication): the demo labels every response as simulated with it.
 	APIMiddleware func(http.Handler) http.Handler
+	// LogSummaryInterval is how often the log rate limiter's "N similar
+	// messages suppressed" lines are written (0: logging.DefaultSummaryInterval).
+	LogSummaryInterval time.Duration
 }
 
 // Daemon is a configured proxyd instance. Build it with New, then Run it.
@@ -53,6 +63,9 @@ type Daemon struct {
 	ln     net.Listener
 	srv    *http.Server
 	start  time.Time
+	// limiter is the log rate limiter behind log (nil when log has none);
+	// Run owns the goroutine that flushes it.
+	limiter *logging.RateLimiter
 
 	mu    sync.Mutex // guards cfg and phase
 	cfg   *config.Config
@@ -61,9 +74,10 @@ type Daemon struct {
 	reloads *prometheus.CounterVec
 }
 
-// New builds the daemon: it reads the API token, binds the HTTP listener and
-// constructs every enabled component, but starts nothing yet. Errors here are
-// configuration problems an operator must fix before proxyd can start.
+// New builds the daemon: it runs Check (the API token, the warnings, which it
+// logs), binds the HTTP listener and constructs every enabled component, but
+// starts nothing yet. Errors here are configuration problems an operator must
+// fix before proxyd can start.
 func New(cfg *config.Config, log *zap.Logger, opts Options) (*Daemon, error) {
 	d := &Daemon{
 		log:    log,
@@ -82,20 +96,21 @@ func New(cfg *config.Config, log *zap.Logger, opts Options) (*Daemon, error) {
 	if d.opts.Load == nil {
 		d.opts.Load = config.Load
 	}
-	digest, err := readTokenFile(cfg.HTTP.APITokenFile)
+	pre, err := Check(cfg)
 	if err != nil {
 		return nil, err
 	}
-	d.token.set(digest)
-	if digest == nil {
-		log.Warn("API disabled: no [http] api_token_file configured; every /api/v1 call will get 401")
-	}
+	d.token.set(pre.token)
+	d.logWarnings(pre.Warnings)
 	d.registerCoreMetrics()
+	if d.limiter = logging.LimiterOf(log); d.limiter != nil {
+		d.reg.MustRegister(d.limiter)
+	}
 
 	for _, f := range opts.Factories {
 		c, err := f(Env{Config: cfg, Log: log, Metrics: d.reg, Liveness: d.live, Events: d.events})
 		if err != nil {
-			return nil, err
+			return nil, redactedError{err}
 		}
 		if c == nil {
 			continue
@@ -120,15 +135,30 @@ func New(cfg *config.Config, log *zap.Logger, opts Options) (*Daemon, error) {
 		return nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	d.ln = ln
-	d.srv = &http.Server{
-		Handler:           d.handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
-	}
+	d.srv = d.newHTTPServer()
 	return d, nil
 }
+
+// logWarnings logs Check's warnings; they are never rate limited, an
+// operator reads them once at start.
+func (d *Daemon) logWarnings(ws []config.Warning) {
+	for _, w := range ws {
+		d.log.Warn("config warning", zap.String("key", w.Key), zap.String("warning", w.Message), logkeep.Field())
+	}
+}
+
+// errField logs an error with any URL credentials in it redacted: errors
+// from config and components may quote a pool URL or the demand feed's.
+func errField(err error) zap.Field {
+	return zap.String("error", redact.String(err.Error()))
+}
+
+// redactedError reads as err with URL credentials redacted, and still
+// unwraps to err (callers test for EADDRINUSE and the like).
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return redact.String(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }
 
 // Addr is the bound address of the HTTP listener.
 func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
@@ -183,6 +213,9 @@ func (d *Daemon) setPhase(p string) {
 // config. On ctx's end it drains the components within shutdown_timeout and
 // returns nil; an error means startup failed.
 func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
+	// Deferred first, so it runs last: the final summary of suppressed log
+	// lines follows every line of the shutdown.
+	defer d.runLogFlusher()()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- d.srv.Serve(d.ln) }()
 	d.log.Info("http listening", zap.String("addr", d.ln.Addr().String()))
@@ -190,12 +223,12 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 	var started []Component
 	for _, c := range d.comps {
 		if err := c.Start(ctx); err != nil {
-			d.log.Error("component failed to start", zap.String("component", c.Name()), zap.Error(err))
+			d.log.Error("component failed to start", zap.String("component", c.Name()), errField(err))
 			sctx, cancel := context.WithTimeout(context.Background(), d.config().ShutdownTimeout.D())
 			d.stopComponents(sctx, started)
 			cancel()
 			_ = d.srv.Close()
-			return fmt.Errorf("starting %s: %w", c.Name(), err)
+			return fmt.Errorf("starting %s: %w", c.Name(), redactedError{err})
 		}
 		d.log.Info("component started", zap.String("component", c.Name()))
 		started = append(started, c)
@@ -219,7 +252,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 			return d.shutdown()
 		case err := <-serveErr:
 			// The HTTP server died under us: that is a hard failure, let systemd restart us.
-			d.log.Error("http server stopped", zap.Error(err))
+			d.log.Error("http server stopped", errField(err))
 			_ = d.shutdown()
 			return fmt.Errorf("http server: %w", err)
 		case <-reload:
@@ -229,7 +262,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 			if wdInterval > 0 && now.Sub(lastWD) >= wdInterval/2 {
 				if err := d.live.Check(); err != nil {
 					// Withholding the ping lets systemd restart a hung daemon.
-					d.log.Error("withholding watchdog ping", zap.Error(err))
+					d.log.Error("withholding watchdog ping", errField(err))
 				} else {
 					d.notify(sd.SdNotifyWatchdog)
 					lastWD = now
@@ -265,7 +298,7 @@ func (d *Daemon) stopComponents(ctx context.Context, cs []Component) {
 		c := cs[i]
 		t0 := time.Now()
 		if err := c.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Warn("component did not stop cleanly", zap.String("component", c.Name()), zap.Error(err))
+			d.log.Warn("component did not stop cleanly", zap.String("component", c.Name()), errField(err))
 			continue
 		}
 		d.log.Info("component stopped", zap.String("component", c.Name()), zap.Duration("took", time.Since(t0)))
@@ -281,7 +314,7 @@ func (d *Daemon) reload() {
 	cfg, err := d.opts.Load(old.Path)
 	if err != nil {
 		d.reloads.WithLabelValues("error").Inc()
-		d.log.Error("config reload failed; keeping the running config", zap.String("path", old.Path), zap.Error(err))
+		d.log.Error("config reload failed; keeping the running config", zap.String("path", old.Path), errField(err))
 		return
 	}
 	var applied, restart []string
@@ -289,6 +322,10 @@ func (d *Daemon) reload() {
 		if err := logging.SetLevel(*d.opts.Level, cfg.Log.Level); err == nil {
 			applied = append(applied, "log.level")
 		}
+	}
+	if cfg.Log.RateLimitPerSecond != old.Log.RateLimitPerSecond && d.limiter != nil {
+		d.limiter.SetPerSecond(cfg.Log.RateLimitPerSecond)
+		applied = append(applied, "log.rate_limit_per_second")
 	}
 	if cfg.Log.Format != old.Log.Format {
 		restart = append(restart, "log.format")
@@ -299,15 +336,23 @@ func (d *Daemon) reload() {
 	if cfg.HTTP.Pprof != old.HTTP.Pprof {
 		restart = append(restart, "http.pprof")
 	}
+	if cfg.HTTP.WriteTimeout != old.HTTP.WriteTimeout {
+		restart = append(restart, "http.write_timeout")
+	}
+	if cfg.HTTP.MaxAPIRequests != old.HTTP.MaxAPIRequests {
+		restart = append(restart, "http.max_api_requests")
+	}
 	if cfg.ShutdownTimeout != old.ShutdownTimeout {
 		applied = append(applied, "shutdown_timeout")
 	}
-	// The token file is re-read every reload so a rotated token takes effect.
-	if digest, err := readTokenFile(cfg.HTTP.APITokenFile); err != nil {
-		d.log.Error("API token not reloaded; keeping the previous one", zap.Error(err))
+	// The same preflight as at start. The token file is re-read every
+	// reload so a rotated token takes effect; a bad one keeps the old token.
+	if pre, err := Check(cfg); err != nil {
+		d.log.Error("API token not reloaded; keeping the previous one", errField(err))
 		cfg.HTTP.APITokenFile = old.HTTP.APITokenFile
 	} else {
-		d.token.set(digest)
+		d.token.set(pre.token)
+		d.logWarnings(pre.Warnings)
 		if cfg.HTTP.APITokenFile != old.HTTP.APITokenFile {
 			applied = append(applied, "http.api_token_file")
 		}
@@ -319,7 +364,7 @@ func (d *Daemon) reload() {
 		}
 		need, err := r.Reload(cfg)
 		if err != nil {
-			d.log.Error("component kept its previous config", zap.String("component", c.Name()), zap.Error(err))
+			d.log.Error("component kept its previous config", zap.String("component", c.Name()), errField(err))
 			continue
 		}
 		restart = append(restart, need...)
@@ -338,4 +383,36 @@ func (d *Daemon) reload() {
 // a reload to its READY=1.
 func reloadingState() string {
 	return fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sd.SdNotifyReloading, monotonicUsec())
+}
+
+// runLogFlusher starts the goroutine that writes the log rate limiter's
+// summaries every LogSummaryInterval. The returned func stops it, waits for
+// it and writes a last summary, so nothing suppressed goes unreported.
+func (d *Daemon) runLogFlusher() (stop func()) {
+	if d.limiter == nil {
+		return func() {}
+	}
+	every := d.opts.LogSummaryInterval
+	if every <= 0 {
+		every = logging.DefaultSummaryInterval
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				d.limiter.Flush()
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+		d.limiter.Flush()
+	}
 }

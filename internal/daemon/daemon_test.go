@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hashgate/proxyd/internal/config"
@@ -32,6 +33,8 @@ type fakeComponent struct {
 	ready     error
 	stopDelay time.Duration
 	reloadKey string
+	// reloadErr is what Reload returns.
+	reloadErr error
 }
 
 func (f *fakeComponent) Name() string { return f.name }
@@ -67,6 +70,9 @@ func (f *fakeComponent) RegisterAPI(mux *http.ServeMux) {
 }
 func (f *fakeComponent) Reload(cfg *config.Config) ([]string, error) {
 	f.record("reload")
+	if f.reloadErr != nil {
+		return nil, f.reloadErr
+	}
 	if f.reloadKey != "" {
 		return []string{f.reloadKey}, nil
 	}
@@ -122,22 +128,47 @@ func writeConfig(t *testing.T, path, body string) {
 
 func start(t *testing.T, comps ...Component) *harness {
 	t.Helper()
+	return startWith(t, harnessOptions{}, comps...)
+}
+
+// harnessOptions vary what start builds.
+type harnessOptions struct {
+	// httpExtra is appended to the config's [http] table.
+	httpExtra string
+	// wrap, if set, builds the daemon's logger on the observer's core (the
+	// log rate limiter's tests put it in between).
+	wrap func(zapcore.Core) zapcore.Core
+	// summaryEvery is Options.LogSummaryInterval.
+	summaryEvery time.Duration
+}
+
+func startWith(t *testing.T, o harnessOptions, comps ...Component) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	tok := writeToken(t, dir, 0o600)
 	cfgPath := filepath.Join(dir, "proxyd.toml")
-	writeConfig(t, cfgPath, fmt.Sprintf("shutdown_timeout = \"2s\"\n[http]\nlisten = \"127.0.0.1:0\"\napi_token_file = %q\n", tok))
+	writeConfig(t, cfgPath, fmt.Sprintf("shutdown_timeout = \"2s\"\n[http]\nlisten = \"127.0.0.1:0\"\napi_token_file = %q\n%s", tok, o.httpExtra))
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var core zapcore.Core
 	core, logs := observer.New(zap.DebugLevel)
+	if o.wrap != nil {
+		core = o.wrap(core)
+	}
 	level := zap.NewAtomicLevelAt(zap.InfoLevel)
 	n := &notes{}
 	facs := make([]Factory, len(comps))
 	for i, c := range comps {
-		facs[i] = func(Env) (Component, error) { return c, nil }
+		facs[i] = func(env Env) (Component, error) {
+			if l, ok := c.(interface{ setLog(*zap.Logger) }); ok {
+				l.setLog(env.Log)
+			}
+			return c, nil
+		}
 	}
-	d, err := New(cfg, zap.New(core), Options{Factories: facs, Notify: n.add, Level: &level})
+	d, err := New(cfg, zap.New(core), Options{Factories: facs, Notify: n.add, Level: &level, LogSummaryInterval: o.summaryEvery})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,6 +422,11 @@ func TestTokenFileRules(t *testing.T) {
 		{"world writable", testToken, 0o602, "every user"},
 		{"too short", "short", 0o600, "at least 16"},
 		{"group readable ok", testToken, 0o640, ""},
+		{"two lines", testToken + "\n" + testToken + "\n", 0o600, "holds 2 lines"},
+		{"a line break in CR", testToken + "\r" + testToken, 0o600, "holds 2 lines"},
+		{"empty", "", 0o600, "is empty"},
+		{"blank lines", "\n\n", 0o600, "is empty"},
+		{"trailing newlines ok", testToken + "\r\n\n", 0o600, ""},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

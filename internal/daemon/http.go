@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"sort"
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
@@ -16,17 +18,66 @@ import (
 	"github.com/hashgate/proxyd/internal/version"
 )
 
-// maxAPIBody bounds every /api/v1 request body.
-const maxAPIBody = 1 << 20
+// HTTP bounds. Every request and answer is bounded in size or time, so a
+// client that stalls, or sends without end, holds at most a connection's
+// buffers for a bounded time. [http] write_timeout and max_api_requests are
+// in the config; these are not, as no legitimate client comes near them.
+const (
+	// maxAPIBody bounds every /api/v1 request body.
+	maxAPIBody = 1 << 20
+	// maxHeaderBytes bounds a request's header block (a bearer token and a
+	// few headers take well under 1 KiB; Go's default is 1 MiB).
+	maxHeaderBytes = 16 << 10
+	// readHeaderTimeout, readTimeout: a request, headers and a body of at
+	// most maxAPIBody, must arrive within these.
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 30 * time.Second
+	// idleTimeout closes kept-alive connections nobody uses.
+	idleTimeout = 2 * time.Minute
+	// maxMetricsInFlight bounds concurrent /metrics scrapes (503 beyond).
+	maxMetricsInFlight = 4
+)
+
+// newHTTPServer builds the server for d.handler(). WriteTimeout bounds
+// every answer from the end of its request's headers: a client that never
+// reads is cut off then, whatever the answer's size. A route that
+// legitimately streams longer extends its own deadline with
+// http.ResponseController.SetWriteDeadline; net/http/pprof does so for a
+// profile's duration.
+func (d *Daemon) newHTTPServer() *http.Server {
+	open := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "proxyd_http_connections",
+		Help: "Open connections to the HTTP listener (health, metrics, API).",
+	})
+	d.reg.MustRegister(open)
+	return &http.Server{
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				open.Inc()
+			case http.StateClosed, http.StateHijacked:
+				open.Dec()
+			}
+		},
+		Handler:           d.handler(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      d.cfg.HTTP.WriteTimeout.D(),
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(d.log.Named("http")),
+	}
+}
 
 func (d *Daemon) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", d.healthz)
 	mux.HandleFunc("GET /readyz", d.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{
-		Registry:          d.reg,
-		ErrorLog:          zap.NewStdLog(d.log.Named("metrics")),
-		EnableOpenMetrics: true,
+		Registry:            d.reg,
+		ErrorLog:            zap.NewStdLog(d.log.Named("metrics")),
+		EnableOpenMetrics:   true,
+		MaxRequestsInFlight: maxMetricsInFlight,
 	}))
 	if d.cfg.HTTP.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -51,7 +102,7 @@ func (d *Daemon) handler() http.Handler {
 	if d.opts.APIMiddleware != nil {
 		apiHandler = d.opts.APIMiddleware(api)
 	}
-	mux.Handle("/api/v1/", d.authenticate(http.MaxBytesHandler(apiHandler, maxAPIBody)))
+	mux.Handle("/api/v1/", d.authenticate(limitInFlight(d.cfg.HTTP.MaxAPIRequests, http.MaxBytesHandler(apiHandler, maxAPIBody))))
 	statuspage.Register(mux) // GET /: the status page (no data without the token)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apijson.Error(w, http.StatusNotFound, "not found: %s (try /, /healthz, /readyz, /metrics, /api/v1/status)", r.URL.Path)
@@ -69,6 +120,24 @@ func (d *Daemon) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// limitInFlight serves at most n requests at once and answers the rest 503
+// at once, so a few token holders that stop reading cannot make the API
+// hold an unbounded number of answers.
+func limitInFlight(n int, next http.Handler) http.Handler {
+	slots := make(chan struct{}, max(n, 1))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+			next.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			apijson.Error(w, http.StatusServiceUnavailable,
+				"%d API requests are already being served ([http] max_api_requests); retry shortly", cap(slots))
+		}
 	})
 }
 

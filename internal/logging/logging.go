@@ -1,4 +1,9 @@
-// Package logging builds proxyd's zap logger from the [log] section.
+// Package logging builds proxyd's zap logger from the [log] section: the
+// encoder, the atomic level SIGHUP adjusts, and a rate limiter (ratelimit.go)
+// that keeps a flood of one message from pushing the rest out of the journal.
+//
+// It does not own goroutines: whoever runs the process (the daemon) flushes
+// the rate limiter's summaries on a ticker and at shutdown.
 package logging
 
 import (
@@ -12,7 +17,9 @@ import (
 )
 
 // New returns a logger writing to w (stderr in the daemon, which journald
-// captures) and the atomic level that SIGHUP adjusts.
+// captures) and the atomic level that SIGHUP adjusts. The logger is rate
+// limited at c.RateLimitPerSecond (0: not limited); LimiterOf finds the
+// limiter, whose Flush its owner must call.
 func New(c config.Log, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
 	lvl, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
@@ -33,8 +40,12 @@ func New(c config.Log, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
 	default:
 		return nil, zap.AtomicLevel{}, fmt.Errorf("log.format %q: use json or console", c.Format)
 	}
+	if c.RateLimitPerSecond < 0 {
+		return nil, zap.AtomicLevel{}, fmt.Errorf("log.rate_limit_per_second %d: use 0 (off) or more", c.RateLimitPerSecond)
+	}
 	core := zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), atom)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), atom, nil
+	rl := NewRateLimiter(core, RateLimitOptions{PerSecond: c.RateLimitPerSecond})
+	return zap.New(rl.Core(), zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), atom, nil
 }
 
 // SetLevel applies a new level string to atom.

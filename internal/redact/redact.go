@@ -37,6 +37,11 @@ func URL(raw string) string {
 		}
 		return raw
 	}
+	if u.User == nil && u.RawQuery == "" && u.Fragment == "" && u.RawFragment == "" && !strings.ContainsAny(u.Opaque, "@?") {
+		// Nothing to hide: keep it as written (re-encoding would turn a bare
+		// "http://" in a message into "http:").
+		return raw
+	}
 	if u.User != nil {
 		u.User = url.User(Placeholder)
 	}

@@ -13,6 +13,8 @@ func TestURL(t *testing.T) {
 		{"http://[::1]:80/x?k=%zz", "http://[::1]:80/x?redacted=redacted"},
 		{"http://a b@host/%%", "<unparseable URL redacted>"},
 		{"not a url", "not a url"},
+		{"http://", "http://"},
+		{"stratum+tcp://host:port", "stratum+tcp://host:port"},
 	}
 	for _, tt := range tests {
 		if got := URL(tt.in); got != tt.want {
@@ -27,6 +29,7 @@ func TestString(t *testing.T) {
 		{`Get "https://u:p@h/x?token=t": dial tcp: refused`, `Get "https://redacted@h/x?token=redacted": dial tcp: refused`},
 		{"two http://a:b@x and https://y/?k=v end", "two http://redacted@x and https://y/?k=redacted end"},
 		{"odd :// alone", "odd :// alone"},
+		{"is not an http:// or https:// URL", "is not an http:// or https:// URL"},
 	}
 	for _, tt := range tests {
 		if got := String(tt.in); got != tt.want {
