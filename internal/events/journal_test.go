@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -406,5 +407,37 @@ func TestMemoryLogStatus(t *testing.T) {
 	}
 	if l.Close() != nil || l.Durable() {
 		t.Error("an in-memory log is never durable and closes without error")
+	}
+}
+
+// Many goroutines add and read at once (run with -race): the one mutex
+// keeps the files and the index consistent.
+func TestJournalConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, MinFileBytes)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				l.Add(Event{Component: "c", Subject: fmt.Sprint(g), Reason: "r"})
+				if i%50 == 0 {
+					_ = l.List(Query{Subject: fmt.Sprint(g), Limit: 5})
+					_ = l.Status()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := seqs(l.List(Query{}))
+	closeT(t, l)
+	if got[len(got)-1] != 8*300 {
+		t.Fatalf("last seq %d, want %d", got[len(got)-1], 8*300)
+	}
+	l = openT(t, dir, MinFileBytes)
+	defer closeT(t, l)
+	if again := seqs(l.List(Query{})); fmt.Sprint(again) != fmt.Sprint(got) {
+		t.Errorf("reopened: %d events, want %d", len(again), len(got))
 	}
 }
