@@ -54,6 +54,8 @@ func TestParseErrors(t *testing.T) {
 		{"duration as a number", "shutdown_timeout = 30\n", []string{"shutdown_timeout"}},
 		{"negative duration", "shutdown_timeout = \"-1s\"\n", []string{`"shutdown_timeout"`, "positive"}},
 		{"bad log level", "[log]\nlevel = \"verbose\"\n", []string{`"log.level"`, `"verbose"`, `"debug", "info", "warn", "error"`}},
+		{"events journal too large", "[log]\nevents_file_mib = 1024\n", []string{`"log.events_file_mib"`, "0 to 256", "line 2"}},
+		{"events journal negative", "[log]\nevents_file_mib = -1\n", []string{`"log.events_file_mib"`}},
 		{"bad gpu backend", "[gpu]\nbackend = \"cuda\"\n", []string{`"gpu.backend"`, `"auto"`}},
 		{"wrong type", "[http]\nlisten = 8080\n", []string{"http.listen", "line 2"}},
 		{"syntax error", "[http\nlisten = \"x\"\n", []string{"line ", "table name"}},

@@ -108,6 +108,21 @@ const (
 	ReadinessTriton  = "triton"
 )
 
+// Warm-up kinds: after the readiness check passes, one real request must
+// succeed before the workload counts as ready.
+const (
+	WarmupOpenAI = "openai"
+	WarmupTriton = "triton"
+)
+
+// Warm-up timeout bounds. The switcher gives one status check (readiness
+// probe plus warm-up) 35 s: the readiness probe's 5 s and at most 30 s here.
+const (
+	DefaultWarmupTimeout = 10 * time.Second
+	MaxWarmupTimeout     = 30 * time.Second
+	maxWarmupModelBytes  = 256
+)
+
 // ReadinessPreset returns the HTTP path and status a readiness preset
 // probes; ok is false for "running" and "http".
 func ReadinessPreset(kind string) (path string, status int, ok bool) {
@@ -139,6 +154,20 @@ type Workload struct {
 	Readiness       string `toml:"readiness"`
 	ReadinessPath   string `toml:"readiness_path"`
 	ReadinessStatus int    `toml:"readiness_status"`
+	// Warmup, when set, is one real request sent after the readiness check
+	// passes (and at every status check after it): the workload is ready
+	// only when it succeeds. "openai": POST /v1/completions with max_tokens
+	// 1 (vLLM, SGLang, TGI and other OpenAI-compatible servers; a healthy
+	// /health does not prove the model answers). "triton": GET
+	// /v2/models/<warmup_model>/ready. A failure keeps the workload
+	// starting, probed again, until its start deadline.
+	Warmup string `toml:"warmup"`
+	// WarmupModel is the model the request names ("model" of the
+	// completion; the Triton model, required there). Empty for openai: the
+	// server's default model.
+	WarmupModel string `toml:"warmup_model"`
+	// WarmupTimeout bounds the request (default 10s, at most 30s).
+	WarmupTimeout Duration `toml:"warmup_timeout"`
 	// Port is the port the workload serves on (probed on 127.0.0.1, so
 	// docker workloads use host networking); {port} in commands.
 	Port int `toml:"port"`
@@ -233,6 +262,9 @@ func (w *Workload) applyDefaults() {
 	}
 	if w.Readiness == ReadinessHTTP {
 		setIf(&w.ReadinessStatus, 200)
+	}
+	if w.Warmup != "" {
+		setIf(&w.WarmupTimeout, Duration(DefaultWarmupTimeout))
 	}
 	switch w.Runtime {
 	case RuntimeDocker:
@@ -338,6 +370,7 @@ func (w *Workload) validate(v *validator, key string) {
 	} else if w.ReadinessPath != "" || w.ReadinessStatus != 0 {
 		v.addf(k("readiness"), "is \"running\" but readiness_path or readiness_status is set; use readiness = \"http\" to probe")
 	}
+	w.validateWarmup(v, k)
 	v.intRange(k("port"), int64(w.Port), 0, 65535)
 	if w.PortPerGPU && w.Port == 0 {
 		v.addf(k("port_per_gpu"), "needs a port")
@@ -413,6 +446,29 @@ func (w *Workload) validate(v *validator, key string) {
 		durationRange(v, k("sim_ready_delay"), w.SimReadyDelay, 0, time.Hour)
 		durationRange(v, k("sim_stop_delay"), w.SimStopDelay, 0, time.Hour)
 	}
+}
+
+func (w *Workload) validateWarmup(v *validator, k func(string) string) {
+	if w.Warmup == "" {
+		if w.WarmupModel != "" || w.WarmupTimeout != 0 {
+			v.addf(k("warmup"), "is not set but warmup_model or warmup_timeout is; use warmup = %q or %q", WarmupOpenAI, WarmupTriton)
+		}
+		return
+	}
+	v.oneOf(k("warmup"), w.Warmup, WarmupOpenAI, WarmupTriton)
+	if w.Runtime == RuntimeSimulated {
+		v.addf(k("warmup"), "sends a request to the workload's server: only docker and exec workloads have one")
+	}
+	if w.Port == 0 && w.Readiness == ReadinessRunning {
+		v.addf(k("port"), "warmup %q sends its request to http://127.0.0.1:<port>: set the port the workload serves on", w.Warmup)
+	}
+	if w.Warmup == WarmupTriton && w.WarmupModel == "" {
+		v.addf(k("warmup_model"), "warmup \"triton\" asks GET /v2/models/<warmup_model>/ready: name the model")
+	}
+	if len(w.WarmupModel) > maxWarmupModelBytes || strings.ContainsFunc(w.WarmupModel, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		v.addf(k("warmup_model"), "must be at most %d bytes without control characters", maxWarmupModelBytes)
+	}
+	durationRange(v, k("warmup_timeout"), w.WarmupTimeout, time.Millisecond, MaxWarmupTimeout)
 }
 
 var execExamples = map[string]string{

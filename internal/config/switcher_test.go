@@ -74,6 +74,20 @@ func TestSwitcherValidation(t *testing.T) {
 			`"switcher.workload.x.port": readiness "triton" probes http://127.0.0.1:<port>/v2/health/ready`},
 		{"bad readiness", "[switcher.workload.x]\nruntime = \"docker\"\nimage = \"y\"\nreadiness = \"grpc\"\n", `"switcher.workload.x.readiness": "grpc" is not allowed`},
 		{"path without probe", "[switcher.workload.x]\nruntime = \"docker\"\nimage = \"y\"\nreadiness_path = \"/h\"\n", `use readiness = "http" to probe`},
+		{"warmup openai", vllm + "warmup = \"openai\"\nwarmup_model = \"meta-llama/Llama-3.1-8B\"\n", ""},
+		{"warmup openai without a model", vllm + "warmup = \"openai\"\nwarmup_timeout = \"30s\"\n", ""},
+		{"warmup triton", "[switcher.workload.x]\nruntime = \"docker\"\nimage = \"y\"\nreadiness = \"triton\"\nport = 8000\n" +
+			"warmup = \"triton\"\nwarmup_model = \"resnet50\"\n", ""},
+		{"warmup triton needs a model", "[switcher.workload.x]\nruntime = \"docker\"\nimage = \"y\"\nreadiness = \"triton\"\nport = 8000\n" +
+			"warmup = \"triton\"\n", `"switcher.workload.x.warmup_model": warmup "triton" asks GET /v2/models/<warmup_model>/ready`},
+		{"bad warmup", vllm + "warmup = \"grpc\"\n", `"switcher.workload.vllm.warmup": "grpc" is not allowed`},
+		{"warmup timeout too long", vllm + "warmup = \"openai\"\nwarmup_timeout = \"1m\"\n", `"switcher.workload.vllm.warmup_timeout": "1m0s" is out of range`},
+		{"warmup model without warmup", vllm + "warmup_model = \"m\"\n", `"switcher.workload.vllm.warmup": is not set but warmup_model`},
+		{"warmup model with a newline", vllm + "warmup = \"openai\"\nwarmup_model = \"a\\nb\"\n", `"switcher.workload.vllm.warmup_model": must be at most`},
+		{"warmup needs a port", "[switcher.workload.x]\nruntime = \"docker\"\nimage = \"y\"\nwarmup = \"openai\"\n",
+			`"switcher.workload.x.port": warmup "openai" sends its request to http://127.0.0.1:<port>`},
+		{"warmup on a simulated workload", "[switcher.workload.x]\nruntime = \"simulated\"\nport = 8000\nwarmup = \"openai\"\n",
+			`"switcher.workload.x.warmup": sends a request to the workload's server`},
 		{"bad workload name", "[switcher.workload.Big]\nruntime = \"simulated\"\n", `workload name "Big"`},
 		{"reserved name", "[switcher.workload.mining]\nruntime = \"simulated\"\n", `reserved for [switcher.mining]`},
 		{"power too high", "[switcher.mining]\nruntime = \"simulated\"\npower_limit_w = 5000\n", `"switcher.mining.power_limit_w": 5000 is out of range`},
@@ -115,6 +129,9 @@ func TestSwitcherWorkloadDefaults(t *testing.T) {
 	v := ws["vllm"]
 	if v.Network != "host" || v.ReadinessPath != "/health" || v.ReadinessStatus != 200 || v.PowerLimitW != 300 || v.CommandTimeout != 0 {
 		t.Errorf("vllm %+v", v)
+	}
+	if v.Warmup != "" || v.WarmupTimeout != 0 {
+		t.Errorf("vllm has a warm-up by default: %+v", v)
 	}
 	s := ws["sim"]
 	if s.SimMemoryMiB != 8192 || s.SimReadyDelay.D() != 5*time.Second || s.Network != "" {
@@ -161,5 +178,15 @@ func TestExampleSwitcherBlocksAreValid(t *testing.T) {
 	}
 	if _, ok := cfg.Switcher.MiningWorkload(); !ok || len(cfg.Switcher.Workloads()) != 1 || len(cfg.Contracts) != 1 {
 		t.Errorf("examples decoded to %+v", cfg.Switcher)
+	}
+}
+
+func TestWarmupDefaults(t *testing.T) {
+	c, err := Parse([]byte(vllm + "warmup = \"openai\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Switcher.Workloads()["vllm"]; w.Warmup != WarmupOpenAI || w.WarmupTimeout.D() != DefaultWarmupTimeout || w.WarmupModel != "" {
+		t.Errorf("warm-up defaults %+v", w)
 	}
 }

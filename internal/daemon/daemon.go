@@ -78,13 +78,22 @@ type Daemon struct {
 // logs), binds the HTTP listener and constructs every enabled component, but
 // starts nothing yet. Errors here are configuration problems an operator must
 // fix before proxyd can start.
-func New(cfg *config.Config, log *zap.Logger, opts Options) (*Daemon, error) {
+func New(cfg *config.Config, log *zap.Logger, opts Options) (_ *Daemon, err error) {
+	journal, err := openJournal(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = journal.Close()
+		}
+	}()
 	d := &Daemon{
 		log:    log,
 		opts:   opts,
 		reg:    prometheus.NewRegistry(),
 		live:   NewLiveness(),
-		events: events.New(0),
+		events: journal,
 		cfg:    cfg,
 		phase:  "starting",
 		start:  time.Now(),
@@ -160,6 +169,31 @@ type redactedError struct{ err error }
 func (e redactedError) Error() string { return redact.String(e.err.Error()) }
 func (e redactedError) Unwrap() error { return e.err }
 
+// openJournal opens the events journal: on disk in switcher.state_dir when
+// the switcher is enabled and log.events_file_mib is not 0, so a restart
+// keeps the why of what happened before it; in memory otherwise.
+func openJournal(cfg *config.Config, log *zap.Logger) (*events.Log, error) {
+	if !cfg.Switcher.Enabled || cfg.Log.EventsFileMiB == 0 {
+		log.Info("events journal in memory only: it starts empty after a restart",
+			zap.Bool("switcher", cfg.Switcher.Enabled), zap.Int("events_file_mib", cfg.Log.EventsFileMiB))
+		return events.New(0), nil
+	}
+	j, err := events.Open(cfg.Switcher.StateDir, int64(cfg.Log.EventsFileMiB)<<20)
+	if err != nil {
+		return nil, fmt.Errorf("events journal (log.events_file_mib in switcher.state_dir; 0 keeps it in memory): %w", err)
+	}
+	st := j.Status()
+	fields := []zap.Field{zap.String("dir", st.Dir), zap.Int64("max_bytes", st.MaxBytes), zap.String("boot", st.Boot),
+		zap.Int("events", st.Recovered.Events), zap.Uint64("oldest_seq", st.OldestSeq), zap.Duration("took", st.Recovered.Took)}
+	if st.Recovered.TornBytes > 0 {
+		log.Warn("events journal read back; a torn tail (a write cut short by a crash) was cut off",
+			append(fields, zap.Int64("torn_bytes", st.Recovered.TornBytes))...)
+	} else {
+		log.Info("events journal read back", fields...)
+	}
+	return j, nil
+}
+
 // Addr is the bound address of the HTTP listener.
 func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
 
@@ -228,6 +262,7 @@ func (d *Daemon) Run(ctx context.Context, reload <-chan struct{}) error {
 			d.stopComponents(sctx, started)
 			cancel()
 			_ = d.srv.Close()
+			d.closeJournal()
 			return fmt.Errorf("starting %s: %w", c.Name(), redactedError{err})
 		}
 		d.log.Info("component started", zap.String("component", c.Name()))
@@ -288,8 +323,17 @@ func (d *Daemon) shutdown() error {
 	if ctx.Err() != nil {
 		d.log.Warn("shutdown timeout reached before everything drained", zap.Duration("timeout", timeout))
 	}
+	d.closeJournal()
 	d.log.Info("proxyd stopped")
 	return nil
+}
+
+// closeJournal flushes the events journal to disk, once the components
+// that record into it have stopped.
+func (d *Daemon) closeJournal() {
+	if err := d.events.Close(); err != nil {
+		d.log.Warn("events journal not flushed to disk: the last events may be lost on a power cut", zap.Error(err))
+	}
 }
 
 // stopComponents stops cs in reverse order, all under the shutdown deadline.
@@ -332,6 +376,9 @@ func (d *Daemon) reload() {
 	}
 	if cfg.HTTP.Listen != old.HTTP.Listen {
 		restart = append(restart, "http.listen")
+	}
+	if cfg.Log.EventsFileMiB != old.Log.EventsFileMiB {
+		restart = append(restart, "log.events_file_mib")
 	}
 	if cfg.HTTP.Pprof != old.HTTP.Pprof {
 		restart = append(restart, "http.pprof")

@@ -201,7 +201,9 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 }
 
 // listEvents serves the journal: ?component=, ?subject=, ?after=SEQ, ?limit=N
-// (default 200, at most the ring's size).
+// (default 200, at most events.DefaultSize). A durable journal serves
+// events of earlier boots too; "durable" says whether this one is, "boot"
+// is this process's boot id and "journal" what it holds.
 func (d *Daemon) listEvents(w http.ResponseWriter, r *http.Request) {
 	q := events.Query{Component: r.URL.Query().Get("component"), Subject: r.URL.Query().Get("subject"), Limit: 200}
 	for _, p := range []struct {
@@ -222,5 +224,6 @@ func (d *Daemon) listEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		p.dst(v)
 	}
-	apijson.Write(w, http.StatusOK, map[string]any{"events": d.events.List(q)})
+	st := d.events.Status()
+	apijson.Write(w, http.StatusOK, map[string]any{"events": d.events.List(q), "durable": st.Durable, "boot": st.Boot, "journal": st})
 }

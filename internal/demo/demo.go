@@ -276,6 +276,9 @@ func Start(ctx context.Context, o Options) (_ *Site, err error) {
 	// The real switcher on the simulated GPUs and runtime; its state lives
 	// in the demo's private temporary directory.
 	cfg.Switcher = switcher.DemoConfig(filepath.Join(s.tokenDir, "switcher"))
+	// Its state dies with the temporary directory: the events journal stays
+	// in memory (the API says "durable": false).
+	cfg.Log.EventsFileMiB = 0
 	log, level, err := logging.New(cfg.Log, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("logger: %w", err)

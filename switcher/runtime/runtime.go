@@ -12,11 +12,14 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -169,13 +172,29 @@ func ExpandAll(args []string, spec Spec, in Instance) []string {
 // ProbeTimeout bounds one readiness probe.
 const ProbeTimeout = 5 * time.Second
 
-// Probe runs the spec's readiness check for a running instance: nil when
-// it passes (or the spec only asks for "running"), else why not.
+// maxProbeBody bounds what is read of a probe's or a warm-up's answer.
+const maxProbeBody = 64 << 10
+
+// Probe runs the spec's readiness check for a running instance, then its
+// warm-up request if it has one: nil when both pass (or the spec only asks
+// for "running"), else why not.
 func Probe(ctx context.Context, client *http.Client, spec Spec, in Instance) error {
-	if spec.Readiness == "" || spec.Readiness == config.ReadinessRunning {
-		return nil
+	if client == nil {
+		client = http.DefaultClient
 	}
 	port := spec.PortFor(in.GPUIndex)
+	if spec.Readiness != "" && spec.Readiness != config.ReadinessRunning {
+		if err := probeReadiness(ctx, client, spec, port); err != nil {
+			return err
+		}
+	}
+	if spec.Warmup != "" {
+		return warmup(ctx, client, spec, port)
+	}
+	return nil
+}
+
+func probeReadiness(ctx context.Context, client *http.Client, spec Spec, port int) error {
 	url := fmt.Sprintf("http://127.0.0.1:%d%s", port, spec.ReadinessPath)
 	ctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
 	defer cancel()
@@ -183,18 +202,85 @@ func Probe(ctx context.Context, client *http.Client, spec Spec, in Instance) err
 	if err != nil {
 		return fmt.Errorf("readiness probe %s: %w", url, err)
 	}
-	if client == nil {
-		client = http.DefaultClient
-	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("readiness probe GET %s: %w", url, err)
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBody))
 	if resp.StatusCode != spec.ReadinessStatus {
 		return fmt.Errorf("readiness probe GET %s: status %d, want %d (%s still loading?)", url, resp.StatusCode,
 			spec.ReadinessStatus, spec.Readiness)
+	}
+	return nil
+}
+
+// warmup sends the spec's one real request: a one-token completion
+// (openai) or a model-ready check (triton). A server whose /health answers
+// can still fail here (a model that did not load, a GPU fault after start).
+func warmup(ctx context.Context, client *http.Client, spec Spec, port int) error {
+	timeout := spec.WarmupTimeout.D()
+	if timeout <= 0 {
+		timeout = config.DefaultWarmupTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// The runtimes' probe clients carry the readiness probe's timeout; the
+	// first completion of a fresh server may take longer, so the warm-up's
+	// own timeout (on ctx) bounds it instead.
+	c := *client
+	c.Timeout = 0
+	var (
+		req  *http.Request
+		err  error
+		what string
+	)
+	switch spec.Warmup {
+	case config.WarmupOpenAI:
+		body := map[string]any{"prompt": "Hello", "max_tokens": 1, "temperature": 0}
+		if spec.WarmupModel != "" {
+			body["model"] = spec.WarmupModel
+		}
+		b, _ := json.Marshal(body) // strings and numbers: cannot fail
+		url := fmt.Sprintf("http://127.0.0.1:%d/v1/completions", port)
+		what = fmt.Sprintf("warm-up POST %s (model %q, max_tokens 1)", url, spec.WarmupModel)
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+		if req != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+	case config.WarmupTriton:
+		url := fmt.Sprintf("http://127.0.0.1:%d/v2/models/%s/ready", port, neturl.PathEscape(spec.WarmupModel))
+		what = "warm-up GET " + url
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	default:
+		return fmt.Errorf("warm-up %q is not one this proxyd knows (openai, triton)", spec.Warmup)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: no answer within warmup_timeout %s (%w)", what, timeout, err)
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxProbeBody))
+	if resp.StatusCode != http.StatusOK {
+		hint := ""
+		if spec.Warmup == config.WarmupOpenAI && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusBadRequest) {
+			hint = " (is warmup_model the name the server serves the model under?)"
+		}
+		return fmt.Errorf("%s: status %d, want 200%s: %s", what, resp.StatusCode, hint, tail(answer, 200))
+	}
+	if spec.Warmup == config.WarmupOpenAI {
+		var completion struct {
+			Choices []json.RawMessage `json:"choices"`
+		}
+		if err := json.Unmarshal(answer, &completion); err != nil || len(completion.Choices) == 0 {
+			return fmt.Errorf("%s: status 200 but no completion choices in the answer: %s", what, tail(answer, 200))
+		}
 	}
 	return nil
 }
