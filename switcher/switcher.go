@@ -189,6 +189,14 @@ func New(o Options) (*Switcher, error) {
 		return nil, err
 	}
 	s.store = st
+	removed, err := st.removeStaleTemps()
+	for _, path := range removed {
+		s.log.Info("removed a temporary switcher state file left by an interrupted write (kill -9 or power loss while saving)",
+			zap.String("path", path))
+	}
+	if err != nil {
+		s.log.Warn("cannot remove stale temporary switcher state files; they are harmless but take space", zap.Error(err))
+	}
 	p, err := st.load()
 	if err != nil {
 		return nil, err
