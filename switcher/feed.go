@@ -149,7 +149,7 @@ func (s *Switcher) fetchFeed(ctx context.Context, url, tokenFile string) ([]Cont
 		return nil, nil, fmt.Errorf("demand feed %s: reading the answer: %w", url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("demand feed %s answered %s: %s", url, resp.Status, truncate(strings.TrimSpace(string(body)), 200))
+		return nil, nil, fmt.Errorf("demand feed %s answered %s: %s", url, resp.Status, quote(strings.TrimSpace(string(body))))
 	}
 	if len(body) > maxFeedBytes {
 		return nil, nil, fmt.Errorf("demand feed %s answered more than %d bytes", url, maxFeedBytes)
