@@ -76,14 +76,24 @@ func apiOver(tb testing.TB, sw *Switcher) *http.ServeMux {
 
 // BenchmarkPutContractEnded measures PUT /api/v1/contracts/{id} (decode,
 // validation, the durable write) on a switcher whose state holds many
-// API contracts that ended eight days ago. Each PUT changes the contract,
-// so each one writes the state file.
+// API contracts that ended eight days ago (ended=N: past the default
+// contract_retention) or one day ago (ended-1d=N: within it, so only
+// max_contracts bounds them). Each PUT changes the contract, so each one
+// writes the state file.
 func BenchmarkPutContractEnded(b *testing.B) {
-	for _, n := range []int{0, 2000} {
-		b.Run(fmt.Sprintf("ended=%d", n), func(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		n    int
+		ago  time.Duration
+	}{
+		{"ended=0", 0, 0},
+		{"ended=2000", 2000, 8 * 24 * time.Hour},
+		{"ended-1d=2000", 2000, 24 * time.Hour},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
 			dir := b.TempDir()
 			clock := fakeclock.New(epoch)
-			writeEndedContracts(b, dir, n, epoch.Add(-8*24*time.Hour))
+			writeEndedContracts(b, dir, bc.n, epoch.Add(-bc.ago))
 			sw, err := New(Options{Config: testConfig(dir), GPUs: staticGPUs{{Info: nvml.Info{UUID: "GPU-bench-0"}}},
 				Runtimes: []runtime.Runtime{runtime.NewSim(runtime.SimOptions{})}, Clock: clock, Log: zap.NewNop()})
 			if err != nil {

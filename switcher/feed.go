@@ -88,6 +88,11 @@ func (s *Switcher) pollFeed(ctx context.Context) error {
 	cs, invalid, err := s.fetchFeed(ctx, rawURL, tokenFile)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.clock.Now()
+	var ignored int
+	if err == nil {
+		cs, ignored, err = s.limitFeedLocked(cs, invalid, now)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -108,17 +113,49 @@ func (s *Switcher) pollFeed(ctx context.Context) error {
 	}
 	s.feedErr = nil
 	changed := s.feed == nil || !sameContracts(s.feed.Contracts, cs)
-	s.feed = &feedSnapshot{FetchedAt: s.clock.Now(), Contracts: cs, Invalid: invalid}
+	s.feed = &feedSnapshot{FetchedAt: now, Contracts: cs, Invalid: invalid}
 	if len(s.feed.Invalid) == 0 {
 		s.feed.Invalid = nil
 	}
 	if changed {
-		s.event(Event{Reason: "demand_feed_changed", Message: fmt.Sprintf("demand feed: %d contract(s)", len(cs))})
+		msg := fmt.Sprintf("demand feed: %d contract(s)", len(cs))
+		if ignored > 0 {
+			msg += fmt.Sprintf(" (%d more that ended are ignored: past contract_retention %s, or beyond max_contracts %d)",
+				ignored, s.cfg.ContractRetention, s.cfg.MaxContracts)
+		}
+		s.event(Event{Reason: "demand_feed_changed", Message: msg})
 		s.logInvalidLocked(invalid)
 		s.persistLocked()
 		s.wakeLocked()
 	}
 	return nil
+}
+
+// limitFeedLocked applies contract_retention and max_contracts to a feed
+// answer: contracts that ended long ago, and the ended ones past
+// max_contracts (oldest end first), are ignored; more than max_contracts
+// live ones is an error, and the whole answer is refused. Callers hold mu.
+func (s *Switcher) limitFeedLocked(cs []Contract, invalid map[string]string, now time.Time) ([]Contract, int, error) {
+	keep, dropped, live := limitContracts(cs, now, s.cfg.ContractRetention.D(), s.cfg.MaxContracts)
+	if live > s.cfg.MaxContracts {
+		return nil, 0, fmt.Errorf("the demand feed lists %d contracts that have not ended, more than [switcher] max_contracts (%d): "+
+			"the whole answer is refused; raise max_contracts or have the feed send less", live, s.cfg.MaxContracts)
+	}
+	if len(dropped) > 0 {
+		held := make(map[string]bool, len(keep))
+		for _, c := range keep {
+			held[c.ID] = true
+		}
+		for _, d := range dropped {
+			if !held[d.ID] {
+				delete(invalid, d.ID)
+			}
+		}
+	}
+	if keep == nil {
+		keep = []Contract{}
+	}
+	return keep, len(dropped), nil
 }
 
 // logInvalidLocked logs the feed's invalid entries, a few by name (the API

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
 	"github.com/hashgate/proxyd/switcher/runtime"
@@ -124,6 +125,67 @@ func TestDemandURLSecretsNeverShown(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Issue 12 #10: a feed can make proxyd store at most max_contracts: more
+// live ones and the whole answer is refused, the last known demand stays;
+// the ended ones past the bound are ignored, oldest end first.
+func TestFeedContractLimit(t *testing.T) {
+	feed := newFakeFeed(t)
+	a := newAPIHarness(t, harnessOpts{noRun: true, cfg: func(c *config.Switcher) {
+		c.DemandURL = feed.srv.URL
+		c.MaxContracts = 3
+	}})
+	now := a.clock.Now()
+	entry := func(id string, start, end time.Time) string {
+		return fmt.Sprintf(`{"id":%q,"gpus":1,"start":%q,"end":%q,"price_usd_per_gpu_hour":2,"workload":"llm"}`,
+			id, start.Format(time.RFC3339), end.Format(time.RFC3339))
+	}
+	list := func(entries ...string) string { return "[" + strings.Join(entries, ",") + "]" }
+	ctx := context.Background()
+
+	feed.set(200, list(entry("live-1", now, now.Add(time.Hour)), entry("live-2", now, now.Add(time.Hour))))
+	if err := a.sw.pollFeed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// 25 live contracts: refused whole, the two known stay in force.
+	var many []string
+	for i := range 25 {
+		many = append(many, entry(fmt.Sprintf("flood-%02d", i), now, now.Add(time.Hour)))
+	}
+	feed.set(200, list(many...))
+	err := a.sw.pollFeed(ctx)
+	if err == nil || !strings.Contains(err.Error(), "max_contracts (3)") {
+		t.Fatalf("a feed of 25 live contracts with max_contracts 3: %v", err)
+	}
+	if fs := a.sw.FeedStatus(); fs.Contracts != 2 || !strings.Contains(fs.Error, "max_contracts") {
+		t.Errorf("feed status %+v", fs)
+	}
+	if ids := contractIDs(a.sw); ids != "live-1 live-2" {
+		t.Errorf("contracts after the refused answer: %s", ids)
+	}
+	a.step()
+	if n := seriesCount(t, a.reg, "proxyd_contract_gpus"); n > 2*3 {
+		t.Errorf("%d proxyd_contract_gpus series with max_contracts 3", n)
+	}
+	// Ended ones past the bound: the ones that ended first are ignored.
+	feed.set(200, list(entry("live-1", now, now.Add(time.Hour)), entry("live-2", now, now.Add(time.Hour)),
+		entry("ended-1", now.Add(-3*time.Hour), now.Add(-2*time.Hour)), entry("ended-3", now.Add(-2*time.Hour), now.Add(-time.Minute)),
+		entry("ended-2", now.Add(-3*time.Hour), now.Add(-time.Hour))))
+	if err := a.sw.pollFeed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ids := contractIDs(a.sw); ids != "ended-3 live-1 live-2" {
+		t.Errorf("contracts kept: %s; want the two live ones and the one that ended last", ids)
+	}
+}
+
+func contractIDs(sw *Switcher) string {
+	var ids []string
+	for _, c := range sw.Contracts() {
+		ids = append(ids, c.ID)
+	}
+	return strings.Join(ids, " ")
 }
 
 func TestURLSecrets(t *testing.T) {

@@ -62,7 +62,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		apijson.FieldError(w, fe.Field, "%s", err.Error())
 	case errors.Is(err, ErrUnknownGPU), errors.Is(err, ErrUnknownContract):
 		apijson.Error(w, http.StatusNotFound, "%v", err)
-	case errors.Is(err, ErrNotAPIContract), errors.Is(err, ErrStillHeld):
+	case errors.Is(err, ErrNotAPIContract), errors.Is(err, ErrStillHeld), errors.Is(err, ErrTooManyContracts):
 		apijson.Error(w, http.StatusConflict, "%v", err)
 	case errors.Is(err, ErrNotPersisted):
 		apijson.Error(w, http.StatusServiceUnavailable, "%v", err)

@@ -229,6 +229,7 @@ func New(o Options) (*Switcher, error) {
 		s.log.Warn("switcher state names a GPU this node no longer has; its record is dropped",
 			zap.String("gpu", uuid), zap.String("state", string(d.State)), zap.String("contract", d.Contract))
 	}
+	s.pruneLocked(now) // a state file from weeks ago: forget what ended long since
 	s.results = make(chan opResult, len(s.order)+8)
 	s.opCtx, s.stopOps = context.WithCancel(context.Background())
 	return s, nil
