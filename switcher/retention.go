@@ -3,6 +3,9 @@ package switcher
 import (
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -81,7 +84,7 @@ func limitContracts(cs []Contract, now time.Time, retention time.Duration, limit
 func (s *Switcher) pruneLocked(now time.Time) {
 	retention, limit := s.cfg.ContractRetention.D(), s.cfg.MaxContracts
 	var gone []forgotten
-	if len(s.apiContracts) > 0 {
+	if s.anyToPruneLocked(len(s.apiContracts), maps.Values(s.apiContracts), now) {
 		ids := make([]string, 0, len(s.apiContracts))
 		for id := range s.apiContracts {
 			ids = append(ids, id)
@@ -98,7 +101,7 @@ func (s *Switcher) pruneLocked(now time.Time) {
 			gone = append(gone, d)
 		}
 	}
-	if s.feed != nil && len(s.feed.Contracts) > 0 {
+	if s.feed != nil && s.anyToPruneLocked(len(s.feed.Contracts), slices.Values(s.feed.Contracts), now) {
 		keep, dropped, _ := limitContracts(s.feed.Contracts, now, retention, limit)
 		if len(dropped) > 0 {
 			s.feed.Contracts = append([]Contract{}, keep...)
@@ -114,6 +117,20 @@ func (s *Switcher) pruneLocked(now time.Time) {
 	}
 	s.forgetNotesLocked()
 	s.announcePrunedLocked(gone, now)
+}
+
+// anyToPruneLocked is the cheap test every pass makes: more contracts than
+// max_contracts, or one that expired. Callers hold mu.
+func (s *Switcher) anyToPruneLocked(n int, cs iter.Seq[Contract], now time.Time) bool {
+	if n > s.cfg.MaxContracts {
+		return true
+	}
+	for c := range cs {
+		if s.expiredLocked(c, now) {
+			return true
+		}
+	}
+	return false
 }
 
 // forgetInvalidLocked drops the feed's invalid-entry notes of ids it no
