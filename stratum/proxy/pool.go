@@ -80,6 +80,7 @@ func newPool(p *Proxy, srv *server, cfg config.Pool) (*pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", cfg.Name, err)
 	}
+	p.metrics.poolRejectAlert.WithLabelValues(srv.cfg.Name, cfg.Name).Set(0)
 	return &pool{proxy: p, srv: srv, cfg: cfg, addr: addr, wake: make(chan struct{}, 1),
 		log: p.log.With(zap.String("server", srv.cfg.Name), zap.String("pool", cfg.Name))}, nil
 }

@@ -306,12 +306,6 @@ func upDown(up bool) string {
 	return "down"
 }
 
-func (pl *pool) isUp() bool {
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	return pl.health.up
-}
-
 // alertNote describes the pool's reject alert, "" when there is none.
 func (pl *pool) alertNote() string {
 	pl.mu.Lock()
