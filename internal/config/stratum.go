@@ -54,10 +54,15 @@ type Pool struct {
 	// {user} is the pool's user, {worker} the part of the miner's name after
 	// its first dot (the whole name if it has none), {name} the whole name.
 	WorkerTemplate string `toml:"worker_template"`
-	// NoJobTimeout: a pool that sends no job for this long is unhealthy.
+	// NoJobTimeout: a pool that sends no job for this long is unhealthy; a
+	// session silent for twice this long is replaced by a fresh one.
 	NoJobTimeout Duration `toml:"no_job_timeout"`
-	// MaxRejectRate: a pool rejecting more than this fraction of the last
-	// forwarded shares (at least 20 of them) is unhealthy.
+	// MaxRejectRate is the reject alert threshold: a pool that rejects (or
+	// leaves unanswered past submit_timeout) more than this fraction of its
+	// last 50 forwarded shares, judged from 20 and none older than 5m, is
+	// in reject alert. It stays healthy: miners move off it only to a pool
+	// without an alert, and with none they stay. Block candidates do not
+	// count. (Before, this made the pool unhealthy.)
 	MaxRejectRate float64 `toml:"max_reject_rate"`
 }
 
