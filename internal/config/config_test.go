@@ -213,3 +213,31 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TLS pools: accepted with stratum+ssl/stratum+tls; their keys are refused
+// on a plain pool, a CA file must be readable PEM, a pin a SHA-256 digest.
+func TestPoolTLSKeys(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pin := strings.Repeat("a1", 32)
+	base := "[[server]]\nname = \"s\"\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"p\"\nuser = \"acct\"\n"
+	tests := []struct{ pool, wantErr string }{
+		{`url = "stratum+ssl://pool.example.net:443"`, ""},
+		{`url = "stratum+tls://pool.example.net:443"` + "\ntls_pin_sha256 = [\"" + pin + "\"]\ntls_server_name = \"pool.example.net\"", ""},
+		{`url = "stratum+tcp://pool.example.net:3333"` + "\nca_file = \"/x.pem\"", `"pool[0].ca_file": applies only to a TLS pool`},
+		{`url = "stratum+tcp://pool.example.net:3333"` + "\ntls_pin_sha256 = [\"" + pin + "\"]", `"pool[0].tls_pin_sha256": applies only to a TLS pool`},
+		{`url = "stratum+ssl://pool.example.net:443"` + "\ntls_pin_sha256 = [\"abc\"]", `is not a SHA-256 digest`},
+		{`url = "stratum+ssl://pool.example.net:443"` + "\nca_file = \"" + filepath.Join(dir, "missing.pem") + "\"", `"pool[0].ca_file": cannot be read`},
+		{`url = "stratum+ssl://pool.example.net:443"` + "\nca_file = \"" + notPEM + "\"", `holds no PEM certificate`},
+		{`url = "http://pool.example.net:443"`, `scheme "http"`},
+	}
+	for _, tc := range tests {
+		_, err := Parse([]byte(base + tc.pool + "\n"))
+		if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: error %v, want %q", tc.pool, err, tc.wantErr)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -55,6 +56,7 @@ type pool struct {
 	srv   *server
 	cfg   config.Pool
 	addr  string
+	tls   *tls.Config // nil: plain TCP
 	log   *zap.Logger
 	wake  chan struct{} // nudges keep: a session ended
 
@@ -76,12 +78,17 @@ type pool struct {
 }
 
 func newPool(p *Proxy, srv *server, cfg config.Pool) (*pool, error) {
-	addr, _, err := config.ParsePoolURL(cfg.URL)
+	addr, scheme, err := config.ParsePoolURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", cfg.Name, err)
 	}
+	tlsCfg, err := poolTLSConfig(cfg.Name, addr, PoolTLS{Enabled: config.IsTLSScheme(scheme), CAFile: cfg.CAFile,
+		ServerName: cfg.TLSServerName, PinSHA256: cfg.TLSPinSHA256})
+	if err != nil {
+		return nil, err
+	}
 	p.metrics.poolRejectAlert.WithLabelValues(srv.cfg.Name, cfg.Name).Set(0)
-	return &pool{proxy: p, srv: srv, cfg: cfg, addr: addr, wake: make(chan struct{}, 1),
+	return &pool{proxy: p, srv: srv, cfg: cfg, addr: addr, tls: tlsCfg, wake: make(chan struct{}, 1),
 		log: p.log.With(zap.String("server", srv.cfg.Name), zap.String("pool", cfg.Name))}, nil
 }
 

@@ -197,13 +197,9 @@ func (u *upstream) run(ctx context.Context) {
 }
 
 func (u *upstream) session(ctx context.Context) error {
-	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", u.pool.addr)
+	conn, err := dialPool(ctx, u.pool.addr, u.pool.tls, dialTimeout)
 	if err != nil {
 		return fmt.Errorf("connecting to pool %s at %s: %w", u.pool.cfg.Name, u.pool.addr, err)
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
 	}
 	m := u.pool.proxy.metrics
 	wq := newWriteQueue(conn, upstreamQueueLimit, 30*time.Second, true,
