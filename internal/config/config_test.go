@@ -62,7 +62,7 @@ func TestParseErrors(t *testing.T) {
 		{"server extranonce2 too big", "[[server]]\nname=\"f\"\nlisten=\":3333\"\nextranonce2_size=9\n", []string{`"server[0].extranonce2_size"`, "2 to 8", "line 4"}},
 		{"server names unknown pool", "[[server]]\nname=\"f\"\nlisten=\":3333\"\npools=[\"nope\"]\n", []string{`"server[0].pools"`, `"nope"`}},
 		{"duplicate server names", "[[server]]\nname=\"f\"\nlisten=\":1\"\n[[server]]\nname=\"f\"\nlisten=\":2\"\n", []string{`"server[1].name"`, "duplicate"}},
-		{"pool tls url refused", "[[pool]]\nname=\"p\"\nurl=\"stratum+ssl://h:443\"\nuser=\"u\"\n", []string{`"pool[0].url"`, "stratum+ssl", "not supported"}},
+		{"pool http url refused", "[[pool]]\nname=\"p\"\nurl=\"http://h:443\"\nuser=\"u\"\n", []string{`"pool[0].url"`, "http", "not supported"}},
 		{"pool without user", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\n", []string{`"pool[0].user"`}},
 		{"pool bad identity", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\nuser=\"u\"\nidentity=\"each\"\n", []string{`"pool[0].identity"`, `"passthrough"`}},
 		{"contract end before start", "[[contract]]\nid=\"c\"\ngpus=1\nworkload=\"w\"\nstart=2026-12-02T00:00:00Z\nend=2026-12-01T00:00:00Z\n", []string{`"contract[0].end"`, "after start"}},
