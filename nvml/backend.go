@@ -6,6 +6,7 @@ import (
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
+	"github.com/hashgate/proxyd/gpuproc"
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
 )
 
@@ -26,6 +27,9 @@ type Library struct {
 	Backend string
 	// Sim is the simulated server's control surface; nil for real NVML.
 	Sim *nvmlsim.Server
+	// Procs tells whose a GPU process is: /proc for real NVML, the
+	// simulated server (its own processes, then /proc) for the simulation.
+	Procs gpuproc.Inspector
 }
 
 // LibraryOptions adjusts OpenLibrary; the zero value is production.
@@ -44,11 +48,15 @@ type LibraryOptions struct {
 func OpenLibrary(backend string, opts LibraryOptions) (*Library, error) {
 	switch backend {
 	case BackendSimulated:
+		if opts.Sim.Procs == nil {
+			// Real processes with PROXYD_SIM_GPU show on the simulated GPUs.
+			opts.Sim.Procs = gpuproc.NewProcFS("/proc")
+		}
 		sim := nvmlsim.New(opts.Sim)
 		if ret := sim.Init(); ret != gonvml.SUCCESS {
 			return nil, fmt.Errorf("GPU backend %q: %w", backend, retErr("Init", "", ret))
 		}
-		return &Library{Interface: sim, Backend: BackendSimulated, Sim: sim}, nil
+		return &Library{Interface: sim, Backend: BackendSimulated, Sim: sim, Procs: sim}, nil
 	case BackendNVML, BackendAuto:
 		newLib := opts.Real
 		if newLib == nil {
@@ -57,7 +65,7 @@ func OpenLibrary(backend string, opts LibraryOptions) (*Library, error) {
 		lib := newLib()
 		switch ret := lib.Init(); ret {
 		case gonvml.SUCCESS:
-			return &Library{Interface: lib, Backend: BackendNVML}, nil
+			return &Library{Interface: lib, Backend: BackendNVML, Procs: gpuproc.NewProcFS("/proc")}, nil
 		case gonvml.ERROR_LIBRARY_NOT_FOUND:
 			return nil, fmt.Errorf("GPU backend %q: %w", backend, ErrLibraryNotFound)
 		default:
