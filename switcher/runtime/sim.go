@@ -27,7 +27,8 @@ type SimOptions struct {
 }
 
 // Sim runs simulated workloads on nvmlsim GPUs: a started workload shows
-// up on its GPU as a process with sim_memory_mib of memory and sim_load
+// up on its GPU as a process (carrying the handle's markers in its
+// simulated environment) with sim_memory_mib of memory and sim_load
 // utilisation after sim_start_delay, is ready sim_ready_delay after its
 // start (never with sim_never_ready), and leaves sim_stop_delay after a
 // stop. A GPU with RefuseRelease set (nvmlsim's zombie mode) refuses: its
@@ -117,8 +118,9 @@ func (s *Sim) Start(ctx context.Context, spec Spec, in Instance) (Handle, error)
 
 	mem := uint64(spec.SimMemoryMiB) << 20
 	load := spec.SimLoad
+	proc := nvmlsim.Process{PID: pid, UsedMemory: mem, Comm: spec.Name, Env: MarkerEnv(h.Marker(), in)}
 	cancel, err := s.srv.Schedule(spec.SimStartDelay.D(), in.GPUUUID, func(g *nvmlsim.GPUState) {
-		g.StartProcess(pid, mem)
+		g.AddProcess(proc)
 		g.SetLoad(load)
 	})
 	if err != nil {
