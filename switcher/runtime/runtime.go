@@ -120,6 +120,30 @@ func MarkerFor(kind string, in Instance) string {
 	return fmt.Sprintf("%s:%s:%s:%s", kind, in.Workload, in.Contract, in.GPUUUID)
 }
 
+// ExecHandleFromMarker rebuilds the handle of an exec workload from the
+// marker its processes carry ("exec:<workload>[:<contract>]:<gpu uuid>"),
+// for a leftover a restarted proxyd finds on a GPU although status_command
+// no longer reports it. ok is false for anything else.
+func ExecHandleFromMarker(marker string) (Handle, bool) {
+	parts := strings.Split(marker, ":")
+	if len(parts) < 3 || len(parts) > 4 || parts[0] != KindExec {
+		return Handle{}, false
+	}
+	for _, p := range parts[1:] {
+		if p == "" {
+			return Handle{}, false
+		}
+	}
+	in := Instance{Workload: parts[1], GPUUUID: parts[len(parts)-1]}
+	if len(parts) == 4 {
+		in.Contract = parts[2]
+	}
+	if MarkerFor(KindExec, in) != marker {
+		return Handle{}, false
+	}
+	return Handle{Runtime: KindExec, ID: marker, Instance: in}, true
+}
+
 // MarkerEnv is the environment that marks an instance's processes as
 // proxyd's ("NAME=value").
 func MarkerEnv(marker string, in Instance) []string {
