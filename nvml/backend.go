@@ -3,6 +3,7 @@ package nvml
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
@@ -48,6 +49,12 @@ type LibraryOptions struct {
 func OpenLibrary(backend string, opts LibraryOptions) (*Library, error) {
 	switch backend {
 	case BackendSimulated:
+		if opts.Sim.Node == "" {
+			// Two simulated daemons on one machine (tests run in
+			// parallel) need their own UUIDs, or each sees the other's
+			// PROXYD_SIM_GPU processes.
+			opts.Sim.Node = os.Getenv(nvmlsim.EnvNode)
+		}
 		if opts.Sim.Procs == nil {
 			// Real processes with PROXYD_SIM_GPU show on the simulated GPUs.
 			opts.Sim.Procs = gpuproc.NewProcFS("/proc")

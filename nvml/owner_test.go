@@ -50,3 +50,19 @@ func TestProcessOwners(t *testing.T) {
 		t.Errorf("%d owners in the JSON, want 3: %s", n, b)
 	}
 }
+
+// PROXYD_SIM_NODE gives a simulated daemon UUIDs of its own.
+func TestSimNodeFromEnvironment(t *testing.T) {
+	t.Setenv(nvmlsim.EnvNode, "rack-42")
+	lib, err := OpenLibrary(BackendSimulated, LibraryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	if got, want := lib.Sim.UUIDs()[0], nvmlsim.New(nvmlsim.Options{Node: "rack-42"}).UUIDs()[0]; got != want {
+		t.Errorf("UUID %s, want %s (node rack-42)", got, want)
+	}
+	if lib.Sim.UUIDs()[0] == nvmlsim.New(nvmlsim.Options{}).UUIDs()[0] {
+		t.Error("the node from the environment was ignored")
+	}
+}

@@ -24,9 +24,13 @@ import (
 
 // workScript drives the workloads: every instance is one `sleep`, started
 // with setsid (as a daemonising miner would), with a pidfile per name and
-// GPU index.
+// GPU index. It names its simulated GPU by UUID (read from the file uuids,
+// one per index): the test's daemon runs on a simulated node of its own
+// (PROXYD_SIM_NODE), so tests running in parallel never see each other's
+// processes.
 //
-//	start  NAME IDX SIMGPU MIB DELAY TERM  SIMGPU "next": the next GPU's index;
+//	start  NAME IDX SIMGPU MIB DELAY TERM  SIMGPU: an index, or "next" for
+//	                                       the next GPU;
 //	                                       DELAY before it holds the GPU;
 //	                                       TERM "ignore": it ignores SIGTERM
 //	stop   NAME IDX HONESTY DELAY          HONESTY "lie": exit 0, stop nothing
@@ -45,6 +49,7 @@ case $act in
 start)
 	sim=$4 mib=$5 delay=$6 term=$7
 	[ "$sim" = next ] && sim=$(( (idx + 1) % 8 ))
+	sim=$(sed -n "$((sim + 1))p" "$dir/uuids")
 	alive && exit 0
 	[ "$term" = ignore ] && trap '' TERM
 	PROXYD_E2E_TAG="$dir" setsid sh -c "sleep $delay; PROXYD_SIM_GPU=$sim PROXYD_SIM_GPU_MIB=$mib exec sleep 3600" </dev/null >/dev/null 2>&1 &
@@ -155,9 +160,22 @@ func newAttrEnv(t *testing.T, s attrSetup) *attrEnv {
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := &attrEnv{t: t, dir: dir, cfg: cfg, uuids: nvmlsim.New(nvmlsim.Options{}).UUIDs()}
+	node := simNode(t)
+	e := &attrEnv{t: t, dir: dir, cfg: cfg, uuids: nvmlsim.New(nvmlsim.Options{Node: node}).UUIDs()}
+	if err := os.WriteFile(filepath.Join(dir, "uuids"), []byte(strings.Join(e.uuids, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(e.cleanup)
 	return e
+}
+
+// simNode gives the test's simulated GPUs (daemons started from now on,
+// and `proxyd gpus`) UUIDs of their own, and returns the node name.
+func simNode(t *testing.T) string {
+	t.Helper()
+	node := fmt.Sprintf("e2e-%s-%d-%d", t.Name(), os.Getpid(), time.Now().UnixNano())
+	t.Setenv(nvmlsim.EnvNode, node)
+	return node
 }
 
 // cleanup ends the daemon and every process the test's scripts started.
@@ -521,7 +539,7 @@ func TestGPUE2EKill9AtEveryState(t *testing.T) {
 // The JSON of `proxyd gpus --json` (the binary) carries an owner for
 // every process, like /api/v1/gpus.
 func TestGPUE2EGPUsJSONOwners(t *testing.T) {
-	uuid := nvmlsim.New(nvmlsim.Options{}).UUIDs()[6]
+	uuid := nvmlsim.New(nvmlsim.Options{Node: simNode(t)}).UUIDs()[6]
 	pid := startSimGPUProcess(t, uuid)
 	var n struct {
 		GPUs []attrGPU `json:"gpus"`

@@ -228,9 +228,9 @@ func startSimGPUProcess(t *testing.T, gpu string, env ...string) int {
 
 // Every GPU process shows with its owner, in the table and in --json.
 func TestGPUsShowsProcessOwners(t *testing.T) {
-	uuid := nvmlsim.New(nvmlsim.Options{}).UUIDs()[4]
+	uuid := nvmlsim.New(nvmlsim.Options{Node: simNode(t)}).UUIDs()[4]
 	miner := startSimGPUProcess(t, uuid, "PROXYD_WORKLOAD=exec:mining:"+uuid, "PROXYD_CONTRACT=", "PROXYD_SIM_GPU_MIB=3000")
-	foreign := startSimGPUProcess(t, "4")
+	foreign := startSimGPUProcess(t, uuid)
 	var n nvml.Node
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		code, out, errOut := runGPUsCmd(t, "--backend", "simulated", "--json")

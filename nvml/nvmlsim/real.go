@@ -9,6 +9,12 @@ import (
 	"github.com/hashgate/proxyd/gpuproc"
 )
 
+// EnvNode, in the environment of a process that opens the simulated
+// backend through nvml.OpenLibrary, sets Options.Node: the seed of the
+// GPUs' UUIDs. Simulated daemons with different nodes do not see each
+// other's PROXYD_SIM_GPU=<UUID> processes.
+const EnvNode = "PROXYD_SIM_NODE"
+
 // Real processes on simulated GPUs (see the package doc).
 const (
 	// DefaultRealProcessMiB is the memory a real process shows on its

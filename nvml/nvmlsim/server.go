@@ -22,7 +22,9 @@
 // (default 1024). They are found in /proc on every process or memory query
 // (one scan serves the queries of one telemetry pass), so a script or test
 // outside this repository can put load on a simulated GPU by starting any
-// program with that variable, and take it off by ending it. Server is also a
+// program with that variable, and take it off by ending it. An index names
+// that GPU on every simulated server of the machine, a UUID only on servers
+// of the same Node (PROXYD_SIM_NODE for a daemon). Server is also a
 // gpuproc.Inspector: it answers for its simulated processes (their Env) and
 // reads /proc for real ones.
 package nvmlsim
