@@ -171,3 +171,28 @@ func TestScenarioProofOfStart(t *testing.T) {
 		t.Error(`proof_of_start = "none" still wants a process`)
 	}
 }
+
+// After a restart, a process that carries proxyd's marker though no
+// runtime lists it (a status command that lies) is proxyd's leftover, not
+// a foreign process: the GPU is proven free, and once the leftover is gone
+// it goes on without an operator.
+func TestReconcileLeftoverIsNotForeign(t *testing.T) {
+	var u string
+	h := newHarness(t, harnessOpts{noRun: true, setup: func(s *nvmlsim.Server) {
+		u = s.UUIDs()[0]
+		_ = s.Update(u, func(g *nvmlsim.GPUState) {
+			g.AddProcess(nvmlsim.Process{PID: 999, UsedMemory: 1 << 30, Env: []string{"PROXYD_WORKLOAD=exec:mining:" + u}})
+		})
+	}})
+	h.step()
+	g := h.gpu(0)
+	if g.State != StateVerifyingFree || g.Reason != ReasonReconcileVerify || !strings.Contains(g.Message, "proxyd's own") {
+		t.Fatalf("GPU 0 after the restart: %+v", g)
+	}
+	h.runUntil("GPU 0 quarantined while the leftover holds it", 60, func() bool { return h.gpu(0).State == StateQuarantined })
+	if g := h.gpu(0); !strings.Contains(g.Message, "only proxyd's own workload holds it") {
+		t.Errorf("quarantine %+v", g)
+	}
+	_ = h.sim.StopProcess(u, 999)
+	h.runUntil("GPU 0 mining without an operator", 60, func() bool { return h.gpu(0).State == StateMining })
+}

@@ -268,7 +268,7 @@ func (s *Switcher) reconcileGPULocked(g *gpuRec, running []runtime.Handle) {
 				g.Contract = ""
 			}
 			g.Workload = ""
-			set(StateVerifyingFree, ReasonReconcileVerify, what+" while proxyd was freeing the GPU: proving it free")
+			s.enterWith(g, StateVerifyingFree, ReasonReconcileVerify, what+" while proxyd was freeing the GPU: proving it free", procs)
 		default:
 			if !known {
 				set(StateVerifyingFree, ReasonReconcileVerify, what+": proving the GPU free before any work")

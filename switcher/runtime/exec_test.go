@@ -216,3 +216,25 @@ func TestExecMarkersAndForcedStop(t *testing.T) {
 		t.Error("with nothing marked, the forced stop did not run stop_command")
 	}
 }
+
+func TestExecHandleFromMarker(t *testing.T) {
+	tests := []struct {
+		marker string
+		ok     bool
+		want   Instance
+	}{
+		{"exec:mining:GPU-a", true, Instance{Workload: "mining", GPUUUID: "GPU-a"}},
+		{"exec:llm:acme:GPU-b", true, Instance{Workload: "llm", Contract: "acme", GPUUUID: "GPU-b"}},
+		{"sim-4", false, Instance{}},
+		{"docker:llm:acme:GPU-b", false, Instance{}},
+		{"exec::GPU-a", false, Instance{}},
+		{"exec:a:b:c:d", false, Instance{}},
+		{"", false, Instance{}},
+	}
+	for _, tc := range tests {
+		h, ok := ExecHandleFromMarker(tc.marker)
+		if ok != tc.ok || h.Instance != tc.want || (ok && (h.ID != tc.marker || h.Marker() != tc.marker || h.Runtime != KindExec)) {
+			t.Errorf("%q: %+v %v", tc.marker, h, ok)
+		}
+	}
+}
