@@ -233,10 +233,15 @@ type ProcessOwner struct {
 	Owner           gpuproc.Owner `json:"owner"`
 }
 
+// maxJournalProcesses bounds the processes one journal entry lists (any
+// local user can start processes on a GPU); the message counts them all.
+const maxJournalProcesses = 32
+
 func processOwners(procs []nvml.Process) []ProcessOwner {
 	if len(procs) == 0 {
 		return nil
 	}
+	procs = procs[:min(len(procs), maxJournalProcesses)]
 	out := make([]ProcessOwner, len(procs))
 	for i, p := range procs {
 		out[i] = ProcessOwner{PID: p.PID, UsedMemoryBytes: p.UsedMemoryBytes, Owner: p.Owner}
