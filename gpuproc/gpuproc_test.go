@@ -72,7 +72,7 @@ func TestParseCgroup(t *testing.T) {
 
 func TestParseEnviron(t *testing.T) {
 	env := parseEnviron([]byte("PATH=/bin\x00PROXYD_WORKLOAD=exec:mining:GPU-1\x00PROXYD_CONTRACT=\x00PROXYD_WORKLOAD=second\x00" +
-		"HOME=/root\x00PROXYD_BROKEN\x00PROXYD_SIM_GPU=3"))
+		"HOME=/root\x00PROXYD_BROKEN\x00PROXYD_SIM_GPU=3\x00PROXYD_GPU_UUID=" + strings.Repeat("x", maxEnvValue+1)))
 	want := map[string]string{EnvWorkload: "exec:mining:GPU-1", EnvContract: "", EnvSimGPU: "3"}
 	if len(env) != len(want) {
 		t.Fatalf("got %v, want %v", env, want)

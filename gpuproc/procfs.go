@@ -36,6 +36,9 @@ const (
 	maxCgroup  = 64 << 10
 	maxEnviron = 4 << 20
 	maxMount   = 1 << 20
+	// maxEnvValue bounds a PROXYD_* value that is kept: markers are well
+	// under it; a longer value (anyone can set one) is ignored.
+	maxEnvValue = 512
 )
 
 // Facts is what /proc says about one process.
@@ -255,7 +258,8 @@ func parseStat(data []byte) (comm, state string, pgid, sid int, err error) {
 }
 
 // parseEnviron returns the PROXYD_* variables of a NUL-separated
-// environment. The first definition of a name wins, as getenv(3) sees it.
+// environment. The first definition of a name wins, as getenv(3) sees it;
+// values longer than maxEnvValue are ignored.
 func parseEnviron(data []byte) map[string]string {
 	env := map[string]string{}
 	for kv := range bytes.SplitSeq(data, []byte{0}) {
@@ -266,7 +270,7 @@ func parseEnviron(data []byte) map[string]string {
 		if !ok {
 			continue
 		}
-		if _, dup := env[string(k)]; !dup {
+		if _, dup := env[string(k)]; !dup && len(v) <= maxEnvValue {
 			env[string(k)] = string(v)
 		}
 	}
