@@ -122,7 +122,13 @@ func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *m
 	}
 	m.wq = newWriteQueue(conn, minerQueueLimit, minerWriteWait, false,
 		p.metrics.downBytes.WithLabelValues(srv.cfg.Name, "out"),
-		func(err error) { m.close("write_failed", err) })
+		func(err error) {
+			if errors.Is(err, errQueueFull) {
+				m.close("write_queue_full", err)
+				return
+			}
+			m.close("write_failed", err)
+		})
 	return m
 }
 
@@ -164,6 +170,17 @@ func (m *miner) serve() {
 		if err != nil {
 			m.readFailed(err)
 			return
+		}
+		if room := m.wq.waitRoom(); room != nil {
+			// Answers are piling up unread: take no more requests until
+			// they drain (or the stall deadline drops the miner).
+			select {
+			case <-room:
+			case <-m.closed:
+			}
+			if isDone(m.closed) {
+				return
+			}
 		}
 		w.line = line
 		if !m.p.handlers.do(w) {
@@ -297,7 +314,8 @@ func (m *miner) handle(msg *stratum.Message) bool {
 		m.send(stratum.AppendResult(nil, msg.ID, []byte(`"pong"`)))
 	default:
 		// Never drop a miner for a method we do not know (field notes §2).
-		m.send(stratum.AppendError(nil, msg.ID, stratum.CodeOther, "unknown method "+strconv.Quote(string(msg.MethodName))))
+		// Echo a prefix only: the name is the client's, up to max_line_bytes.
+		m.send(stratum.AppendError(nil, msg.ID, stratum.CodeOther, "unknown method "+quotePrefix(msg.MethodName, maxEchoBytes)))
 	}
 	return true
 }
