@@ -121,6 +121,10 @@ func (p *Proxy) WorkersPage(after string, limit int) WorkersPage {
 	for _, s := range p.servers {
 		for _, m := range s.snapshot() {
 			m.mu.Lock()
+			if m.retired { // closing: its totals are in the worker table already
+				m.mu.Unlock()
+				continue
+			}
 			for name, ws := range m.workers {
 				v := views[name]
 				if v == nil {
@@ -165,7 +169,9 @@ func (p *Proxy) WorkerConnections() int {
 	for _, s := range p.servers {
 		for _, m := range s.snapshot() {
 			m.mu.Lock()
-			n += len(m.workers)
+			if !m.retired {
+				n += len(m.workers)
+			}
 			m.mu.Unlock()
 		}
 	}

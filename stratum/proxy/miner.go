@@ -830,9 +830,12 @@ func (m *miner) close(reason string, err error) {
 		if up != nil {
 			up.detach(m, prefix)
 		}
+		// Retire before leaving the server's list: a worker page skips
+		// retired miners, so the worker is always in one place, never in
+		// none (or both).
+		m.p.retire(m)
 		m.srv.remove(m)
 		m.p.metrics.disconnects.WithLabelValues(m.srv.cfg.Name, reason).Inc()
-		m.p.retire(m)
 		if err != nil && reason != "closed_by_miner" {
 			m.log().Debug("miner disconnected", zap.String("reason", reason), zap.Error(err))
 		}
