@@ -369,5 +369,3 @@ func (c *lru[V]) remove(key string) {
 		delete(c.items, key)
 	}
 }
-
-func (c *lru[V]) len() int { return len(c.items) }
