@@ -469,9 +469,7 @@ func (s *Site) Summary() Summary {
 		PoolRejected:   acct.PoolRejected,
 		GPUs:           summarizeGPUs(s.comps),
 	}
-	for _, w := range s.proxy.Workers() {
-		sum.MinersConnected += len(w.Connections)
-	}
+	sum.MinersConnected = s.proxy.WorkerConnections()
 	for _, p := range s.proxy.Pools() {
 		for _, ss := range p.Sessions {
 			switch ss.State {
