@@ -15,6 +15,7 @@ import (
 	"github.com/hashgate/proxyd/gpuproc"
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/events"
+	"github.com/hashgate/proxyd/internal/logkeep"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/runtime"
 )
@@ -475,7 +476,8 @@ func (s *Switcher) event(e Event) {
 	if e.Contract != "" {
 		fields = append(fields, zap.String("contract", e.Contract))
 	}
-	fields = append(fields, zap.String("detail", e.Message))
+	// Decisions and transitions are never rate-limited away.
+	fields = append(fields, zap.String("detail", e.Message), logkeep.Field())
 	if len(e.Processes) > 0 {
 		fields = append(fields, zap.Any("processes", e.Processes))
 	}

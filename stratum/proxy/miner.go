@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hashgate/proxyd/internal/logkeep"
 	"github.com/hashgate/proxyd/stratum"
 	"github.com/hashgate/proxyd/stratum/job"
 	"github.com/hashgate/proxyd/stratum/pow"
@@ -662,7 +663,7 @@ func (m *miner) submit(msg *stratum.Message) {
 	if res.BlockCandidate {
 		pm.blockCandidates.WithLabelValues(m.srv.cfg.Name, up.pool.cfg.Name).Inc()
 		m.log().Info("block candidate: forwarding ahead of everything queued",
-			zap.String("pool", up.pool.cfg.Name), zap.String("hash", res.Hash.String()), zap.String("job", e.poolJobID))
+			zap.String("pool", up.pool.cfg.Name), zap.String("hash", res.Hash.String()), zap.String("job", e.poolJobID), logkeep.Field())
 	}
 	en2, err := stratum.MakeExtranonce(prefixBytes, sub.Extranonce2.Bytes())
 	if err != nil {
