@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"regexp"
 	"strings"
@@ -29,15 +28,22 @@ func (e *FieldError) Unwrap() error { return e.Err }
 
 var contractID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-// maxContractGPUs bounds gpus (config allows the same).
-const maxContractGPUs = 4096
+// Bounds of a contract's fields: gpus (config allows the same), the
+// length of a workload name (as [switcher.workload.<name>]) and of a GPU
+// UUID in pin (NVML's UUID buffer). They also bound what an error message
+// can quote back.
+const (
+	maxContractGPUs = 4096
+	maxWorkloadName = 63
+	maxGPUUUID      = 96
+)
 
 // validateContract checks a contract's shape (not whether this node can
 // serve it: that is a refusal).
 func validateContract(c Contract) error {
 	switch {
 	case !contractID.MatchString(c.ID):
-		return &FieldError{Field: "id", Msg: fmt.Sprintf("%q must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit", c.ID)}
+		return &FieldError{Field: "id", Msg: quote(c.ID) + " must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"}
 	case c.GPUs < 1 || c.GPUs > maxContractGPUs:
 		return &FieldError{Field: "gpus", Msg: fmt.Sprintf("%d is out of range (allowed 1 to %d)", c.GPUs, maxContractGPUs)}
 	case c.Start.IsZero():
@@ -48,6 +54,10 @@ func validateContract(c Contract) error {
 		return &FieldError{Field: "price_usd_per_gpu_hour", Msg: fmt.Sprintf("%g is out of range (allowed 0 to 1e6)", c.PriceUSDPerGPUHour)}
 	case c.Workload == "":
 		return &FieldError{Field: "workload", Msg: "must name the workload to run"}
+	case len(c.Workload) > maxWorkloadName:
+		return &FieldError{Field: "workload", Msg: fmt.Sprintf("%s is not a workload name (at most %d characters)", quote(c.Workload), maxWorkloadName)}
+	case len(c.Pin) > maxContractGPUs:
+		return &FieldError{Field: "pin", Msg: fmt.Sprintf("lists %d GPUs (at most %d)", len(c.Pin), maxContractGPUs)}
 	case c.LeadTime < 0 || c.LeadTime.D() > 7*24*time.Hour:
 		return &FieldError{Field: "lead_time", Msg: fmt.Sprintf("%s is out of range (allowed 0 to 168h)", c.LeadTime)}
 	}
@@ -56,8 +66,10 @@ func validateContract(c Contract) error {
 		switch {
 		case strings.TrimSpace(p) == "":
 			return &FieldError{Field: "pin", Msg: "holds an empty GPU UUID"}
+		case len(p) > maxGPUUUID:
+			return &FieldError{Field: "pin", Msg: fmt.Sprintf("%s is not a GPU UUID (at most %d characters)", quote(p), maxGPUUUID)}
 		case seen[p]:
-			return &FieldError{Field: "pin", Msg: "lists GPU " + p + " twice"}
+			return &FieldError{Field: "pin", Msg: "lists GPU " + quote(p) + " twice"}
 		}
 		seen[p] = true
 	}
@@ -87,7 +99,7 @@ func (b contractBody) toContract(pathID string) (Contract, error) {
 	var c Contract
 	switch {
 	case b.ID != nil && pathID != "" && *b.ID != pathID:
-		return c, &FieldError{Field: "id", Msg: fmt.Sprintf("%q differs from the id in the URL, %q", *b.ID, pathID)}
+		return c, &FieldError{Field: "id", Msg: quote(*b.ID) + " differs from the id in the URL, " + quote(pathID)}
 	case b.ID != nil:
 		c.ID = *b.ID
 	default:
@@ -103,7 +115,7 @@ func (b contractBody) toContract(pathID string) (Contract, error) {
 		}
 		t, err := time.Parse(time.RFC3339, *v)
 		if err != nil {
-			return time.Time{}, &FieldError{Field: field, Msg: fmt.Sprintf("%q is not an RFC 3339 date-time such as 2026-12-01T00:00:00Z", *v)}
+			return time.Time{}, &FieldError{Field: field, Msg: quote(*v) + " is not an RFC 3339 date-time such as 2026-12-01T00:00:00Z"}
 		}
 		return t, nil
 	}
@@ -129,22 +141,26 @@ func (b contractBody) toContract(pathID string) (Contract, error) {
 	if b.LeadTime != nil && *b.LeadTime != "" {
 		d, err := time.ParseDuration(*b.LeadTime)
 		if err != nil {
-			return c, &FieldError{Field: "lead_time", Msg: fmt.Sprintf("%q is not a duration such as \"10m\"", *b.LeadTime)}
+			return c, &FieldError{Field: "lead_time", Msg: quote(*b.LeadTime) + " is not a duration such as \"10m\""}
 		}
 		c.LeadTime = config.Duration(d)
 	}
 	return c, validateContract(c)
 }
 
-// contractFields are the fields of a contract body.
-const contractFields = "id, gpus, start, end, price_usd_per_gpu_hour, priority, workload, pin, lead_time"
+// contractFields are the fields of a contract body, spelled exactly.
+var contractFields = []string{"id", "gpus", "start", "end", "price_usd_per_gpu_hour", "priority", "workload", "pin", "lead_time"}
 
-// decodeJSON decodes one JSON value, refusing unknown fields, and names the
-// offending field in its error where it can; known lists the fields for
-// that message.
-func decodeJSON(r io.Reader, v any, known string) error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
+// decodeJSON decodes data, one JSON object, into v. Field names must be
+// spelled exactly as in known and appear once (strictObject); a value of
+// the wrong type is a FieldError naming the field. Messages quote at most
+// maxEcho bytes of the input.
+func decodeJSON(data []byte, v any, known []string) error {
+	if _, err := strictObject(data, known); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields() // strictObject already refused them; kept as a second guard
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
@@ -152,19 +168,21 @@ func decodeJSON(r io.Reader, v any, known string) error {
 			if i := strings.LastIndexByte(field, '.'); i >= 0 {
 				field = field[i+1:]
 			}
-			return &FieldError{Field: field, Msg: fmt.Sprintf("must be a JSON %s, got %s", jsonKind(te.Type.Kind().String()), te.Value)}
+			return &FieldError{Field: clip(field), Msg: fmt.Sprintf("must be a JSON %s, got %s", jsonKind(te.Type.Kind().String()), clip(te.Value))}
 		}
-		msg := err.Error()
-		if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-			f = strings.Trim(f, `"`)
-			return &FieldError{Field: f, Msg: "unknown field (known: " + known + ")"}
-		}
-		return fmt.Errorf("bad JSON: %w", err)
-	}
-	if dec.More() {
-		return errors.New("bad JSON: more than one JSON value")
+		return fmt.Errorf("bad JSON: %s", clip(err.Error()))
 	}
 	return nil
+}
+
+// decodeContract decodes a contract body (an API request or a feed entry);
+// pathID, if not empty, is the id from the URL.
+func decodeContract(data []byte, pathID string) (Contract, error) {
+	var body contractBody
+	if err := decodeJSON(data, &body, contractFields); err != nil {
+		return Contract{ID: pathID}, err
+	}
+	return body.toContract(pathID)
 }
 
 func jsonKind(goKind string) string {
@@ -179,41 +197,37 @@ func jsonKind(goKind string) string {
 	return goKind
 }
 
-// parseContractList decodes a feed: a JSON list of contracts. An entry
-// that is not even an object with an id fails the whole poll (the feed is
-// broken); an entry that is invalid otherwise is kept, with why, so that
-// its refusal shows.
+// parseContractList decodes a feed: a JSON list of contracts, each held
+// to the same strict rules as an API body. An entry that is not even an
+// object with a well-formed id, or that repeats a key (its meaning is
+// ambiguous), fails the whole poll (the feed is broken, and the last known
+// demand stays); an entry that is invalid otherwise is kept, with why, so
+// that its refusal shows.
 func parseContractList(b []byte) (cs []Contract, invalid map[string]string, err error) {
 	var raw []json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
-		return nil, nil, fmt.Errorf("the feed must return a JSON list of contracts: %w", err)
+		return nil, nil, fmt.Errorf("the feed must return a JSON list of contracts: %s", clip(err.Error()))
 	}
 	invalid = map[string]string{}
 	for i, r := range raw {
-		var id struct {
-			ID string `json:"id"`
-		}
-		if err := json.Unmarshal(r, &id); err != nil || id.ID == "" {
-			return nil, nil, fmt.Errorf("entry %d is not a contract object with an id: %s", i, truncate(string(r), 200))
-		}
-		var body contractBody
-		c := Contract{ID: id.ID}
-		err := decodeJSON(bytes.NewReader(r), &body, contractFields)
-		if err == nil {
-			c, err = body.toContract("")
-			c.ID = id.ID
-		}
+		fields, err := strictObject(r, nil)
 		if err != nil {
-			invalid[id.ID] = err.Error()
+			return nil, nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+		var id string
+		if err := json.Unmarshal(fields["id"], &id); err != nil || id == "" {
+			return nil, nil, fmt.Errorf("entry %d is not a contract object with an id (a JSON string): %s", i, quote(string(r)))
+		}
+		if !contractID.MatchString(id) {
+			return nil, nil, fmt.Errorf("entry %d: id %s must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+				i, quote(id))
+		}
+		c, err := decodeContract(r, "")
+		c.ID = id
+		if err != nil {
+			invalid[id] = err.Error()
 		}
 		cs = append(cs, c)
 	}
 	return cs, invalid, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }

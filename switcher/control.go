@@ -194,6 +194,9 @@ func (s *Switcher) PutContract(c Contract) (st ContractStatus, created bool, err
 			return st, false, &FieldError{Field: "pin", Msg: fmt.Sprintf("GPU %s is not on this node (GET /api/v1/gpus lists them)", p)}
 		}
 	}
+	if err := s.roomForAPIContractLocked(c.ID, s.clock.Now()); err != nil {
+		return st, false, err
+	}
 	old, existed := s.apiContracts[c.ID]
 	c.Pin = slices.Clone(c.Pin)
 	if !existed || !reflect.DeepEqual(old, c) {

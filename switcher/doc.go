@@ -25,6 +25,13 @@
 // samples with no process, memory back at the idle baseline and
 // utilisation 0. At most max_parallel GPUs are in transition at once.
 //
+// What outside input can make it keep is bounded: API and feed contracts
+// are forgotten contract_retention after their end (a contract_pruned
+// event keeps their history), at most max_contracts are kept per source,
+// bodies and feed answers have size limits, and their JSON is decoded
+// strictly (exact field names, no repeated names); errors quote at most a
+// short prefix of the input and never demand_url's credentials.
+//
 // State (API contracts, assignments, power snapshots, cordons,
 // quarantines) is written atomically to state_dir on every change; on
 // start the switcher reconciles the file with what really runs (container

@@ -6,20 +6,29 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/hashgate/proxyd/internal/redact"
 )
 
 // maxFeedBytes bounds a demand feed's answer.
 const maxFeedBytes = 4 << 20
 
+// maxInvalidLogged bounds the log lines about invalid feed entries per
+// changed answer; the API shows every one.
+const maxInvalidLogged = 10
+
 // FeedStatus is the demand feed's health.
 type FeedStatus struct {
-	Configured bool   `json:"configured"`
-	URL        string `json:"url,omitempty"`
+	Configured bool `json:"configured"`
+	// URL is demand_url with its credentials redacted.
+	URL string `json:"url,omitempty"`
 	// LastSuccess is when the feed last answered; its demand stays in
 	// force while it fails.
 	LastSuccess time.Time `json:"last_success,omitempty"`
@@ -38,7 +47,7 @@ func (s *Switcher) feedConfigured() bool {
 func (s *Switcher) FeedStatus() FeedStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fs := FeedStatus{Configured: s.cfg.DemandURL != "", URL: s.cfg.DemandURL}
+	fs := FeedStatus{Configured: s.cfg.DemandURL != "", URL: redact.URL(s.cfg.DemandURL)}
 	if s.feed != nil {
 		fs.LastSuccess, fs.Contracts = s.feed.FetchedAt, len(s.feed.Contracts)
 	}
@@ -71,14 +80,19 @@ func (s *Switcher) runFeed(ctx context.Context) {
 // "no demand").
 func (s *Switcher) pollFeed(ctx context.Context) error {
 	s.mu.Lock()
-	url, tokenFile := s.cfg.DemandURL, s.cfg.DemandTokenFile
+	rawURL, tokenFile := s.cfg.DemandURL, s.cfg.DemandTokenFile
 	s.mu.Unlock()
-	if url == "" {
+	if rawURL == "" {
 		return nil
 	}
-	cs, invalid, err := s.fetchFeed(ctx, url, tokenFile)
+	cs, invalid, err := s.fetchFeed(ctx, rawURL, tokenFile)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.clock.Now()
+	var ignored int
+	if err == nil {
+		cs, ignored, err = s.limitFeedLocked(cs, invalid, now)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -99,16 +113,67 @@ func (s *Switcher) pollFeed(ctx context.Context) error {
 	}
 	s.feedErr = nil
 	changed := s.feed == nil || !sameContracts(s.feed.Contracts, cs)
-	s.feed = &feedSnapshot{FetchedAt: s.clock.Now(), Contracts: cs, Invalid: invalid}
+	s.feed = &feedSnapshot{FetchedAt: now, Contracts: cs, Invalid: invalid}
 	if len(s.feed.Invalid) == 0 {
 		s.feed.Invalid = nil
 	}
 	if changed {
-		s.event(Event{Reason: "demand_feed_changed", Message: fmt.Sprintf("demand feed: %d contract(s)", len(cs))})
+		msg := fmt.Sprintf("demand feed: %d contract(s)", len(cs))
+		if ignored > 0 {
+			msg += fmt.Sprintf(" (%d more that ended are ignored: past contract_retention %s, or beyond max_contracts %d)",
+				ignored, s.cfg.ContractRetention, s.cfg.MaxContracts)
+		}
+		s.event(Event{Reason: "demand_feed_changed", Message: msg})
+		s.logInvalidLocked(invalid)
 		s.persistLocked()
 		s.wakeLocked()
 	}
 	return nil
+}
+
+// limitFeedLocked applies contract_retention and max_contracts to a feed
+// answer: contracts that ended long ago, and the ended ones past
+// max_contracts (oldest end first), are ignored; more than max_contracts
+// live ones is an error, and the whole answer is refused. Callers hold mu.
+func (s *Switcher) limitFeedLocked(cs []Contract, invalid map[string]string, now time.Time) ([]Contract, int, error) {
+	keep, dropped, live := limitContracts(cs, now, s.cfg.ContractRetention.D(), s.cfg.MaxContracts)
+	if live > s.cfg.MaxContracts {
+		return nil, 0, fmt.Errorf("the demand feed lists %d contracts that have not ended, more than [switcher] max_contracts (%d): "+
+			"the whole answer is refused; raise max_contracts or have the feed send less", live, s.cfg.MaxContracts)
+	}
+	if len(dropped) > 0 {
+		held := make(map[string]bool, len(keep))
+		for _, c := range keep {
+			held[c.ID] = true
+		}
+		for _, d := range dropped {
+			if !held[d.ID] {
+				delete(invalid, d.ID)
+			}
+		}
+	}
+	if keep == nil {
+		keep = []Contract{}
+	}
+	return keep, len(dropped), nil
+}
+
+// logInvalidLocked logs the feed's invalid entries, a few by name (the API
+// lists them all with why). Callers hold mu.
+func (s *Switcher) logInvalidLocked(invalid map[string]string) {
+	ids := make([]string, 0, len(invalid))
+	for id := range invalid {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for i, id := range ids {
+		if i == maxInvalidLogged {
+			s.log.Warn("more demand feed entries are invalid and refused; GET /api/v1/contracts lists them with why",
+				zap.Int("more", len(ids)-i))
+			return
+		}
+		s.log.Warn("demand feed entry is invalid and refused", zap.String("contract", id), zap.String("why", invalid[id]))
+	}
 }
 
 func sameContracts(a, b []Contract) bool {
@@ -126,10 +191,27 @@ func sameContracts(a, b []Contract) bool {
 	return true
 }
 
-func (s *Switcher) fetchFeed(ctx context.Context, url, tokenFile string) ([]Contract, map[string]string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// fetchFeed polls the feed once. Its errors show the URL redacted (an
+// http.Client error quotes the whole URL, credentials included), never the
+// URL's password or query values even where the feed echoes them back,
+// and at most a short prefix of what the feed answered.
+func (s *Switcher) fetchFeed(ctx context.Context, rawURL, tokenFile string) ([]Contract, map[string]string, error) {
+	secrets := urlSecrets(rawURL)
+	cs, invalid, err := s.fetchFeedOnce(ctx, rawURL, tokenFile, secrets)
 	if err != nil {
-		return nil, nil, fmt.Errorf("demand feed %s: %w", url, err)
+		return nil, nil, &redactedError{msg: scrub(redact.String(err.Error()), secrets), err: err}
+	}
+	for id, why := range invalid {
+		invalid[id] = scrub(why, secrets)
+	}
+	return cs, invalid, nil
+}
+
+func (s *Switcher) fetchFeedOnce(ctx context.Context, rawURL, tokenFile string, secrets []string) ([]Contract, map[string]string, error) {
+	shown := redact.URL(rawURL)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("demand feed %s: %w", shown, hideURL(err))
 	}
 	if tokenFile != "" {
 		tok, err := readFeedToken(tokenFile)
@@ -141,27 +223,99 @@ func (s *Switcher) fetchFeed(ctx context.Context, url, tokenFile string) ([]Cont
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.feedClient.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("demand feed %s: %w", url, err)
+		return nil, nil, fmt.Errorf("demand feed %s: %w", shown, hideURL(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFeedBytes+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("demand feed %s: reading the answer: %w", url, err)
+		return nil, nil, fmt.Errorf("demand feed %s: reading the answer: %w", shown, hideURL(err))
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("demand feed %s answered %s: %s", url, resp.Status, truncate(strings.TrimSpace(string(body)), 200))
+		return nil, nil, fmt.Errorf("demand feed %s answered %s: %s", shown, clip(resp.Status), quote(scrub(strings.TrimSpace(string(body)), secrets)))
 	}
 	if len(body) > maxFeedBytes {
-		return nil, nil, fmt.Errorf("demand feed %s answered more than %d bytes", url, maxFeedBytes)
+		return nil, nil, fmt.Errorf("demand feed %s answered more than %d bytes", shown, maxFeedBytes)
 	}
 	cs, invalid, err := parseContractList(body)
 	if err != nil {
-		return nil, nil, fmt.Errorf("demand feed %s: %w", url, err)
-	}
-	for id, why := range invalid {
-		s.log.Warn("demand feed entry is invalid and refused", zap.String("contract", id), zap.String("why", why))
+		return nil, nil, fmt.Errorf("demand feed %s: %w", shown, err)
 	}
 	return cs, invalid, nil
+}
+
+// hideURL redacts the URL a *url.Error quotes, in place: fmt.Errorf
+// renders the text of what it wraps at once, so this comes first.
+func hideURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = redact.URL(ue.URL)
+	}
+	return err
+}
+
+// redactedError is an error whose text has its secrets redacted; the
+// chain stays for errors.Is.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// minSecretLen: shorter values are not scrubbed from free text (a one-letter
+// query value would blank every such letter of a message); redact.URL
+// still hides them wherever the URL itself is shown.
+const minSecretLen = 4
+
+// urlSecrets returns the values of rawURL that must not show anywhere: its
+// user information and query values, as written and decoded. It reads them
+// by hand, not with url.Parse, so that a URL too broken to parse does not
+// escape.
+func urlSecrets(rawURL string) []string {
+	var out []string
+	add := func(v string) {
+		for _, x := range []string{v, unescape(v)} {
+			if len(x) >= minSecretLen {
+				out = append(out, x)
+			}
+		}
+	}
+	rest, query, _ := strings.Cut(rawURL, "?")
+	query, _, _ = strings.Cut(query, "#")
+	if _, after, ok := strings.Cut(rest, "://"); ok {
+		authority, _, _ := strings.Cut(after, "/")
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+			info := authority[:at]
+			add(info) // user:password
+			if _, pw, ok := strings.Cut(info, ":"); ok {
+				add(pw)
+			}
+		}
+	}
+	for _, part := range strings.Split(query, "&") {
+		if _, v, ok := strings.Cut(part, "="); ok {
+			add(v)
+		}
+	}
+	// Longest first, so that a secret containing another goes whole.
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+func unescape(v string) string {
+	if d, err := url.QueryUnescape(v); err == nil {
+		return d
+	}
+	return v
+}
+
+// scrub replaces every secret in s with redact.Placeholder.
+func scrub(s string, secrets []string) string {
+	for _, v := range secrets {
+		s = strings.ReplaceAll(s, v, redact.Placeholder)
+	}
+	return s
 }
 
 // readFeedToken reads the feed's bearer token; a file every user can read

@@ -2,10 +2,15 @@ package switcher
 
 import (
 	"errors"
+	"io"
 	"net/http"
 
 	"github.com/hashgate/proxyd/internal/apijson"
 )
+
+// maxBodyBytes bounds a request body (the daemon's own limit for the API
+// is the same; a contract with 4,096 pinned GPUs is about 200 KB).
+const maxBodyBytes = 1 << 20
 
 // RegisterAPI implements the daemon's APIProvider:
 //
@@ -16,6 +21,10 @@ import (
 //	POST   /api/v1/gpus/{uuid}/cordon      {"reason": "...", "force": false}
 //	POST   /api/v1/gpus/{uuid}/uncordon
 //	GET    /api/v1/switcher                summary: GPUs per state, contracts, demand feed, readiness
+//
+// Bodies are JSON objects of at most maxBodyBytes (413 past it) whose
+// field names are spelled exactly and appear once; errors quote at most a
+// short prefix of the input.
 //
 // GET /api/v1/gpus and POST /api/v1/gpus/{uuid}/resume stay the GPU
 // component's; the switcher adds its fields to the first and its
@@ -53,13 +62,51 @@ func writeErr(w http.ResponseWriter, err error) {
 		apijson.FieldError(w, fe.Field, "%s", err.Error())
 	case errors.Is(err, ErrUnknownGPU), errors.Is(err, ErrUnknownContract):
 		apijson.Error(w, http.StatusNotFound, "%v", err)
-	case errors.Is(err, ErrNotAPIContract), errors.Is(err, ErrStillHeld):
+	case errors.Is(err, ErrNotAPIContract), errors.Is(err, ErrStillHeld), errors.Is(err, ErrTooManyContracts):
 		apijson.Error(w, http.StatusConflict, "%v", err)
 	case errors.Is(err, ErrNotPersisted):
 		apijson.Error(w, http.StatusServiceUnavailable, "%v", err)
 	default:
 		apijson.Error(w, http.StatusBadRequest, "%v", err)
 	}
+}
+
+// readBody reads a request body of at most maxBodyBytes; past it the
+// client gets 413 and ok is false.
+func readBody(w http.ResponseWriter, r *http.Request) (b []byte, ok bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		apijson.Error(w, http.StatusRequestEntityTooLarge, "the request body is larger than %d bytes: a contract or request is a small JSON object", tooBig.Limit)
+		return nil, false
+	case err != nil:
+		apijson.Error(w, http.StatusBadRequest, "reading the request body: %s", clip(err.Error()))
+		return nil, false
+	}
+	return b, true
+}
+
+// pathContractID returns the {id} of the URL, or answers 404 (such an id
+// cannot exist) and returns false.
+func pathContractID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if !contractID.MatchString(id) {
+		apijson.Error(w, http.StatusNotFound, "%v: %s is not a contract id (1 to 128 letters, digits, '.', '_' or '-')", ErrUnknownContract, quote(id))
+		return "", false
+	}
+	return id, true
+}
+
+// pathGPU returns the {uuid} of the URL, or answers 404 (no GPU has so
+// long a UUID) and returns false.
+func pathGPU(w http.ResponseWriter, r *http.Request) (string, bool) {
+	uuid := r.PathValue("uuid")
+	if len(uuid) > maxGPUUUID {
+		apijson.Error(w, http.StatusNotFound, "%v: %s", ErrUnknownGPU, quote(uuid))
+		return "", false
+	}
+	return uuid, true
 }
 
 func (c *Component) listContracts(w http.ResponseWriter, _ *http.Request) {
@@ -73,7 +120,11 @@ func (c *Component) getContract(w http.ResponseWriter, r *http.Request) {
 	if sw == nil {
 		return
 	}
-	st, err := sw.ContractStatus(r.PathValue("id"))
+	id, ok := pathContractID(w, r)
+	if !ok {
+		return
+	}
+	st, err := sw.ContractStatus(id)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -86,12 +137,12 @@ func (c *Component) putContract(w http.ResponseWriter, r *http.Request) {
 	if sw == nil {
 		return
 	}
-	var body contractBody
-	if err := decodeJSON(r.Body, &body, contractFields); err != nil {
-		writeErr(w, err)
+	b, ok := readBody(w, r)
+	if !ok {
 		return
 	}
-	ct, err := body.toContract(r.PathValue("id"))
+	// A malformed path id is the id field's error (400), as before.
+	ct, err := decodeContract(b, r.PathValue("id"))
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -113,7 +164,10 @@ func (c *Component) deleteContract(w http.ResponseWriter, r *http.Request) {
 	if sw == nil {
 		return
 	}
-	id := r.PathValue("id")
+	id, ok := pathContractID(w, r)
+	if !ok {
+		return
+	}
 	if err := sw.DeleteContract(id); err != nil {
 		writeErr(w, err)
 		return
@@ -132,8 +186,16 @@ func (c *Component) cordon(w http.ResponseWriter, r *http.Request) {
 	if sw == nil {
 		return
 	}
+	uuid, ok := pathGPU(w, r)
+	if !ok {
+		return
+	}
+	b, ok := readBody(w, r)
+	if !ok {
+		return
+	}
 	var body cordonBody
-	if err := decodeJSON(r.Body, &body, "reason, force"); err != nil {
+	if err := decodeJSON(b, &body, []string{"reason", "force"}); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -141,7 +203,7 @@ func (c *Component) cordon(w http.ResponseWriter, r *http.Request) {
 		apijson.FieldError(w, "reason", "reason: required: say why the GPU is cordoned")
 		return
 	}
-	st, err := sw.Cordon(r.PathValue("uuid"), *body.Reason, body.Force)
+	st, err := sw.Cordon(uuid, *body.Reason, body.Force)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -154,7 +216,11 @@ func (c *Component) uncordon(w http.ResponseWriter, r *http.Request) {
 	if sw == nil {
 		return
 	}
-	st, err := sw.Uncordon(r.PathValue("uuid"))
+	uuid, ok := pathGPU(w, r)
+	if !ok {
+		return
+	}
+	st, err := sw.Uncordon(uuid)
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -11,10 +11,12 @@ import (
 //	proxyd_gpu_state{uuid,state}                      1 for the GPU's switch state, 0 for the others
 //	proxyd_gpu_transitions_total{from,to,reason}      transitions taken
 //	proxyd_gpu_transition_seconds{from,to}            time spent in "from" before moving to "to"
-//	proxyd_contract_gpus{contract,kind}               GPUs a contract wants (desired) and has serving (serving)
+//	proxyd_contract_gpus{contract,kind}               GPUs an active contract wants (desired) and has serving (serving)
 //	proxyd_switcher_demand_feed_up                    1 when the last demand-feed poll worked (only with a feed)
 //
-// The gauges are read from the switcher at scrape time.
+// The gauges are read from the switcher at scrape time, so a contract's
+// series go when it ends and never come back once it is pruned; their
+// number is bounded by max_contracts.
 type Metrics struct {
 	transitions *prometheus.CounterVec
 	seconds     *prometheus.HistogramVec

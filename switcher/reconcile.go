@@ -39,6 +39,7 @@ func (s *Switcher) pass(ctx context.Context) {
 		return
 	}
 	now := s.clock.Now()
+	s.pruneLocked(now)
 	s.observeLocked(views, now)
 	pl := s.placeLocked(now)
 	s.driveLocked(pl, now)

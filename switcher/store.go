@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashgate/proxyd/nvml"
@@ -133,8 +134,58 @@ func (st *store) save(p *persisted) error {
 	return nil
 }
 
+// tempPrefix and tempSuffix frame the name of a state write in progress:
+// os.CreateTemp puts a decimal number between them.
+const (
+	tempPrefix = "." + StateFile + "."
+	tempSuffix = ".tmp"
+)
+
+// isStateTemp reports whether name is one of the switcher's own temporary
+// state files: exactly tempPrefix, 1 to 20 digits, tempSuffix.
+func isStateTemp(name string) bool {
+	mid, ok := strings.CutPrefix(name, tempPrefix)
+	if !ok {
+		return false
+	}
+	if mid, ok = strings.CutSuffix(mid, tempSuffix); !ok || len(mid) == 0 || len(mid) > 20 {
+		return false
+	}
+	for _, c := range []byte(mid) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// removeStaleTemps removes the temporary files a write interrupted by a
+// crash (kill -9, power loss) left in the directory. Only regular files
+// named like the switcher's own (isStateTemp) are touched; nothing else
+// in state_dir is. Call it before the first write: a temporary file is
+// stale only when no write is under way.
+func (st *store) removeStaleTemps() (removed []string, err error) {
+	entries, err := os.ReadDir(st.dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing switcher state_dir %s for stale temporary files: %w", st.dir, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !isStateTemp(e.Name()) {
+			continue
+		}
+		p := filepath.Join(st.dir, e.Name())
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("removing stale switcher temporary file: %w", err))
+			continue
+		}
+		removed = append(removed, p)
+	}
+	return removed, errors.Join(errs...)
+}
+
 func writeAtomic(dir, path string, b []byte) (err error) {
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+tempSuffix)
 	if err != nil {
 		return fmt.Errorf("writing switcher state in %s: %w", dir, err)
 	}

@@ -2,14 +2,19 @@ package switcher
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
+	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
 	"github.com/hashgate/proxyd/switcher/runtime"
 )
 
@@ -206,5 +211,56 @@ func TestParseContractList(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Issue 12 #7: kill -9 during a state write leaves
+// .switcher-state.json.<n>.tmp files that were never removed. Start
+// removes its own, logs each, and leaves everything else in state_dir.
+func TestStaleTempFilesRemovedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	writeEndedContracts(t, dir, 0, epoch) // a valid state file beside them
+	stale := []string{".switcher-state.json.123456789.tmp", ".switcher-state.json.7.tmp"}
+	foreign := []string{"notes.tmp", ".switcher-state.json.tmp", ".switcher-state.json.abc.tmp", "switcher-state.json.1.tmp",
+		".switcher-state.json.1.tmp.bak", ".other-state.json.1.tmp", ".switcher-state.json.1.tmpx", "x.switcher-state.json.1.tmp"}
+	for _, n := range append(append([]string{}, stale...), foreign...) {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(`{"format": 1, "gpus": [`), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Named like ours but not a regular file: left alone.
+	if err := os.Mkdir(filepath.Join(dir, ".switcher-state.json.77.tmp"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "notes.tmp"), filepath.Join(dir, ".switcher-state.json.88.tmp")); err != nil {
+		t.Fatal(err)
+	}
+	foreign = append(foreign, ".switcher-state.json.77.tmp", ".switcher-state.json.88.tmp", StateFile)
+
+	core, logs := observer.New(zap.DebugLevel)
+	_, err := New(Options{Config: testConfig(dir), GPUs: staticGPUs{{Info: nvml.Info{UUID: "GPU-0"}}},
+		Runtimes: []runtime.Runtime{runtime.NewSim(runtime.SimOptions{})}, Clock: fakeclock.New(epoch), Log: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range stale {
+		if _, err := os.Lstat(filepath.Join(dir, n)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stale %s not removed: %v", n, err)
+		}
+		found := false
+		for _, e := range logs.FilterMessageSnippet("removed a temporary switcher state file").All() {
+			found = found || e.ContextMap()["path"] == filepath.Join(dir, n)
+		}
+		if !found {
+			t.Errorf("removal of %s not logged", n)
+		}
+	}
+	for _, n := range foreign {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s is not the switcher's and must stay: %v", n, err)
+		}
+	}
+	if n := logs.FilterMessageSnippet("removed a temporary").Len(); n != len(stale) {
+		t.Errorf("%d removals logged, want %d", n, len(stale))
 	}
 }

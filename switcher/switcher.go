@@ -189,6 +189,14 @@ func New(o Options) (*Switcher, error) {
 		return nil, err
 	}
 	s.store = st
+	removed, err := st.removeStaleTemps()
+	for _, path := range removed {
+		s.log.Info("removed a temporary switcher state file left by an interrupted write (kill -9 or power loss while saving)",
+			zap.String("path", path))
+	}
+	if err != nil {
+		s.log.Warn("cannot remove stale temporary switcher state files; they are harmless but take space", zap.Error(err))
+	}
 	p, err := st.load()
 	if err != nil {
 		return nil, err
@@ -221,6 +229,7 @@ func New(o Options) (*Switcher, error) {
 		s.log.Warn("switcher state names a GPU this node no longer has; its record is dropped",
 			zap.String("gpu", uuid), zap.String("state", string(d.State)), zap.String("contract", d.Contract))
 	}
+	s.pruneLocked(now) // a state file from weeks ago: forget what ended long since
 	s.results = make(chan opResult, len(s.order)+8)
 	s.opCtx, s.stopOps = context.WithCancel(context.Background())
 	return s, nil

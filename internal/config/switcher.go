@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/hashgate/proxyd/internal/redact"
 )
 
 // Switcher configures the GPU workload switcher.
@@ -27,6 +29,14 @@ type Switcher struct {
 	DemandURL          string   `toml:"demand_url"`
 	DemandTokenFile    string   `toml:"demand_token_file"`
 	DemandPollInterval Duration `toml:"demand_poll_interval"`
+	// ContractRetention is how long an API or feed contract is kept after
+	// its end (shown as "ended"); then it is forgotten, its history staying
+	// in the events journal.
+	ContractRetention Duration `toml:"contract_retention"`
+	// MaxContracts bounds the contracts kept from the API, and separately
+	// from the feed: past it, ended ones are forgotten early (oldest end
+	// first) and a new one that would need a live one dropped is refused.
+	MaxContracts int `toml:"max_contracts"`
 
 	// ReconcileInterval is how often the switcher walks every GPU one step
 	// toward its desired owner (it also wakes on API changes and health
@@ -203,6 +213,8 @@ func defaultSwitcher() Switcher {
 		StateDir:           "/var/lib/proxyd",
 		MaxParallel:        1,
 		DemandPollInterval: Duration(30 * time.Second),
+		ContractRetention:  Duration(7 * 24 * time.Hour),
+		MaxContracts:       1000,
 		ReconcileInterval:  Duration(time.Second),
 		StatusInterval:     Duration(10 * time.Second),
 		FreePolls:          3,
@@ -260,12 +272,15 @@ func (s *Switcher) validate(v *validator) {
 	if s.DemandURL != "" {
 		u, err := url.Parse(s.DemandURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			v.addf("switcher.demand_url", "%q is not an http:// or https:// URL", s.DemandURL)
+			// The URL may carry credentials: the message shows it redacted.
+			v.addf("switcher.demand_url", "%q is not an http:// or https:// URL", redact.URL(s.DemandURL))
 		}
 	}
 	if s.DemandTokenFile != "" && s.DemandURL == "" {
 		v.addf("switcher.demand_token_file", "is set but demand_url is empty: there is no feed to send the token to")
 	}
+	durationRange(v, "switcher.contract_retention", s.ContractRetention, time.Minute, 365*24*time.Hour)
+	v.intRange("switcher.max_contracts", int64(s.MaxContracts), 1, 100_000)
 	durationRange(v, "switcher.reconcile_interval", s.ReconcileInterval, 10*time.Millisecond, time.Minute)
 	durationRange(v, "switcher.status_interval", s.StatusInterval, 10*time.Millisecond, 10*time.Minute)
 	v.intRange("switcher.free_polls", int64(s.FreePolls), 1, 100)

@@ -163,3 +163,40 @@ func TestExampleSwitcherBlocksAreValid(t *testing.T) {
 		t.Errorf("examples decoded to %+v", cfg.Switcher)
 	}
 }
+
+// Contract retention and the contract bound: defaults, and out-of-range
+// values refused (issue 12 #10).
+func TestSwitcherContractBounds(t *testing.T) {
+	s := Default().Switcher
+	if s.ContractRetention.D() != 7*24*time.Hour || s.MaxContracts != 1000 {
+		t.Errorf("contract_retention %s, max_contracts %d; want 168h and 1000", s.ContractRetention, s.MaxContracts)
+	}
+	tests := []struct{ toml, wantErr string }{
+		{"[switcher]\ncontract_retention = \"24h\"\nmax_contracts = 50\n", ""},
+		{"[switcher]\ncontract_retention = \"0s\"\n", `"switcher.contract_retention": "0s" is out of range`},
+		{"[switcher]\ncontract_retention = \"9000h\"\n", `"switcher.contract_retention"`},
+		{"[switcher]\nmax_contracts = 0\n", `"switcher.max_contracts": 0 is out of range`},
+		{"[switcher]\nmax_contracts = 1000000\n", `"switcher.max_contracts"`},
+	}
+	for _, tc := range tests {
+		_, err := Parse([]byte(tc.toml))
+		if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%q: error %v, want %q", tc.toml, err, tc.wantErr)
+		}
+	}
+}
+
+// A demand_url with credentials is shown redacted in check-config's
+// errors (issue 12 #4).
+func TestDemandURLRedactedInErrors(t *testing.T) {
+	for _, u := range []string{"ftp://feeduser:hunter2@demand.example.com/c?api_key=s3cretkey", "http://feeduser:hunter2@/c?api_key=s3cretkey"} {
+		_, err := Parse([]byte("[switcher]\ndemand_url = \"" + u + "\"\n"))
+		if err == nil {
+			t.Fatalf("%s accepted", u)
+		}
+		if msg := err.Error(); strings.Contains(msg, "hunter2") || strings.Contains(msg, "s3cretkey") ||
+			!strings.Contains(msg, "switcher.demand_url") || !strings.Contains(msg, "redacted") {
+			t.Errorf("error shows a secret or lost the key: %s", msg)
+		}
+	}
+}
