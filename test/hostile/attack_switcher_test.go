@@ -248,7 +248,8 @@ func attackContractJSON(s *suite, t *testing.T) {
 			t.Errorf("%s: the error does not name %q: %s", tc.name, tc.field, b)
 		}
 		if code, _ := d.get(t, "/api/v1/contracts/hostile"); code != http.StatusNotFound {
-			t.Fatalf("%s: the refused contract exists (GET %d)", tc.name, code)
+			t.Errorf("%s: the refused contract exists (GET %d)", tc.name, code)
+			_, _, _ = d.request(http.MethodDelete, "/api/v1/contracts/hostile", "")
 		}
 	}
 	// The well-formed one still works.
@@ -261,91 +262,118 @@ func attackContractJSON(s *suite, t *testing.T) {
 
 // Finding 10: thousands of contracts.
 const (
-	// maxContracts is [switcher] max_contracts' default: contracts the
-	// switcher keeps (API and feed together).
+	// maxContracts is [switcher] max_contracts' default: contracts kept
+	// from the API, and separately from the feed.
 	maxContracts = 1000
-	// feedEnded contracts ended 30 days ago (past contract_retention's 7 d
-	// default: never kept); feedFuture are still to come.
+	// The feed first lists feedEnded contracts that ended 30 days ago
+	// (past contract_retention's 7 d default: never kept) and feedFuture
+	// still to come (under max_contracts: all kept); then feedFlood live
+	// ones, past max_contracts: that answer is refused whole and the last
+	// known demand stays.
 	feedEnded  = 3000
-	feedFuture = 3000
+	feedFuture = 900
+	feedFlood  = 5000
 	// apiPuts contracts are PUT through the API on top of the feed.
 	apiPuts = 300
-	// maxMetricsBytesPerContract: /metrics carries two series per contract
-	// (desired, serving), ~120 bytes each.
-	maxMetricsBytesPerContract = 300
-	// maxMetricsBaseBytes is /metrics without contracts (Go runtime,
-	// process, GPU and switcher series of 8 simulated GPUs).
+	// maxMetricsBaseBytes bounds /metrics of the switcher daemon: the Go
+	// runtime, process, GPU and switcher series of 8 simulated GPUs, and
+	// proxyd_contract_gpus for active contracts only (none here).
 	maxMetricsBaseBytes = 96 << 10
-	// maxStateBytesPerContract bounds switcher-state.json per contract.
+	// maxStateBytesPerContract bounds switcher-state.json per kept
+	// contract (~300 bytes of JSON each).
 	maxStateBytesPerContract = 600
-	// maxContractFloodGrowthKiB: the switcher's contracts, their metrics
-	// and one parsed feed answer (~1 MB of JSON) at a time.
+	// maxContractFloodGrowthKiB: the kept contracts and one parsed feed
+	// answer (~1 MB of JSON) at a time.
 	maxContractFloodGrowthKiB = 32 << 10
 )
 
-func attackContractFlood(s *suite, t *testing.T) {
-	r := s.newRow(t, fmt.Sprintf("10 feed of %d ended + %d future contracts, %d API PUTs", feedEnded, feedFuture, apiPuts),
-		fmt.Sprintf("≤ %d contracts kept (max_contracts), ended ones pruned (contract_retention 7d); /metrics, state file and RSS bounded", maxContracts))
-	now := time.Now().UTC().Truncate(time.Second)
+// feedList returns a feed answer of n contracts named prefix-NNNNN, 1 GPU
+// each, one hour long, the first starting at from, one a day apart.
+func feedList(prefix string, n int, from time.Time) []map[string]any {
 	var list []map[string]any
-	for i := range feedEnded {
-		st := now.Add(-30 * 24 * time.Hour)
-		list = append(list, map[string]any{"id": fmt.Sprintf("old-%05d", i), "gpus": 1, "start": st, "end": st.Add(time.Hour),
+	for i := range n {
+		st := from.Add(time.Duration(i) * 24 * time.Hour)
+		list = append(list, map[string]any{"id": fmt.Sprintf("%s-%05d", prefix, i), "gpus": 1, "start": st, "end": st.Add(time.Hour),
 			"price_usd_per_gpu_hour": 2.0, "workload": "llm"})
 	}
-	for i := range feedFuture {
-		st := now.Add(time.Duration(24+i) * time.Hour)
-		list = append(list, map[string]any{"id": fmt.Sprintf("next-%05d", i), "gpus": 1, "start": st, "end": st.Add(time.Hour),
-			"price_usd_per_gpu_hour": 2.0, "workload": "llm"})
+	return list
+}
+
+func attackContractFlood(s *suite, t *testing.T) {
+	r := s.newRow(t, fmt.Sprintf("10 feed of %d ended + %d future contracts, then %d future; %d API PUTs", feedEnded, feedFuture, feedFlood, apiPuts),
+		fmt.Sprintf("≤ %d contracts kept per source (max_contracts), ended ones pruned (contract_retention 7d); /metrics, state file and RSS bounded", maxContracts))
+	now := time.Now().UTC().Truncate(time.Second)
+	first, err := json.Marshal(append(feedList("old", feedEnded, now.Add(-30*24*time.Hour-time.Duration(feedEnded)*24*time.Hour)),
+		feedList("next", feedFuture, now.Add(24*time.Hour))...))
+	if err != nil {
+		t.Fatal(err)
 	}
-	body, err := json.Marshal(list)
+	flood, err := json.Marshal(feedList("flood", feedFlood, now.Add(24*time.Hour)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var polls atomic.Int64
+	var answer atomic.Pointer[[]byte]
+	answer.Store(&first)
 	feed := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		polls.Add(1)
-		_, _ = w.Write(body)
+		_, _ = w.Write(*answer.Load())
 	}))
 	t.Cleanup(feed.Close)
 	d := s.startDaemon(t, "contract-flood", switcherConfig(feed.URL+"/feed", ""))
 	w := s.measure(t, d, r)
-	deadline := time.Now().Add(20 * time.Second)
-	for polls.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	listed := func() (all, old, next, flood int) {
+		var cs struct {
+			Contracts []struct {
+				ID string `json:"id"`
+			} `json:"contracts"`
+		}
+		_, b := d.get(t, "/api/v1/contracts")
+		if err := json.Unmarshal(b, &cs); err != nil {
+			t.Fatalf("GET /api/v1/contracts: %v: %.300s", err, b)
+		}
+		for _, c := range cs.Contracts {
+			switch {
+			case strings.HasPrefix(c.ID, "old-"):
+				old++
+			case strings.HasPrefix(c.ID, "next-"):
+				next++
+			case strings.HasPrefix(c.ID, "flood-"):
+				flood++
+			}
+		}
+		return len(cs.Contracts), old, next, flood
 	}
-	var first, lastPut time.Duration
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, _, next, _ := listed(); next == feedFuture {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the feed's %d future contracts never showed up", feedFuture)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var firstPut, lastPut time.Duration
 	for i := range apiPuts {
 		t0 := time.Now()
 		code, b, err := d.request(http.MethodPut, fmt.Sprintf("/api/v1/contracts/api-%04d", i), contractJSON("", ""))
 		el := time.Since(t0)
 		if i == 0 {
-			first = el
+			firstPut = el
 		}
 		lastPut = el
-		if err != nil || (code != http.StatusCreated && code != http.StatusConflict && code != http.StatusTooManyRequests &&
-			code != http.StatusInsufficientStorage && code != http.StatusBadRequest) {
+		if err != nil || code != http.StatusCreated {
 			t.Fatalf("PUT %d: %d %.300s %v", i, code, b, err)
 		}
 	}
-	time.Sleep(time.Second)
+	answer.Store(&flood)
+	p0 := polls.Load()
+	for polls.Load() < p0+3 && time.Now().Before(deadline.Add(20*time.Second)) {
+		time.Sleep(50 * time.Millisecond)
+	}
 	s.end(w)
-	var cs struct {
-		Contracts []struct {
-			ID    string `json:"id"`
-			State string `json:"state"`
-		} `json:"contracts"`
-	}
-	_, b := d.get(t, "/api/v1/contracts")
-	if err := json.Unmarshal(b, &cs); err != nil {
-		t.Fatalf("GET /api/v1/contracts: %v: %.300s", err, b)
-	}
-	old := 0
-	for _, c := range cs.Contracts {
-		if strings.HasPrefix(c.ID, "old-") {
-			old++
-		}
-	}
+	all, old, next, flooded := listed()
 	_, mlen, err := d.metrics()
 	if err != nil {
 		t.Fatal(err)
@@ -354,21 +382,45 @@ func attackContractFlood(s *suite, t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.note(r, "%d feed polls, %d contracts listed (%d ended long ago), /metrics %d KiB, state file %d KiB, PUT first %s last %s",
-		polls.Load(), len(cs.Contracts), old, mlen>>10, st.Size()>>10, first.Round(100*time.Microsecond), lastPut.Round(100*time.Microsecond))
-	if len(cs.Contracts) > maxContracts {
-		t.Errorf("%d contracts kept; the bound is %d (max_contracts)", len(cs.Contracts), maxContracts)
+	var sw struct {
+		DemandFeed struct {
+			Error string `json:"error"`
+		} `json:"demand_feed"`
+	}
+	_, b := d.get(t, "/api/v1/switcher")
+	_ = json.Unmarshal(b, &sw)
+	s.note(r, "%d feed polls; %d contracts kept (%d ended long ago, %d from the first answer, %d from the flood); /metrics %d KiB; state file %d KiB; PUT first %s, last %s; feed error %q",
+		polls.Load(), all, old, next, flooded, mlen>>10, st.Size()>>10, firstPut.Round(100*time.Microsecond), lastPut.Round(100*time.Microsecond),
+		truncateNote(sw.DemandFeed.Error, 120))
+	if all > 2*maxContracts {
+		t.Errorf("%d contracts kept; the bound is %d from the API + %d from the feed (max_contracts)", all, maxContracts, maxContracts)
 	}
 	if old > 0 {
-		t.Errorf("%d contracts that ended 30 days ago are still kept (contract_retention 7d)", old)
+		t.Errorf("%d contracts that ended 30 days ago are kept (contract_retention 7d)", old)
 	}
-	if limit := maxMetricsBaseBytes + maxContracts*maxMetricsBytesPerContract; mlen > limit {
-		t.Errorf("/metrics is %d bytes; the bound is %d", mlen, limit)
+	if flooded > 0 {
+		t.Errorf("%d contracts of a feed answer with %d live ones (max_contracts %d) were taken", flooded, feedFlood, maxContracts)
 	}
-	if limit := int64(maxContracts * maxStateBytesPerContract); st.Size() > limit {
-		t.Errorf("switcher-state.json is %d bytes; the bound is %d", st.Size(), limit)
+	if next != feedFuture {
+		t.Errorf("%d of the feed's %d earlier contracts are kept; a refused answer must keep the last known demand", next, feedFuture)
+	}
+	if sw.DemandFeed.Error == "" {
+		t.Errorf("the refused feed answer shows no error in /api/v1/switcher")
+	}
+	if mlen > maxMetricsBaseBytes {
+		t.Errorf("/metrics is %d bytes; the bound is %d", mlen, maxMetricsBaseBytes)
+	}
+	if limit := int64(all * maxStateBytesPerContract); st.Size() > limit {
+		t.Errorf("switcher-state.json is %d bytes for %d contracts; the bound is %d", st.Size(), all, limit)
 	}
 	if g := r.RSSPeak - r.RSSBase; g > maxContractFloodGrowthKiB {
 		t.Errorf("proxyd's RSS grew by %.1f MiB; the bound is %d MiB", float64(g)/1024, maxContractFloodGrowthKiB>>10)
 	}
+}
+
+func truncateNote(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
