@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -35,6 +36,11 @@ const (
 	// apiHolderReadBuffer is the holders' SO_RCVBUF: a client that does
 	// not read makes the kernel's buffers fill at once.
 	apiHolderReadBuffer = 4096
+	// apiHolderRequests: each holder pipelines this many requests. On
+	// loopback the kernel grows proxyd's send buffer to a few MiB, so one
+	// page would fit in it whole and proxyd would never wait on the
+	// client; twenty pages of ~0.5 MiB do not.
+	apiHolderRequests = 20
 	// heapHeadroom: what Go holds resident is up to twice what is live
 	// (GOGC=100), so a bound on held bytes is doubled for RSS.
 	heapHeadroom = 2
@@ -97,15 +103,15 @@ func dialSmallBuffer(ip, addr string, rcvbuf int) (net.Conn, error) {
 	return d.Dial("tcp", addr)
 }
 
-// holdAPI sends one request for path on a connection whose receive buffer
-// is tiny and never reads it.
+// holdAPI pipelines apiHolderRequests requests for path on a connection
+// whose receive buffer is tiny, and never reads.
 func holdAPI(base, path string) (net.Conn, error) {
 	host := base[len("http://"):]
 	c, err := dialSmallBuffer(attackerIP, host, apiHolderReadBuffer)
 	if err != nil {
 		return nil, err
 	}
-	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", path, host, apiToken)
+	req := strings.Repeat(fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", path, host, apiToken), apiHolderRequests)
 	if _, err := c.Write([]byte(req)); err != nil {
 		_ = c.Close()
 		return nil, err
@@ -113,21 +119,33 @@ func holdAPI(base, path string) (net.Conn, error) {
 	return c, nil
 }
 
-// readHeld reads what a holder was sent: the status and body bytes, and
-// whether the answer was complete (false: proxyd cut it off).
-func readHeld(c net.Conn) (status int, n int64, complete bool, err error) {
+// readHeld reads what a holder was sent: how many answers came whole, the
+// status of the first and the bytes of all, and what ended the reading (a
+// cut-off connection, when fewer than apiHolderRequests came whole).
+func readHeld(c net.Conn) (complete, status int, n int64, err error) {
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return 0, 0, false, err
+	br := bufio.NewReader(c)
+	for complete < apiHolderRequests {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return complete, status, n, err
+		}
+		if status == 0 {
+			status = resp.StatusCode
+		}
+		m, err := io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		n += m
+		if err != nil {
+			return complete, status, n, err
+		}
+		complete++
 	}
-	defer resp.Body.Close()
-	n, err = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, n, err == nil, nil
+	return complete, status, n, nil
 }
 
 func attackAPINeverRead(s *suite, t *testing.T) {
-	r := s.newRow(t, fmt.Sprintf("3 %d token holders ask /api/v1/workers and never read", apiHolders),
+	r := s.newRow(t, fmt.Sprintf("3 %d token holders pipeline %d × /api/v1/workers and never read", apiHolders, apiHolderRequests),
 		fmt.Sprintf("pages of ≤ %d workers; cut off by [http] write_timeout (%s here); RSS +≤ %d × page × %d + %d MiB",
 			workersPageLimit, httpWriteTimeout, apiHolders, heapHeadroom, maxAPIHoldSlackKiB>>10))
 	p := newTestPool(t, stratumtest.PoolOptions{})
@@ -137,8 +155,8 @@ func attackAPINeverRead(s *suite, t *testing.T) {
 	addr := d.stratumAddr("farm")
 	// ~1,000 live rows, drained so proxyd keeps them.
 	var live []net.Conn
-	t.Cleanup(func() { closeAll(live) })
-	var wg sync.WaitGroup
+	var wg sync.WaitGroup // the live connections' readers
+	t.Cleanup(func() { closeAll(live); wg.Wait() })
 	for _, ip := range liveWorkerIPs {
 		for c := range liveWorkerConnsPerIP {
 			conn, err := dialFrom(ip, addr)
@@ -157,7 +175,6 @@ func attackAPINeverRead(s *suite, t *testing.T) {
 			go func() { defer wg.Done(); _, _ = io.Copy(io.Discard, conn) }()
 		}
 	}
-	t.Cleanup(wg.Wait)
 	// 2,000 names of closed connections.
 	for c := range retiredWorkerConns {
 		names := make([]string, maxWorkersPerConnection)
@@ -195,11 +212,11 @@ func attackAPINeverRead(s *suite, t *testing.T) {
 	cut := 0
 	var got []string
 	for _, c := range holders {
-		status, n, complete, err := readHeld(c)
-		if !complete {
+		complete, status, n, err := readHeld(c)
+		if complete < apiHolderRequests {
 			cut++
 		}
-		got = append(got, fmt.Sprintf("%d/%dB/%v/%v", status, n, complete, err))
+		got = append(got, fmt.Sprintf("%d/%d/%dB/%v", complete, status, n, err))
 	}
 	s.note(r, "%d names listed, one page %d KiB, %d of %d holders cut off", total, len(page)>>10, cut, apiHolders)
 	if total < 2*workersPageLimit {
@@ -215,7 +232,7 @@ func attackAPINeverRead(s *suite, t *testing.T) {
 		t.Errorf("GET /api/v1/workers without a limit returned %d workers; a page is at most %d", len(pv.Workers), workersPageLimit)
 	}
 	if cut != apiHolders {
-		t.Errorf("%d of %d clients that never read were cut off after the write timeout (%s); what each saw (status/bytes/complete/err): %v",
+		t.Errorf("%d of %d clients that never read were cut off after the write timeout (%s); what each saw (complete answers/status/bytes/err): %v",
 			cut, apiHolders, httpWriteTimeout, got)
 	}
 	bound := int64(apiHolders*len(page)*heapHeadroom)>>10 + maxAPIHoldSlackKiB

@@ -1,6 +1,7 @@
 package hostile
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync/atomic"
@@ -63,6 +64,9 @@ func attackStaleStorm(s *suite, t *testing.T) {
 	good := startGoodMiners(t, d.stratumAddr("farm"), goodMinerCount)
 	w := s.measure(t, d, r)
 	time.Sleep(staleStormFor)
+	// Counted before the late miner below closes its own connection.
+	disc := d.metric(t, "proxyd_miner_disconnects_total", `server="farm"`)
+	alert := d.metric(t, "proxyd_pool_reject_alert", `server="farm"`, `pool="primary"`)
 	// A new miner is still taken in.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -75,8 +79,7 @@ func attackStaleStorm(s *suite, t *testing.T) {
 	s.end(w)
 	good.check(t, w.from, w.to, goodCheck{anyVerdict: true})
 	acc, rej := good.verdictCounts(w.from, w.to)
-	disc := d.metric(t, "proxyd_miner_disconnects_total", `server="farm"`)
-	s.note(r, "%d accepted, %d rejected by the pool; disconnects %v; /readyz %d", acc, rej, disc, readyCode)
+	s.note(r, "%d accepted, %d rejected by the pool; disconnects %v; proxyd_pool_reject_alert %v; /readyz %d", acc, rej, disc, alert, readyCode)
 	if rej < 50 {
 		t.Errorf("only %d rejections reached the miners; the attack needs the verdict window full of them", rej)
 	}
@@ -88,6 +91,12 @@ func attackStaleStorm(s *suite, t *testing.T) {
 	}
 	if disc > 0 {
 		t.Errorf("proxyd disconnected %v miner(s) during a stale storm from its only pool", disc)
+	}
+	if alert != 1 {
+		t.Errorf("proxyd_pool_reject_alert = %v during the storm; a pool rejecting %d of %d shares is an alert", alert, staleAcceptOneIn-1, staleAcceptOneIn)
+	}
+	if !bytes.Contains(readyBody, []byte("reject")) {
+		t.Errorf("/readyz says nothing about the rejects: %s", readyBody)
 	}
 }
 
