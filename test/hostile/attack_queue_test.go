@@ -22,10 +22,14 @@ const (
 	// stalledReadBuffer is their SO_RCVBUF, so proxyd's queue, not the
 	// kernel, holds what they do not read.
 	stalledReadBuffer = 4096
-	// stalledJobInterval: the pool sends a job this often (~1 KiB each).
-	// Jobs are queued by reference, so what a stalled miner really holds
-	// is the answers to its own requests:
-	stalledJobInterval = 10 * time.Millisecond
+	// stalledJobInterval: the pool sends a job this often, with
+	// stalledMerkleBranches branches (~2.5 KiB a notify): the kernel's
+	// send buffer towards a stalled miner (a few MiB on loopback) fills
+	// within seconds, then proxyd's queue does. Jobs are queued by
+	// reference, so what a stalled miner really holds is the answers to
+	// its own requests:
+	stalledJobInterval    = 10 * time.Millisecond
+	stalledMerkleBranches = 32
 	// stalledRequests unknown-method requests of unknownMethodBytes each
 	// per stalled miner (4.5 MB): answers that echo them would be 4.5 MB
 	// each, past any queue bound.
@@ -82,7 +86,7 @@ func attackNeverRead(s *suite, t *testing.T) {
 	r := s.newRow(t, fmt.Sprintf("6 %d miners stop reading while jobs flow every %s and send %d × %d-byte unknown methods",
 		stalledMiners, stalledJobInterval, stalledRequests, unknownMethodBytes),
 		fmt.Sprintf("≤ %d KiB held per client ((%d KiB queue + %d KiB) × %d heap headroom); dropped", maxHeldPerStalledKiB, writeQueueKiB, perConnectionKiB, heapHeadroom))
-	p := newTestPool(t, stratumtest.PoolOptions{JobInterval: stalledJobInterval, KeepJobs: 256})
+	p := newTestPool(t, stratumtest.PoolOptions{JobInterval: stalledJobInterval, MerkleBranches: stalledMerkleBranches, KeepJobs: 256})
 	d := s.startDaemon(t, "never-read", proxyConfig{PoolURL: p.URL()}.String())
 	d.waitReady(t)
 	good := startGoodMiners(t, d.stratumAddr("farm"), goodMinerCount)
