@@ -44,7 +44,9 @@ const (
 	maxDialsFirstSecond = 3
 	// deadPoolSessions: with miners_per_session = 1, this many miners keep
 	// this many sessions open, and all of them die together.
-	deadPoolSessions = 8
+	deadPoolSessions = 16
+	// workingSessionAge: how long the sessions work before the pool dies.
+	workingSessionAge = 2 * time.Second
 	// poolDeadObserve: how long the dead pool is watched.
 	poolDeadObserve = 3 * time.Second
 )
@@ -177,6 +179,9 @@ func attackPoolDies(s *suite, t *testing.T) {
 	// Miners that take mining.set_extranonce are moved to a fresh session
 	// on their open connection: each asks for one when theirs dies.
 	_ = startGoodMiners(t, d.stratumAddr("farm"), deadPoolSessions, func(o *stratumtest.MinerOptions) { o.ExtranonceSubscribe = true })
+	// The sessions have worked for a while when the pool dies (a session
+	// lost right after its handshake is a failed attempt in itself).
+	time.Sleep(workingSessionAge)
 	w := s.measure(t, d, r)
 	died := time.Now()
 	rl.kill()

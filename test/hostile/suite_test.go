@@ -179,10 +179,16 @@ func (s *suite) measure(t *testing.T, d *daemon, r *row) *window {
 	return w
 }
 
-// end closes the window and fills the row's peaks.
+// minWindow is the shortest measuring window: the well-behaved miners must
+// show verdicts in each half of it, and on a loaded machine a share can
+// take a while.
+const minWindow = 3 * time.Second
+
+// end closes the window (no sooner than minWindow after it opened) and
+// fills the row's peaks.
 func (s *suite) end(w *window) {
 	// One more goroutine sample inside the window.
-	time.Sleep(goroutineEvery + 50*time.Millisecond)
+	time.Sleep(max(goroutineEvery+50*time.Millisecond, time.Until(w.from.Add(minWindow))))
 	w.to = time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
