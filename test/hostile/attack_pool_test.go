@@ -170,7 +170,7 @@ func attackStalledLink(s *suite, t *testing.T) {
 }
 
 func attackPoolDies(s *suite, t *testing.T) {
-	r := s.newRow(t, fmt.Sprintf("12 the pool dies under %d sessions (its port accepts and closes at once)", deadPoolSessions),
+	r := s.newRow(t, fmt.Sprintf("12 the pool dies under %d sessions (its port accepts, holds %s, closes)", deadPoolSessions, deadHold),
 		fmt.Sprintf("≤ %d dials in the first second (backoff from the first failure)", maxDialsFirstSecond))
 	p := newTestPool(t, stratumtest.PoolOptions{})
 	rl := newRelay(t, p.Addr())

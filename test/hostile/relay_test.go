@@ -9,17 +9,19 @@ import (
 
 // relay sits between proxyd and the test pool, so the suite can count
 // every connection proxyd opens towards its pool (accepts, including the
-// ones that fail at once), stall the link in both directions and let it
-// recover, or play a dead pool whose port still accepts and closes at once.
+// ones that fail), stall the link in both directions and let it recover,
+// or play a dead pool whose port still accepts each connection, holds it
+// for deadHold without a word and closes it.
 // Its mutex guards the mode and the connection set; each relayed
 // connection has two copy goroutines, joined by close.
 type relay struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup
+	stop   chan struct{} // closed by close: ends the dead pool's holds
 
 	mu      sync.Mutex
-	dead    bool          // accept and close at once
+	dead    bool          // accept, hold deadHold, close
 	gate    chan struct{} // closed while the link flows; open (unclosed) while stalled
 	conns   map[net.Conn]struct{}
 	accepts []time.Time
@@ -32,7 +34,7 @@ func newRelay(t *testing.T, target string) *relay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{ln: ln, target: target, gate: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	r := &relay{ln: ln, target: target, stop: make(chan struct{}), gate: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	close(r.gate)
 	r.wg.Add(1)
 	go r.acceptLoop()
@@ -52,9 +54,24 @@ func (r *relay) acceptLoop() {
 		}
 		r.mu.Lock()
 		r.accepts = append(r.accepts, time.Now())
-		if r.dead || r.closed {
+		if r.closed {
 			r.mu.Unlock()
 			_ = c.Close()
+			continue
+		}
+		if r.dead {
+			r.mu.Unlock()
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				t := time.NewTimer(deadHold)
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-r.stop:
+				}
+				_ = c.Close()
+			}()
 			continue
 		}
 		r.conns[c] = struct{}{}
@@ -131,8 +148,14 @@ func (r *relay) resume() {
 	}
 }
 
-// kill drops every relayed connection and from then on closes each new
-// one at once: the pool is dead, its port still answers.
+// deadHold is how long the dead pool holds each connection before closing
+// it, like a hung pool process (or a balancer in front of a dead one): long
+// enough that a proxy which dials without waiting for its first failure
+// shows every dial.
+const deadHold = 200 * time.Millisecond
+
+// kill drops every relayed connection and from then on holds and closes
+// each new one: the pool is dead, its port still answers.
 func (r *relay) kill() {
 	r.mu.Lock()
 	r.dead = true
@@ -163,6 +186,7 @@ func (r *relay) close() {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
+	close(r.stop)
 	r.resume()
 	_ = r.ln.Close()
 	r.kill()
