@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +59,19 @@ const (
 // error body) to a hostile input: issue 12 asks that errors echo at most a
 // short prefix of what was sent.
 const maxErrorBytes = 512
+
+// needFiles fails the test, saying why, when this process may not open n
+// more files (Go raises the soft RLIMIT_NOFILE to the hard one at start).
+func needFiles(t *testing.T, n int) {
+	t.Helper()
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatalf("getrlimit: %v", err)
+	}
+	if rl.Cur < uint64(n)+1024 {
+		t.Fatalf("this attack holds %d connections, but RLIMIT_NOFILE is %d (hard %d): raise it (ulimit -Hn) to run the suite", n, rl.Cur, rl.Max)
+	}
+}
 
 // holdConns dials n connections from ip with up to 32 dials at once and
 // returns those that connected (the caller closes them).
@@ -140,6 +154,7 @@ func attackIdleConnections(s *suite, t *testing.T) {
 	d := s.startDaemon(t, "idle-connections", proxyConfig{PoolURL: p.URL()}.String())
 	d.waitReady(t)
 	good := startGoodMiners(t, d.stratumAddr("farm"), goodMinerCount)
+	needFiles(t, idleConnections)
 	w := s.measure(t, d, r)
 	conns, failed := holdConns(attackerIP, d.stratumAddr("farm"), idleConnections)
 	t.Cleanup(func() { closeAll(conns) })

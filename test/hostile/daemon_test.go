@@ -97,7 +97,8 @@ func (s *suite) startDaemon(t *testing.T, name, cfg string) *daemon {
 	s.addDaemon(d)
 	ready := make(chan struct{})
 	go d.readLogs(stderr, ready)
-	t.Cleanup(func() { d.kill() })
+	// After the attack proxyd must still shut down cleanly on SIGTERM.
+	t.Cleanup(func() { d.stop(t) })
 	select {
 	case <-ready:
 	case <-d.done:
@@ -164,14 +165,24 @@ func (d *daemon) kill() {
 	<-d.done
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// stopTimeout bounds a clean shutdown: the configs' shutdown_timeout (5 s)
+// plus a margin. Only a hang fails it.
+const stopTimeout = 20 * time.Second
+
+// stop sends SIGTERM and waits for a clean exit (status 0). A daemon that
+// had already exited (it refused its config) is left alone.
 func (d *daemon) stop(t *testing.T) {
 	t.Helper()
+	select {
+	case <-d.done:
+		return
+	default:
+	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.done:
-	case <-time.After(45 * time.Second):
-		t.Errorf("%s: proxyd did not exit within 45s of SIGTERM", d.name)
+	case <-time.After(stopTimeout):
+		t.Errorf("%s: proxyd did not exit within %s of SIGTERM; its last lines:\n%s", d.name, stopTimeout, d.tail(15))
 		d.kill()
 	}
 	d.mu.Lock()

@@ -127,9 +127,3 @@ func (s *sampler) goroutinesAt(t time.Time) int64 {
 	defer s.mu.Unlock()
 	return last(s.goroutines, t)
 }
-
-func (s *sampler) rssAt(t time.Time) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return last(s.rss, t)
-}
