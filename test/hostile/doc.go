@@ -19,6 +19,8 @@
 // Time only bounds how long an attack runs and how long the suite waits
 // for something that must happen.
 //
-// The package has no non-test code; this file only carries the
+// The suite reads /proc and dials from 127.0.0.2 and up (Linux routes all
+// of 127.0.0.0/8 to loopback), so its files build on Linux only; the
+// package has no non-test code, and this file only carries the
 // documentation.
 package hostile
