@@ -144,8 +144,8 @@ func TestCheckConfigWarns(t *testing.T) {
 func TestConfigErrorsRedactURLs(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct{ name, body, want string }{
-		{"pool url", "[[pool]]\nname = \"p\"\nuser = \"u\"\nurl = \"stratum+ssl://acct:hunter2@pool.example.net:3333/?api_key=s3cret\"\n",
-			"stratum+ssl://redacted@pool.example.net:3333/?api_key=redacted"},
+		{"pool url", "[[pool]]\nname = \"p\"\nuser = \"u\"\nurl = \"stratum+http://acct:hunter2@pool.example.net:3333/?api_key=s3cret\"\n",
+			"stratum+http://redacted@pool.example.net:3333/?api_key=redacted"},
 		{"demand_url", "[switcher]\ndemand_url = \"ftp://feed:hunter2@demand.example.net/v1?api_key=s3cret\"\n",
 			"ftp://redacted@demand.example.net/v1?api_key=redacted"},
 	}
