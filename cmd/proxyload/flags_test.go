@@ -55,13 +55,13 @@ func TestParseFlags(t *testing.T) {
 		}},
 		{name: "compare with target", args: []string{"--compare", "--target", "127.0.0.1:3333", "--procs", "3"}, check: func(t *testing.T, c config) {
 			ps := c.paths()
-			if len(ps) != 2 || ps[0].Name != "direct" || ps[1].Name != "proxied" || ps[1].Spawn || c.Procs != 3 {
+			if len(ps) != 2 || ps[0].Name != "direct" || ps[1].Name != "proxied" || ps[1].Spawn != "" || ps[1].Target != "127.0.0.1:3333" || c.Procs != 3 {
 				t.Fatalf("paths %+v procs %d", ps, c.Procs)
 			}
 		}},
 		{name: "spawn", args: []string{"--spawn-proxyd", "bin/proxyd"}, check: func(t *testing.T, c config) {
 			ps := c.paths()
-			if len(ps) != 1 || !ps[0].Spawn {
+			if len(ps) != 1 || ps[0].Spawn != "bin/proxyd" || !ps[0].Proxied {
 				t.Fatalf("paths %+v", ps)
 			}
 		}},
@@ -70,6 +70,48 @@ func TestParseFlags(t *testing.T) {
 				t.Fatalf("procs %d", c.Procs)
 			}
 		}},
+		{name: "proxy B alternates with A over rounds", args: []string{"--spawn-proxyd", "bin/proxyd", "--compare-target", "127.0.0.1:3335",
+			"--compare-proxy-pid", "77", "--rounds", "2", "--names", "proxyd,ckpool", "--compare-pool-listen", "127.0.0.1:3336"}, check: func(t *testing.T, c config) {
+			ps := c.paths()
+			want := []pathSpec{
+				{Name: "proxyd", Proxied: true, Spawn: "bin/proxyd", Round: 1},
+				{Name: "ckpool", Proxied: true, Target: "127.0.0.1:3335", PID: 77, Pool: 1, Round: 1},
+				{Name: "proxyd", Proxied: true, Spawn: "bin/proxyd", Round: 2},
+				{Name: "ckpool", Proxied: true, Target: "127.0.0.1:3335", PID: 77, Pool: 1, Round: 2},
+			}
+			if len(ps) != len(want) {
+				t.Fatalf("paths %+v", ps)
+			}
+			for i := range want {
+				if ps[i] != want[i] {
+					t.Fatalf("path %d = %+v, want %+v", i, ps[i], want[i])
+				}
+			}
+			if ps[3].label() != "ckpool#2" || c.params(c.Miners, ps).Paths[1] != "ckpool#1" {
+				t.Fatalf("labels %q %v", ps[3].label(), c.params(c.Miners, ps).Paths)
+			}
+		}},
+		{name: "proxy B spawned, A external", args: []string{"--target", "127.0.0.1:3333", "--proxy-pid", "5", "--compare-spawn-proxyd", "old/proxyd"}, check: func(t *testing.T, c config) {
+			ps := c.paths()
+			if len(ps) != 2 || ps[0] != (pathSpec{Name: "A", Proxied: true, Target: "127.0.0.1:3333", PID: 5, Round: 1}) ||
+				ps[1] != (pathSpec{Name: "B", Proxied: true, Spawn: "old/proxyd", Pool: 1, Round: 1}) {
+				t.Fatalf("paths %+v", ps)
+			}
+		}},
+		{name: "proxy B without A", args: []string{"--compare-target", "127.0.0.1:3335"}, errHas: "add --target"},
+		{name: "proxy B both ways", args: []string{"--target", "127.0.0.1:3333", "--compare-target", "127.0.0.1:3335", "--compare-spawn-proxyd", "x"}, errHas: "not both"},
+		{name: "proxy B with --compare", args: []string{"--compare", "--target", "127.0.0.1:3333", "--compare-target", "127.0.0.1:3335"}, errHas: "drop --compare"},
+		{name: "proxy B is A", args: []string{"--target", "127.0.0.1:3333", "--compare-target", "127.0.0.1:3333"}, errHas: "another proxy"},
+		{name: "proxy B bad address", args: []string{"--target", "127.0.0.1:3333", "--compare-target", "nowhere"}, errHas: "--compare-target"},
+		{name: "one pool for both", args: []string{"--target", "127.0.0.1:3333", "--compare-target", "127.0.0.1:3335",
+			"--pool-listen", "127.0.0.1:3334", "--compare-pool-listen", "127.0.0.1:3334"}, errHas: "its own pool"},
+		{name: "B's pid with B spawned", args: []string{"--target", "127.0.0.1:3333", "--compare-spawn-proxyd", "x", "--compare-proxy-pid", "3"}, errHas: "--compare-proxy-pid"},
+		{name: "B's pid without B", args: []string{"--target", "127.0.0.1:3333", "--compare-proxy-pid", "3"}, errHas: "proxy B's"},
+		{name: "rounds without B", args: []string{"--target", "127.0.0.1:3333", "--rounds", "3"}, errHas: "--rounds"},
+		{name: "zero rounds", args: []string{"--target", "127.0.0.1:3333", "--compare-target", "127.0.0.1:3335", "--rounds", "0"}, errHas: "--rounds"},
+		{name: "one name", args: []string{"--names", "proxyd"}, errHas: "two names"},
+		{name: "same names", args: []string{"--names", "x,x"}, errHas: "must differ"},
+		{name: "name direct", args: []string{"--names", "direct,x"}, errHas: "direct"},
 		{name: "compare alone", args: []string{"--compare"}, errHas: "--compare needs"},
 		{name: "spawn and target", args: []string{"--spawn-proxyd", "x", "--target", "127.0.0.1:1"}, errHas: "leave --target"},
 		{name: "bad target", args: []string{"--target", "nowhere"}, errHas: "--target"},

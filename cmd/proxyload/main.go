@@ -47,6 +47,13 @@ type config struct {
 	SpawnProxyd       string
 	ProxyPID          int
 	PoolListen        string
+	CompareTarget     string // proxy B: host:port of a running proxy ("" none)
+	CompareSpawn      string // proxy B: a proxyd binary the tool starts ("" none)
+	ComparePID        int
+	ComparePoolListen string
+	Rounds            int
+	NamesText         string
+	Names             [2]string // of proxy A and proxy B
 	PrintConfig       bool
 	Miners            int
 	Rate              float64 // shares per minute per miner
@@ -90,6 +97,12 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.SpawnProxyd, "spawn-proxyd", "", "start this proxyd `binary` (as BINARY run --config FILE, with a generated config in front of the tool's pool) as the proxy, measure its RSS and CPU, stop it with SIGTERM")
 	fs.IntVar(&c.ProxyPID, "proxy-pid", 0, "`PID` of an external proxy, for its RSS and CPU seconds from /proc/PID/status and /proc/PID/stat")
 	fs.StringVar(&c.PoolListen, "pool-listen", "127.0.0.1:0", "`ADDR` the tool's pool listens on; fix the port to start an external proxy first with pool url stratum+tcp://ADDR")
+	fs.StringVar(&c.CompareTarget, "compare-target", "", "proxy B: `HOST:PORT` of a second running proxy, in front of the tool's second pool (--compare-pool-listen); the same miners run through proxy A (--target or --spawn-proxyd) and B alternately, --rounds times, and the report gives B/A for every figure")
+	fs.StringVar(&c.CompareSpawn, "compare-spawn-proxyd", "", "proxy B: a proxyd `binary` the tool starts for each of B's runs (like --spawn-proxyd), e.g. an older build, for a before/after comparison")
+	fs.IntVar(&c.ComparePID, "compare-proxy-pid", 0, "`PID` of proxy B (--compare-target), for its RSS and CPU")
+	fs.StringVar(&c.ComparePoolListen, "compare-pool-listen", "127.0.0.1:0", "`ADDR` of the tool's second pool, proxy B's; fix the port to start an external proxy B first")
+	fs.IntVar(&c.Rounds, "rounds", 1, "with proxy B: `N` rounds of A then B (A, B, A, B, ...); the ratios compare the medians over the rounds")
+	fs.StringVar(&c.NamesText, "names", "A,B", "`A,B`: names of proxy A and proxy B in the report")
 	fs.BoolVar(&c.PrintConfig, "print-config", false, "print a proxyd config for --target and --pool-listen (and the other flags) and exit")
 	fs.IntVar(&c.Miners, "miners", 1000, "simulated ASIC connections `N` (up to 100,000, as file descriptors allow; see FILE DESCRIPTORS)")
 	fs.Float64Var(&c.Rate, "rate", 12, "shares per minute per miner (Poisson arrivals); 0 submits none")
@@ -154,6 +167,9 @@ Usage:
   proxyload --spawn-proxyd PATH                      proxied path through a proxyd the tool starts
   proxyload --compare (--target HOST:PORT | --spawn-proxyd PATH)
                                                      both paths, identical parameters, side by side
+  proxyload (--target HOST:PORT | --spawn-proxyd PATH)
+            (--compare-target HOST:PORT | --compare-spawn-proxyd PATH) [--rounds N]
+                                                     proxy A against proxy B, alternately, with B/A
 
 proxyload simulates N ASICs and the pool they mine on, on loopback. The
 miners really hash and the pool validates every share independently (btcd
@@ -189,6 +205,16 @@ Figures (table on stdout, everything with --json):
               "true" for that the pool never accepted although they met the
               pool's difficulty
   --compare adds "added" = proxied − direct for every percentile.
+  proxy B (--compare-target or --compare-spawn-proxyd) runs the same
+              miners through proxy A and proxy B in turn, --rounds times
+              (A, B, A, B, ...), each proxy in front of its own pool of the
+              tool (same seed, same jobs), so the pool-side bytes and
+              sessions are each proxy's own; "B/A" gives the median of each
+              figure over the rounds for A and B and their ratio. RSS per
+              miner is reported after connect and at the peak, over the
+              RSS before the miners connected; an external proxy's peak
+              (VmHWM) is reset before each of its runs where the kernel
+              allows (/proc/PID/clear_refs).
 
 The run fails (exit 1) when a share is unaccounted, a submit got no answer,
 or a miner did not connect; exit 2 is a usage or limits problem, 130 an
@@ -237,6 +263,9 @@ Examples:
   proxyload --compare --spawn-proxyd ./bin/proxyd --miners 1000
   proxyload --pool-listen 127.0.0.1:3334 --print-config --target 127.0.0.1:3333 > proxy.toml
   proxyload --compare --target 127.0.0.1:3333 --pool-listen 127.0.0.1:3334 --proxy-pid $(pidof proxy)
+  proxyload --spawn-proxyd ./bin/proxyd --compare-target 127.0.0.1:3335 --compare-pool-listen 127.0.0.1:3336 \
+            --compare-proxy-pid $(pidof ckpool) --names proxyd,ckpool --rounds 3 --rate 2 --miners 10000
+  proxyload --spawn-proxyd ./bin/proxyd --compare-spawn-proxyd ./old/proxyd --names after,before --rounds 2
 `
 
 // printHelp writes the full --help text: every flag, with its default.
@@ -364,6 +393,9 @@ func (c *config) finish() error {
 	}
 	if c.Compare && c.Target == targetDirect && c.SpawnProxyd == "" {
 		return errors.New("--compare needs the proxied path: --target HOST:PORT or --spawn-proxyd PATH")
+	}
+	if err := c.finishProxyB(); err != nil {
+		return err
 	}
 	if c.ProxyPID > 0 && c.SpawnProxyd != "" {
 		return errors.New("--proxy-pid is for an external proxy; --spawn-proxyd measures its own")
