@@ -119,6 +119,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "no miners", args: []string{"--miners", "0"}, errHas: "--miners"},
 		{name: "difficulty too high", args: []string{"--difficulty", "0.01"}, errHas: "--difficulty"},
 		{name: "pool difficulty factor below 1", args: []string{"--pool-difficulty-factor", "0.5"}, errHas: "--pool-difficulty-factor"},
+		{name: "pool job interval too short", args: []string{"--pool-job-interval", "1ms"}, errHas: "--pool-job-interval"},
 		{name: "negative subscribe delay", args: []string{"--pool-subscribe-delay", "-1s"}, errHas: "--pool-subscribe-delay"},
 		{name: "negative rate", args: []string{"--rate", "-1"}, errHas: "--rate"},
 		{name: "bad fraction", args: []string{"--bad", "1"}, errHas: "--bad"},

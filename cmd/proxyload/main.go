@@ -67,6 +67,7 @@ type config struct {
 	Difficulty        float64
 	PoolDiffFactor    float64
 	PoolSubDelay      time.Duration
+	PoolJobInterval   time.Duration
 	FanoutJobs        int
 	FanoutInterval    time.Duration
 	Settle            time.Duration
@@ -112,6 +113,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.Float64Var(&c.BadFraction, "bad", 0.05, "`fraction` of submits that are deliberately bad (0 to 0.9)")
 	fs.StringVar(&c.BadKindsText, "bad-kinds", "low-difficulty,stale,duplicate", "`LIST` of bad share kinds, drawn uniformly: low-difficulty, stale, duplicate, bad-version-bits, unauthorized-worker, bad-extranonce2")
 	fs.DurationVar(&c.PoolSubDelay, "pool-subscribe-delay", 0, "the pool answers each mining.subscribe after this `delay`, like a pool across a WAN: on the direct path every miner waits it once, on the proxied path every pool session the proxy opens does (0: at once)")
+	fs.DurationVar(&c.PoolJobInterval, "pool-job-interval", 0, "the pool sends a new job (not clean) this `often`, as a real pool does about every 30 s; ckpool's proxy serves miners only once a job arrives after its pool session is up (0: jobs only at connect and for the fan-out)")
 	fs.Float64Var(&c.PoolDiffFactor, "pool-difficulty-factor", 1, "on the proxied path the pool gives the proxy's sessions `F` × --difficulty, as a pool's vardiff gives a session carrying many miners more difficulty; the proxy then forwards only the shares that meet it (about 1 in F) and answers the rest itself. 1: every good share is forwarded (the proxy's worst case). Miners keep --difficulty on both paths")
 	fs.Float64Var(&c.Difficulty, "difficulty", 1e-7, "share difficulty `D` of the pool (and of the generated proxyd config: initial = min = max); keep it at 1e-6 or below, see HASHING")
 	fs.IntVar(&c.FanoutJobs, "fanout-jobs", 5, "clean jobs `K` the pool sends, one at a time, to measure notify fan-out")
@@ -353,6 +355,8 @@ func (c *config) finish() error {
 		return fmt.Errorf("--bad %v: want a fraction from 0 to 0.9", c.BadFraction)
 	case c.PoolSubDelay < 0 || c.PoolSubDelay > time.Minute:
 		return fmt.Errorf("--pool-subscribe-delay %v: want 0 to 1m", c.PoolSubDelay)
+	case c.PoolJobInterval != 0 && (c.PoolJobInterval < 100*time.Millisecond || c.PoolJobInterval > time.Hour):
+		return fmt.Errorf("--pool-job-interval %v: want 0 (none) or 100ms to 1h", c.PoolJobInterval)
 	case !(c.PoolDiffFactor >= 1) || c.PoolDiffFactor > 1e6:
 		return fmt.Errorf("--pool-difficulty-factor %v: want 1 to 1e6", c.PoolDiffFactor)
 	case !(c.Difficulty > 0) || c.Difficulty > 1e-3:

@@ -56,6 +56,7 @@ type Params struct {
 	Difficulty      float64  `json:"difficulty"`
 	PoolDiffFactor  float64  `json:"pool_difficulty_factor"` // the proxy's pool sessions get difficulty × this
 	PoolSubDelayS   float64  `json:"pool_subscribe_delay_s"`
+	PoolJobEveryS   float64  `json:"pool_job_interval_s,omitempty"`
 	HashesPerShare  float64  `json:"hashes_per_share"` // difficulty·2^32, on average
 	FanoutJobs      int      `json:"fanout_jobs"`
 	FanoutIntervalS float64  `json:"fanout_interval_s"`
@@ -71,7 +72,7 @@ func (c *config) params(requested int, paths []pathSpec) Params {
 		Target: c.Target, SpawnProxyd: c.SpawnProxyd, ProxyPID: c.ProxyPID,
 		Miners: c.Miners, MinersRequested: requested, SharesPerMinute: c.Rate,
 		DurationS: c.Duration.Seconds(), WarmupS: c.Warmup.Seconds(),
-		BadFraction: c.BadFraction, Difficulty: c.Difficulty, PoolDiffFactor: c.PoolDiffFactor, PoolSubDelayS: c.PoolSubDelay.Seconds(), HashesPerShare: c.Difficulty * math.Ldexp(1, 32),
+		BadFraction: c.BadFraction, Difficulty: c.Difficulty, PoolDiffFactor: c.PoolDiffFactor, PoolSubDelayS: c.PoolSubDelay.Seconds(), PoolJobEveryS: c.PoolJobInterval.Seconds(), HashesPerShare: c.Difficulty * math.Ldexp(1, 32),
 		FanoutJobs: c.FanoutJobs, FanoutIntervalS: c.FanoutInterval.Seconds(), SettleS: c.Settle.Seconds(),
 		DialConcurrency: c.DialConcurrency, HashWorkers: c.HashWorkers, Seed: c.Seed,
 	}
@@ -637,6 +638,9 @@ func (rep *Report) printTable(w io.Writer) {
 		fmtInt(p.Miners), capped, styleMix(p.Styles), p.SharesPerMinute, 100*p.BadFraction, strings.Join(p.BadKinds, ", "))
 	fmt.Fprintf(w, "  difficulty %g (~%.0f hashes/share); %d fan-out jobs; %g s window after %g s warm-up\n",
 		p.Difficulty, p.HashesPerShare, p.FanoutJobs, p.DurationS, p.WarmupS)
+	if p.PoolJobEveryS > 0 {
+		fmt.Fprintf(w, "  the pool sends a new job every %g s\n", p.PoolJobEveryS)
+	}
 	if p.PoolSubDelayS > 0 {
 		fmt.Fprintf(w, "  the pool answers mining.subscribe after %g s\n", p.PoolSubDelayS)
 	}

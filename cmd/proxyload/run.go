@@ -235,6 +235,7 @@ func (r *runner) startPool(addr string, paths int) error {
 		Addr:              addr,
 		InitialDifficulty: c.Difficulty,
 		SubscribeDelay:    c.PoolSubDelay,
+		JobInterval:       c.PoolJobInterval,
 		KeepShares:        keep,
 		Seed:              c.Seed,
 		OnShare: func(s stratumtest.Share) {
