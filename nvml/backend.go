@@ -3,9 +3,11 @@ package nvml
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
+	"github.com/hashgate/proxyd/gpuproc"
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
 )
 
@@ -26,6 +28,9 @@ type Library struct {
 	Backend string
 	// Sim is the simulated server's control surface; nil for real NVML.
 	Sim *nvmlsim.Server
+	// Procs tells whose a GPU process is: /proc for real NVML, the
+	// simulated server (its own processes, then /proc) for the simulation.
+	Procs gpuproc.Inspector
 }
 
 // LibraryOptions adjusts OpenLibrary; the zero value is production.
@@ -44,11 +49,21 @@ type LibraryOptions struct {
 func OpenLibrary(backend string, opts LibraryOptions) (*Library, error) {
 	switch backend {
 	case BackendSimulated:
+		if opts.Sim.Node == "" {
+			// Two simulated daemons on one machine (tests run in
+			// parallel) need their own UUIDs, or each sees the other's
+			// PROXYD_SIM_GPU processes.
+			opts.Sim.Node = os.Getenv(nvmlsim.EnvNode)
+		}
+		if opts.Sim.Procs == nil {
+			// Real processes with PROXYD_SIM_GPU show on the simulated GPUs.
+			opts.Sim.Procs = gpuproc.NewProcFS("/proc")
+		}
 		sim := nvmlsim.New(opts.Sim)
 		if ret := sim.Init(); ret != gonvml.SUCCESS {
 			return nil, fmt.Errorf("GPU backend %q: %w", backend, retErr("Init", "", ret))
 		}
-		return &Library{Interface: sim, Backend: BackendSimulated, Sim: sim}, nil
+		return &Library{Interface: sim, Backend: BackendSimulated, Sim: sim, Procs: sim}, nil
 	case BackendNVML, BackendAuto:
 		newLib := opts.Real
 		if newLib == nil {
@@ -57,7 +72,7 @@ func OpenLibrary(backend string, opts LibraryOptions) (*Library, error) {
 		lib := newLib()
 		switch ret := lib.Init(); ret {
 		case gonvml.SUCCESS:
-			return &Library{Interface: lib, Backend: BackendNVML}, nil
+			return &Library{Interface: lib, Backend: BackendNVML, Procs: gpuproc.NewProcFS("/proc")}, nil
 		case gonvml.ERROR_LIBRARY_NOT_FOUND:
 			return nil, fmt.Errorf("GPU backend %q: %w", backend, ErrLibraryNotFound)
 		default:

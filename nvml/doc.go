@@ -13,7 +13,10 @@
 //   - a health verdict with reasons (Health): healthy, degraded (clears by
 //     itself) or unhealthy (sticky: only Resume, after a probe, clears it);
 //   - power-limit control: SnapshotPower, SetPowerLimit (clamped, read back)
-//     and RestorePower (exact), plus PersistenceMode.
+//     and RestorePower (exact), plus PersistenceMode;
+//   - an owner for every GPU process of every sample (package gpuproc:
+//     mining, ai:<contract>, foreign or unknown), so NVML's bare PIDs say
+//     whose they are.
 //
 // Manager does all of that over any gonvml.Interface: production passes the
 // real library, tests and demos the simulated server in nvmlsim. OpenLibrary

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"go.uber.org/zap"
+
+	"github.com/hashgate/proxyd/gpuproc"
 )
 
 // Defaults for Options' zero values.
@@ -65,6 +68,11 @@ type Options struct {
 	// Heartbeat registers a loop with the daemon's liveness board: beat is
 	// called every turn, done when the loop ends. nil: no liveness.
 	Heartbeat func(loop string, maxAge time.Duration) (beat func(), done func())
+	// Processes tells whose each GPU process is (every sample's processes
+	// get an Owner). nil: the Library's own (Library.Procs); over a bare
+	// gonvml.Interface, which cannot say whether its PIDs are real, none
+	// (Owner stays empty).
+	Processes gpuproc.Inspector
 }
 
 func (o *Options) normalize() {
@@ -126,6 +134,10 @@ type Manager struct {
 	cancel    context.CancelFunc
 	stopped   chan struct{} // closed by Stop
 	loops     sync.WaitGroup
+
+	// known returns the workloads proxyd runs now, for attribution; set by
+	// SetKnownWorkloads, read by sampling passes.
+	known atomic.Pointer[func() []gpuproc.Known]
 }
 
 // gpu is the Manager's record of one GPU.
@@ -160,6 +172,9 @@ func (g *gpu) label() string { return fmt.Sprintf("GPU %d (%s)", g.info.Index, g
 // Node().Problems; other unreadable properties are left empty.
 func New(lib gonvml.Interface, opts Options) (*Manager, error) {
 	opts.normalize()
+	if l, ok := lib.(*Library); ok && opts.Processes == nil {
+		opts.Processes = l.Procs
+	}
 	m := &Manager{
 		lib:       lib,
 		opts:      opts,
@@ -392,11 +407,47 @@ func (m *Manager) SampleNow(ctx context.Context) error {
 		dev := g.dev
 		m.mu.Unlock()
 		t, lost := readTelemetry(dev, m.opts.Clock.Now())
+		m.ownProcesses(t)
 		m.mu.Lock()
 		m.apply(g, t, lost)
 		m.mu.Unlock()
 	}
 	return nil
+}
+
+// SetKnownWorkloads installs what tells attribution which workloads proxyd
+// runs now (the switcher's handles): a container's process whose
+// environment cannot be read is then recognised by its container. fn must
+// not block nor call the Manager; nil removes it.
+func (m *Manager) SetKnownWorkloads(fn func() []gpuproc.Known) {
+	if fn == nil {
+		m.known.Store(nil)
+		return
+	}
+	m.known.Store(&fn)
+}
+
+// ownProcesses sets the Owner of every process of a sample before it is
+// published (a PID listed as compute and graphics is read once).
+func (m *Manager) ownProcesses(t *Telemetry) {
+	if t == nil || m.opts.Processes == nil || (len(t.ComputeProcesses) == 0 && len(t.GraphicsProcesses) == 0) {
+		return
+	}
+	var known []gpuproc.Known
+	if fn := m.known.Load(); fn != nil {
+		known = (*fn)()
+	}
+	seen := map[uint32]gpuproc.Owner{}
+	for _, list := range [][]Process{t.ComputeProcesses, t.GraphicsProcesses} {
+		for i := range list {
+			o, ok := seen[list[i].PID]
+			if !ok {
+				o = gpuproc.Classify(m.opts.Processes.Inspect(int(list[i].PID)), known)
+				seen[list[i].PID] = o
+			}
+			list[i].Owner = o
+		}
+	}
 }
 
 // GPUs returns every GPU's latest state, by index.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/hashgate/proxyd/gpuproc"
 )
 
 // System is what NVML reports about the node's driver.
@@ -49,6 +51,9 @@ type Process struct {
 	// MemoryUnknown (NVML may not tell an unprivileged caller).
 	UsedMemoryBytes uint64 `json:"used_memory_bytes"`
 	MemoryUnknown   bool   `json:"memory_unknown,omitempty"`
+	// Owner says whose the process is: "mining", "ai:<contract>",
+	// "foreign" or "unknown", from /proc at the time of the sample.
+	Owner gpuproc.Owner `json:"owner"`
 }
 
 // ECCCounts are the volatile ECC error counters (since the driver loaded

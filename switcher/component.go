@@ -182,6 +182,10 @@ func (c *Component) run(ctx context.Context) {
 	c.mu.Unlock()
 	c.log.Info("switcher running", zap.Int("gpus", len(sw.GPUStatuses())), zap.Strings("runtimes", Kinds(c.opts.Config.Switcher)))
 	if gc := c.opts.GPU(); gc != nil {
+		if mgr := gc.Manager(); mgr != nil {
+			// Attribution knows the containers proxyd runs; cleared on Stop.
+			mgr.SetKnownWorkloads(sw.KnownWorkloads)
+		}
 		gc.SetAPIHooks(nvml.APIHooks{
 			Annotate: func(uuid string) any {
 				st, err := sw.GPUStatus(uuid)
@@ -310,6 +314,9 @@ func (c *Component) Stop(ctx context.Context) error {
 	c.mu.Unlock()
 	if hooked != nil {
 		hooked.SetAPIHooks(nvml.APIHooks{})
+		if mgr := hooked.Manager(); mgr != nil {
+			mgr.SetKnownWorkloads(nil)
+		}
 	}
 	if cancel == nil {
 		return nil

@@ -31,7 +31,8 @@ var (
 // status builds a GPU's public view. Callers hold mu.
 func (s *Switcher) statusLocked(g *gpuRec) GPUStatus {
 	st := GPUStatus{UUID: g.UUID, Index: g.Index, State: g.State, Contract: g.Contract, Workload: g.Workload,
-		Since: g.Since, Reason: g.Reason, Message: g.Message, InTransition: g.State.InTransition(), NotFree: g.notFree}
+		Since: g.Since, Reason: g.Reason, Message: g.Message, InTransition: g.State.InTransition(), NotFree: g.notFree,
+		ProofOfStart: g.proofWait}
 	switch g.State {
 	case StateMining, StateRestoringMining, StateStoppingMiner:
 		st.Owner = "mining"

@@ -32,6 +32,16 @@
 // strictly (exact field names, no repeated names); errors quote at most a
 // short prefix of the input and never demand_url's credentials.
 //
+// Every GPU process has an owner (package gpuproc, through nvml): proxyd's
+// miner, a contract's AI workload, foreign or unknown. A stop that reports
+// success is not believed until the GPU shows none of the workload's
+// processes; one still there its stop_timeout later gets the runtime's
+// forced stop. Only foreign and unknown processes leave a GPU quarantined
+// for an operator; a foreign process is never signalled. A started
+// workload counts as MINING or SERVING_AI only once its own process holds
+// its GPU (proof_of_start), and one whose process holds another GPU is
+// stopped (wrong_gpu).
+//
 // State (API contracts, assignments, power snapshots, cordons,
 // quarantines) is written atomically to state_dir on every change; on
 // start the switcher reconciles the file with what really runs (container

@@ -94,7 +94,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if ret := sim.Init(); ret != 0 {
 		t.Fatalf("sim Init: %v", ret)
 	}
-	mgr, err := nvml.New(sim, nvml.Options{Backend: nvml.BackendSimulated, PollInterval: time.Hour,
+	mgr, err := nvml.New(sim, nvml.Options{Backend: nvml.BackendSimulated, PollInterval: time.Hour, Processes: sim,
 		EventWait: 5 * time.Millisecond, Clock: clock, Log: zaptest.NewLogger(t).Named("nvml")})
 	if err != nil {
 		t.Fatal(err)

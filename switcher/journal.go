@@ -35,6 +35,9 @@ func (s *Switcher) record(e Event) Event {
 	if e.Contract != "" {
 		je.Details["contract"] = e.Contract
 	}
+	if len(e.Processes) > 0 {
+		je.Details["processes"] = e.Processes
+	}
 	je = s.journal.Add(je)
 	e.Seq, e.At = je.Seq, je.Time
 	return e
@@ -63,6 +66,7 @@ func (s *Switcher) Events(f EventFilter) []Event {
 		e.Message, _ = je.Details["message"].(string)
 		e.GPU, _ = je.Details["gpu"].(string)
 		e.Contract, _ = je.Details["contract"].(string)
+		e.Processes, _ = je.Details["processes"].([]ProcessOwner)
 		if e.Contract == "" && e.GPU == "" {
 			e.Contract = je.Subject
 		}

@@ -44,6 +44,7 @@ func (s *Switcher) pass(ctx context.Context) {
 	pl := s.placeLocked(now)
 	s.driveLocked(pl, now)
 	s.persistLocked()
+	s.publishKnownLocked()
 	s.startPendingLocked()
 }
 
@@ -67,14 +68,17 @@ func (s *Switcher) observeLocked(views []nvml.GPU, now time.Time) {
 			}
 			if g.State == StateIdle && !g.busy && g.Handle == nil && fresh {
 				g.lastSeq = t.Seq
-				if known && len(procs) > 0 {
+				// proxyd's own workload that landed here from another GPU
+				// is that GPU's business (wrong_gpu), not a foreign process.
+				alien := s.notProxyds(procs)
+				if known && len(alien) > 0 {
 					g.foreignPolls++
 				} else {
 					g.foreignPolls = 0
 				}
 				if g.foreignPolls >= s.cfg.FreePolls {
-					s.enter(g, StateQuarantined, ReasonForeignProcess, fmt.Sprintf("%s on an idle GPU that proxyd did not start: "+
-						"left running and untouched; find its owner (nvidia-smi), then resume the GPU", describeProcs(procs)))
+					s.enterWith(g, StateQuarantined, ReasonForeignProcess, fmt.Sprintf("%s on an idle GPU that proxyd did not start: "+
+						"left running and untouched; find its owner (nvidia-smi), then resume the GPU", describeProcs(alien)), alien)
 				}
 			}
 		}
@@ -82,6 +86,10 @@ func (s *Switcher) observeLocked(views []nvml.GPU, now time.Time) {
 			s.enter(g, StateQuarantined, ReasonUnhealthy, "GPU is unhealthy, its work is drained: "+v.Health.Summary()+
 				" (POST /api/v1/gpus/"+g.UUID+"/resume after the fix)")
 		}
+	}
+	// Every GPU's sample is in: forget workloads that stopped and left.
+	for _, g := range s.order {
+		s.settleHandleLocked(g)
 	}
 }
 
@@ -92,10 +100,17 @@ func describeProcs(procs []nvml.Process) string {
 			parts = append(parts, fmt.Sprintf("and %d more", len(procs)-5))
 			break
 		}
-		if p.MemoryUnknown {
+		var about []string
+		if !p.MemoryUnknown {
+			about = append(about, mib(p.UsedMemoryBytes))
+		}
+		if p.Owner.Class != "" {
+			about = append(about, p.Owner.String())
+		}
+		if len(about) == 0 {
 			parts = append(parts, fmt.Sprintf("pid %d", p.PID))
 		} else {
-			parts = append(parts, fmt.Sprintf("pid %d (%s)", p.PID, mib(p.UsedMemoryBytes)))
+			parts = append(parts, fmt.Sprintf("pid %d (%s)", p.PID, strings.Join(about, ", ")))
 		}
 	}
 	return fmt.Sprintf("%d process(es): %s", len(procs), strings.Join(parts, ", "))
@@ -239,6 +254,7 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 
 	case StateMining:
 		exited := g.status != nil && !g.status.Running
+		_, wrong, wrongProcs, _ := s.proofLocked(g)
 		switch {
 		case exited:
 			detail := g.status.Detail
@@ -246,6 +262,12 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 				s.backoffLocked(g, runtime.MiningWorkload, now)
 				g.Contract = ""
 				s.enter(g, StateStoppingMiner, ReasonMinerExited, "the miner exited ("+detail+"); cleaning up, retrying after "+s.cfg.RetryBackoff.String())
+			}}, true
+		case wrong != "":
+			return begin{g: g, prio: prioRepair, do: func() {
+				s.backoffLocked(g, runtime.MiningWorkload, now)
+				g.Contract = ""
+				s.enterWith(g, StateStoppingMiner, ReasonWrongGPU, wrong+": stopping it; mining is retried after "+s.cfg.RetryBackoff.String(), wrongProcs)
 			}}, true
 		case want != "":
 			return begin{g: g, prio: prioAIStart, do: func() {
@@ -280,6 +302,7 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 
 	case StateServingAI:
 		exited := g.status != nil && !g.status.Running
+		_, wrong, wrongProcs, _ := s.proofLocked(g)
 		switch {
 		case exited:
 			detail := g.status.Detail
@@ -287,6 +310,12 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 				s.backoffLocked(g, g.Contract, now)
 				s.failures[g.Contract] = fmt.Sprintf("GPU %d: the workload exited while serving (%s)", g.Index, detail)
 				s.enter(g, StateDrainingAI, ReasonAIExited, "the AI workload exited while serving: "+detail)
+			}}, true
+		case wrong != "":
+			return begin{g: g, prio: prioRepair, do: func() {
+				s.backoffLocked(g, g.Contract, now)
+				s.failures[g.Contract] = fmt.Sprintf("GPU %d: the workload runs on the wrong GPU (%s)", g.Index, wrong)
+				s.enterWith(g, StateDrainingAI, ReasonWrongGPU, wrong+": stopping it", wrongProcs)
 			}}, true
 		case forced:
 			return begin{g: g, prio: prioForced, do: func() {
@@ -404,8 +433,10 @@ func (s *Switcher) launchStopLocked(g *gpuRec, now time.Time) {
 		return func(g *gpuRec) {
 			s.applyPowerLocked(g, pw)
 			g.stopErr = err
-			if err == nil && h != nil && g.Handle != nil && g.Handle.ID == h.ID {
-				g.Handle = nil
+			if err == nil && h != nil {
+				// Kept until a sample shows it gone: a stop that reports
+				// success while the workload runs on is escalated.
+				s.markReleasedLocked(g, *h)
 			}
 		}
 	})
@@ -431,8 +462,12 @@ func (s *Switcher) afterStopLocked(g *gpuRec) {
 }
 
 // stepVerifyLocked counts fresh samples that prove the GPU free and,
-// once enough do, starts what comes next; on timeout it kills what proxyd
-// owns, then quarantines. Callers hold mu.
+// once enough do, starts what comes next. If processes of the GPU's own
+// workload are still there its stop_timeout after the stop (or anything
+// holds the GPU at verify_free while proxyd's workload is not known gone),
+// the runtime's forced stop runs once and the proof gets verify_free
+// again; then the GPU is quarantined, naming every process with its owner.
+// Callers hold mu.
 func (s *Switcher) stepVerifyLocked(g *gpuRec, want string, now time.Time) {
 	if t := g.tel; t != nil && t.Seq > g.lastSeq {
 		g.lastSeq = t.Seq
@@ -444,6 +479,7 @@ func (s *Switcher) stepVerifyLocked(g *gpuRec, want string, now time.Time) {
 		}
 	}
 	if g.freePolls >= s.cfg.FreePolls {
+		s.provenFreeLocked(g)
 		proof := fmt.Sprintf("free for %d consecutive samples", g.freePolls)
 		switch {
 		case want != "":
@@ -465,22 +501,64 @@ func (s *Switcher) stepVerifyLocked(g *gpuRec, want string, now time.Time) {
 		}
 		return
 	}
-	if now.Sub(g.stepFrom) < s.cfg.Timeouts.VerifyFree.D() {
-		return
-	}
+	elapsed, verify := now.Sub(g.stepFrom), s.cfg.Timeouts.VerifyFree.D()
 	if !g.Escalated && g.Handle != nil {
-		g.Escalated = true
-		g.stepFrom = now
 		h := *g.Handle
-		s.event(Event{GPU: g.UUID, From: g.State, To: g.State, Reason: ReasonKillOwned, Contract: g.Contract,
-			Message: fmt.Sprintf("not free after %s (%s): killing proxyd's %s", s.cfg.Timeouts.VerifyFree, g.notFree, h.Instance)})
-		s.launchKillLocked(g, h)
+		spec, _ := s.specFor(h.Workload, h.Runtime)
+		where := s.whereLocked(h)
+		var lingering []nvml.Process
+		for _, r := range s.order {
+			lingering = append(lingering, where[r]...)
+		}
+		grace := min(spec.StopTimeout.D(), verify)
+		if elapsed >= verify || (len(lingering) > 0 && elapsed >= grace) {
+			g.Escalated = true
+			g.stepFrom = now
+			msg := fmt.Sprintf("not free after %s (%s): forced stop of proxyd's %s", elapsed.Round(time.Millisecond), orUnknown(g.notFree), h.Instance)
+			if len(lingering) > 0 {
+				msg = fmt.Sprintf("proxyd's %s still runs %s after its stop (%s): forced stop", h.Instance,
+					elapsed.Round(time.Millisecond), describeProcs(lingering))
+			}
+			s.event(Event{GPU: g.UUID, From: g.State, To: g.State, Reason: ReasonKillOwned, Contract: g.Contract,
+				Message: msg, Processes: processOwners(lingering)})
+			s.launchKillLocked(g, h)
+			return
+		}
+	}
+	if elapsed < verify {
 		return
 	}
+	s.quarantineNotReleasedLocked(g)
+}
+
+// quarantineNotReleasedLocked quarantines a GPU that did not prove free,
+// naming every process on it with its owner. When only proxyd's own
+// processes hold it (they survived the forced stop), the GPU leaves
+// quarantine by itself once they are gone; foreign and unknown processes,
+// and memory held with no process, need an operator. Callers hold mu.
+func (s *Switcher) quarantineNotReleasedLocked(g *gpuRec) {
 	c := g.Contract
-	s.enter(g, StateQuarantined, ReasonGPUNotReleased, fmt.Sprintf("not free within %s%s: %s; no new work starts on it until "+
-		"an operator resumes it", s.cfg.Timeouts.VerifyFree, map[bool]string{true: " even after a kill", false: ""}[g.Escalated || g.Handle != nil],
-		orUnknown(g.notFree)))
+	sp := s.splitLocked(g)
+	procs, _ := procsOn(g)
+	after := ""
+	if g.Escalated || g.Handle != nil {
+		after = " even after a forced stop"
+	}
+	self := len(sp.others) == 0 && len(sp.own)+len(sp.proxyd) > 0
+	var msg string
+	switch {
+	case self:
+		msg = fmt.Sprintf("not free within %s%s: only proxyd's own workload holds it, %s; proxyd keeps killing it and "+
+			"the GPU goes back to work by itself once it is gone and the GPU proves free", s.cfg.Timeouts.VerifyFree, after, describeProcs(procs))
+	case len(sp.others) > 0:
+		msg = fmt.Sprintf("not free within %s%s: %s still on the GPU, not proxyd's to stop (left running and untouched); "+
+			"no new work starts on it until an operator resumes it", s.cfg.Timeouts.VerifyFree, after, describeProcs(sp.others))
+	default:
+		msg = fmt.Sprintf("not free within %s%s: %s; no new work starts on it until an operator resumes it",
+			s.cfg.Timeouts.VerifyFree, after, orUnknown(g.notFree))
+	}
+	s.enterWith(g, StateQuarantined, ReasonGPUNotReleased, msg, procs)
+	g.selfBlocked = self
 	if c != "" {
 		s.failures[c] = fmt.Sprintf("GPU %d was not released by its previous work and is quarantined", g.Index)
 	}
@@ -510,9 +588,8 @@ func (s *Switcher) launchKillLocked(g *gpuRec, h runtime.Handle) {
 					Message: fmt.Sprintf("killing %s failed: %v", h.Instance, err)})
 				return
 			}
-			if g.Handle != nil && g.Handle.ID == h.ID {
-				g.Handle = nil
-			}
+			// Kept until a sample shows it gone (a kill_command can lie too).
+			s.markReleasedLocked(g, h)
 			g.Strays = slices.DeleteFunc(g.Strays, func(x runtime.Handle) bool { return x.ID == h.ID })
 		}
 	})
@@ -555,7 +632,22 @@ func (s *Switcher) stepStartingLocked(g *gpuRec, want string, forced bool, now t
 	case want != g.Contract:
 		reason, msg := s.releaseReasonLocked(g, now)
 		s.enter(g, StateDrainingAI, reason, msg)
-	case g.status != nil && g.status.Ready:
+	}
+	if g.State != StateStartingAI {
+		return
+	}
+	proven, wrong, wrongProcs, wait := s.proofLocked(g)
+	ready := g.status != nil && g.status.Ready
+	if ready {
+		g.proofWait = wait
+	}
+	switch {
+	case wrong != "":
+		s.backoffLocked(g, g.Contract, now)
+		s.failures[g.Contract] = fmt.Sprintf("GPU %d: the workload started on the wrong GPU (%s)", g.Index, wrong)
+		s.enterWith(g, StateDrainingAI, ReasonWrongGPU, wrong+": stopping it; this GPU is not offered to contract "+
+			g.Contract+" again for "+s.cfg.RetryBackoff.String()+" (check CUDA_VISIBLE_DEVICES / --device in its command)", wrongProcs)
+	case ready && proven:
 		s.enter(g, StateServingAI, ReasonAIReady, fmt.Sprintf("%s serves contract %s (ready after %s)",
 			g.Workload, g.Contract, now.Sub(g.stepFrom).Round(time.Second)))
 		delete(s.failures, g.Contract)
@@ -566,7 +658,9 @@ func (s *Switcher) stepStartingLocked(g *gpuRec, want string, forced bool, now t
 		s.enter(g, StateDrainingAI, ReasonAIExited, "the AI workload exited before it was ready: "+detail)
 	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.StartAI.D():
 		detail := "no readiness"
-		if g.status != nil && g.status.Detail != "" {
+		if ready {
+			detail = "ready, but " + wait
+		} else if g.status != nil && g.status.Detail != "" {
 			detail = g.status.Detail
 		} else if g.statusErr != nil {
 			detail = g.statusErr.Error()
@@ -599,15 +693,30 @@ func (s *Switcher) stepRestoringLocked(g *gpuRec, now time.Time) {
 		s.backoffLocked(g, runtime.MiningWorkload, now)
 		s.enter(g, StateStoppingMiner, reason, msg+"; cleaning up, mining is retried after "+s.cfg.RetryBackoff.String())
 	}
-	switch {
-	case g.startErr != nil:
+	if g.startErr != nil {
 		fail(ReasonMinerStartFailed, fmt.Sprintf("the miner did not start: %v", g.startErr))
-	case g.status != nil && g.status.Ready:
+		return
+	}
+	proven, wrong, wrongProcs, wait := s.proofLocked(g)
+	ready := g.status != nil && g.status.Ready
+	if ready {
+		g.proofWait = wait
+	}
+	switch {
+	case wrong != "":
+		s.backoffLocked(g, runtime.MiningWorkload, now)
+		s.enterWith(g, StateStoppingMiner, ReasonWrongGPU, wrong+": stopping it (check CUDA_VISIBLE_DEVICES / --device in its "+
+			"command); mining is retried after "+s.cfg.RetryBackoff.String(), wrongProcs)
+	case ready && proven:
 		s.enter(g, StateMining, ReasonMiningStarted, "the miner runs")
 	case g.status != nil && !g.status.Running:
 		fail(ReasonMinerExited, "the miner exited while starting: "+g.status.Detail)
 	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.RestoreMining.D():
-		fail(ReasonMinerStartTimeout, fmt.Sprintf("the miner was not running within %s", s.cfg.Timeouts.RestoreMining))
+		why := ""
+		if ready {
+			why = " (its status says it runs, but " + wait + ")"
+		}
+		fail(ReasonMinerStartTimeout, fmt.Sprintf("the miner was not running within %s%s", s.cfg.Timeouts.RestoreMining, why))
 	default:
 		s.statusCheckLocked(g, now, 0)
 	}
@@ -643,7 +752,9 @@ func (s *Switcher) launchStartLocked(g *gpuRec, spec runtime.Spec, contract stri
 }
 
 // stepQuarantinedLocked drains a quarantined GPU: kill what proxyd owns on
-// it (retrying), then put its power limit back. Callers hold mu.
+// it (retrying), then put its power limit back. A GPU quarantined only
+// for proxyd's own processes goes back to work by itself once they are
+// gone and the GPU proves free again. Callers hold mu.
 func (s *Switcher) stepQuarantinedLocked(g *gpuRec, now time.Time) {
 	if g.Handle != nil {
 		if g.lastKill.IsZero() || now.Sub(g.lastKill) >= s.cfg.StatusInterval.D() {
@@ -654,6 +765,29 @@ func (s *Switcher) stepQuarantinedLocked(g *gpuRec, now time.Time) {
 	if g.Power != nil && !g.powerTried {
 		g.powerTried = true
 		s.launchPowerLocked(g, "restore power", 0, false)
+		return
+	}
+	if !g.selfBlocked || g.health.State == nvml.Unhealthy {
+		return
+	}
+	if t := g.tel; t != nil && t.Seq > g.lastSeq {
+		g.lastSeq = t.Seq
+		if why := s.notFree(g, t); why == "" {
+			g.freePolls++
+			g.notFree = ""
+		} else {
+			g.freePolls, g.notFree = 0, why
+			if sp := s.splitLocked(g); len(sp.others) > 0 {
+				// Someone else's process arrived: now it needs an operator.
+				g.selfBlocked = false
+				s.event(Event{GPU: g.UUID, From: g.State, To: g.State, Reason: ReasonForeignProcess, Processes: processOwners(sp.others),
+					Message: "stays quarantined until an operator resumes it: " + describeProcs(sp.others) + " appeared on it, not proxyd's"})
+			}
+		}
+	}
+	if g.freePolls >= s.cfg.FreePolls {
+		s.enter(g, StateIdle, ReasonGPUFree, fmt.Sprintf("proxyd's own workload that held it is gone and the GPU was free for %d "+
+			"consecutive samples: back to work without an operator", g.freePolls))
 	}
 }
 

@@ -25,7 +25,9 @@ import (
 //     (or there is no file), otherwise stopped;
 //   - nothing of proxyd's but processes: quarantined as foreign_process
 //     (nothing killed), unless the file says proxyd was freeing the GPU
-//     (then the proof of free decides);
+//     (then the proof of free decides) or every process carries a marker
+//     of proxyd's (a leftover its runtime no longer lists: the proof of
+//     free decides, and an exec leftover gets a forced stop if it stays);
 //   - nothing at all: idle, or heading back to its contract through the
 //     proof of free.
 //
@@ -120,6 +122,7 @@ func (s *Switcher) reconcileOnStart(ctx context.Context) {
 	}
 	s.reconciled, s.holdReason = true, nil
 	s.persistLocked()
+	s.publishKnownLocked()
 	s.log.Info("switcher reconciled its state with the GPUs", zap.Int("gpus", len(s.order)), zap.Int("workloads_found", countListed(found)))
 }
 
@@ -238,21 +241,42 @@ func (s *Switcher) reconcileGPULocked(g *gpuRec, running []runtime.Handle) {
 		if known {
 			what = describeProcs(procs)
 		}
+		leftover := known
+		for _, p := range procs {
+			leftover = leftover && p.Owner.Proxyd()
+		}
+		if leftover {
+			// proxyd's own, though no runtime lists it (a status_command
+			// that lies): prove the GPU free, force it off if it stays.
+			for _, p := range procs {
+				if h, ok := runtime.ExecHandleFromMarker(p.Owner.Workload); ok && s.rts[runtime.KindExec] != nil && g.Handle == nil {
+					h.GPUIndex = g.Index
+					g.Handle = &h
+				}
+			}
+			if !headingAI {
+				g.Contract = ""
+			}
+			g.Workload = ""
+			s.enterWith(g, StateVerifyingFree, ReasonReconcileVerify, what+": proxyd's own, though no runtime lists it; "+
+				"proving the GPU free, with a forced stop if it stays", procs)
+			return
+		}
 		switch prev {
 		case StateStoppingMiner, StateDrainingAI, StateVerifyingFree:
 			if !headingAI {
 				g.Contract = ""
 			}
 			g.Workload = ""
-			set(StateVerifyingFree, ReasonReconcileVerify, what+" while proxyd was freeing the GPU: proving it free")
+			s.enterWith(g, StateVerifyingFree, ReasonReconcileVerify, what+" while proxyd was freeing the GPU: proving it free", procs)
 		default:
 			if !known {
 				set(StateVerifyingFree, ReasonReconcileVerify, what+": proving the GPU free before any work")
 				return
 			}
 			g.Contract, g.Workload = "", ""
-			set(StateQuarantined, ReasonForeignProcess, what+" on the GPU, none of them proxyd's: left running and untouched; "+
-				"find the owner (nvidia-smi), then resume the GPU")
+			s.enterWith(g, StateQuarantined, ReasonForeignProcess, what+" on the GPU, none of them proxyd's: left running and untouched; "+
+				"find the owner (nvidia-smi), then resume the GPU", procs)
 		}
 
 	default:

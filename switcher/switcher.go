@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/hashgate/proxyd/gpuproc"
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
@@ -107,6 +109,10 @@ type Switcher struct {
 	persistErr   error
 	stopped      bool
 	pending      []func() // ops launched in this pass, started after the state is written
+
+	// known is the snapshot KnownWorkloads reads (written under mu, read
+	// without it by NVML's sampling goroutine).
+	known atomic.Pointer[[]gpuproc.Known]
 }
 
 // gpuRec is the switcher's record of one GPU. Guarded by Switcher.mu.
@@ -134,6 +140,18 @@ type gpuRec struct {
 	lastKill   time.Time
 	powerTried bool
 	strayRetry time.Time
+
+	// releasedID is the handle whose stop or kill reported success, from
+	// the sample releasedSeq on; the handle is forgotten once a later
+	// sample shows none of its processes (settleHandleLocked).
+	releasedID  string
+	releasedSeq uint64
+	// selfBlocked: quarantined only because proxyd's own processes
+	// survived a forced stop; it leaves quarantine by itself once the GPU
+	// proves free.
+	selfBlocked bool
+	// proofWait says why a started workload is not proven yet.
+	proofWait string
 }
 
 // opResult carries an op's outcome back to the loop: apply runs with
@@ -386,6 +404,7 @@ func (s *Switcher) applyResult(r opResult) {
 		r.apply(g)
 	}
 	s.persistLocked()
+	s.publishKnownLocked()
 }
 
 // launch queues fn as an op for g: it starts once the pass has written
@@ -457,8 +476,11 @@ func (s *Switcher) event(e Event) {
 		fields = append(fields, zap.String("contract", e.Contract))
 	}
 	fields = append(fields, zap.String("detail", e.Message))
+	if len(e.Processes) > 0 {
+		fields = append(fields, zap.Any("processes", e.Processes))
+	}
 	switch e.Reason {
-	case ReasonGPUNotReleased, ReasonForeignProcess, ReasonUnhealthy, ReasonAIStartFailed, ReasonAIStartTimeout,
+	case ReasonGPUNotReleased, ReasonForeignProcess, ReasonUnhealthy, ReasonWrongGPU, ReasonKillOwned, ReasonAIStartFailed, ReasonAIStartTimeout,
 		ReasonMinerStartFailed, ReasonMinerStopFailed, ReasonAIStopFailed, ReasonReconcileConflict:
 		s.log.Warn("switcher", fields...)
 	default:
@@ -469,6 +491,12 @@ func (s *Switcher) event(e Event) {
 // enter moves g to a state and resets the per-state bookkeeping. Callers
 // hold mu.
 func (s *Switcher) enter(g *gpuRec, to State, reason, msg string) {
+	s.enterWith(g, to, reason, msg, nil)
+}
+
+// enterWith is enter for a transition caused by GPU processes: the
+// journal entry lists each with its owner. Callers hold mu.
+func (s *Switcher) enterWith(g *gpuRec, to State, reason, msg string, procs []nvml.Process) {
 	now := s.clock.Now()
 	from := g.State
 	if s.metrics != nil && from != "" {
@@ -483,11 +511,12 @@ func (s *Switcher) enter(g *gpuRec, to State, reason, msg string) {
 	g.status, g.statusErr, g.startErr, g.stopErr = nil, nil, nil, nil
 	g.lastStatus, g.lastKill = time.Time{}, time.Time{}
 	g.freePolls, g.notFree, g.foreignPolls = 0, "", 0
+	g.selfBlocked, g.proofWait = false, ""
 	if g.tel != nil {
 		g.lastSeq = g.tel.Seq
 	}
 	g.Escalated = false
-	s.event(Event{GPU: g.UUID, From: from, To: to, Reason: reason, Message: msg, Contract: g.Contract})
+	s.event(Event{GPU: g.UUID, From: from, To: to, Reason: reason, Message: msg, Contract: g.Contract, Processes: processOwners(procs)})
 }
 
 // holdLocked says why no new work may start, or nil. Callers hold mu.

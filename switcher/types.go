@@ -116,9 +116,12 @@ type GPUStatus struct {
 	// Deadline is when the current waiting state escalates.
 	Deadline *time.Time `json:"deadline,omitempty"`
 	// NotFree says why the proof of free has not passed yet.
-	NotFree string          `json:"not_free,omitempty"`
-	Cordon  *Cordon         `json:"cordon"`
-	Handle  *runtime.Handle `json:"workload_handle,omitempty"`
+	NotFree string `json:"not_free,omitempty"`
+	// ProofOfStart says what a started workload still lacks to count as
+	// running (no process of it on the GPU yet).
+	ProofOfStart string          `json:"proof_of_start,omitempty"`
+	Cordon       *Cordon         `json:"cordon"`
+	Handle       *runtime.Handle `json:"workload_handle,omitempty"`
 	// PowerSnapshot is the power limit the GPU had before its first
 	// profile, restored exactly when it goes idle.
 	PowerSnapshot *nvml.PowerSnapshot `json:"power_snapshot,omitempty"`
@@ -135,6 +138,9 @@ type Event struct {
 	Reason   string `json:"reason"`
 	Message  string `json:"message"`
 	Contract string `json:"contract,omitempty"`
+	// Processes are the GPU processes the decision is about, each with its
+	// owner (mining, ai:<contract>, foreign, unknown).
+	Processes []ProcessOwner `json:"processes,omitempty"`
 }
 
 // Contract is a demand for GPUs, declared by id: putting the same contract

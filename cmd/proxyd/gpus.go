@@ -23,8 +23,10 @@ const gpusSampleTimeout = 30 * time.Second
 func gpusCmd(args []string, io stdio) int {
 	fs := newFlagSet("gpus", "[--config FILE] [--backend auto|nvml|simulated] [--json]",
 		"List this node's GPUs from the configured [gpu] backend, as nvidia-smi would, with proxyd's\n"+
-			"health verdict from one telemetry sample. (XID events are seen only by the running daemon:\n"+
-			"GET /api/v1/gpus shows its view.) Exits 1 when no GPU backend is available, naming why.", io)
+			"health verdict from one telemetry sample, and every GPU process with its owner (mining,\n"+
+			"ai:<contract>, foreign, or unknown with the reason) read from /proc. (XID events, and the\n"+
+			"containers proxyd started, are known only to the running daemon: GET /api/v1/gpus shows its\n"+
+			"view.) Exits 1 when no GPU backend is available, naming why.", io)
 	path := fs.String("config", config.DefaultPath, "TOML config `file` ([gpu] section); defaults apply if the default file is absent")
 	backend := fs.String("backend", "", "override [gpu] backend: auto, nvml or simulated")
 	asJSON := fs.Bool("json", false, "print JSON (the shape of GET /api/v1/gpus) instead of a table")
@@ -134,9 +136,40 @@ func printGPUTable(w io.Writer, n nvml.Node) {
 	for _, p := range n.Problems {
 		notes = append(notes, "problem: "+p)
 	}
+	printProcessTable(w, n)
 	if len(notes) > 0 {
 		fmt.Fprintf(w, "\n%s\n", strings.Join(notes, "\n"))
 	}
+}
+
+// printProcessTable lists every GPU process with its owner; nothing when
+// no GPU has one.
+func printProcessTable(w io.Writer, n nvml.Node) {
+	type row struct {
+		gpu int
+		p   nvml.Process
+	}
+	var rows []row
+	for _, g := range n.GPUs {
+		ps, _ := g.Telemetry.Processes()
+		for _, p := range ps {
+			rows = append(rows, row{g.Index, p})
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "GPU\tPID\tMEMORY\tOWNER")
+	for _, r := range rows {
+		mem := fmt.Sprintf("%dMiB", r.p.UsedMemoryBytes>>20)
+		if r.p.MemoryUnknown {
+			mem = "?"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", r.gpu, r.p.PID, mem, r.p.Owner)
+	}
+	tw.Flush()
 }
 
 // field prints a telemetry value, "n/a" where the GPU does not support it

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashgate/proxyd/nvml"
+	"github.com/hashgate/proxyd/nvml/nvmlsim"
 )
 
 func runGPUsCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -207,4 +210,62 @@ func TestRunSimulatedServesGPUs(t *testing.T) {
 		}
 	}
 	stopDaemon(t, p)
+}
+
+// startSimGPUProcess starts a real `sleep` that the simulated backend
+// shows on a GPU (PROXYD_SIM_GPU), with extra environment; it is killed
+// when the test ends.
+func startSimGPUProcess(t *testing.T, gpu string, env ...string) int {
+	t.Helper()
+	cmd := exec.Command("sleep", "120")
+	cmd.Env = append(append(os.Environ(), "PROXYD_SIM_GPU="+gpu), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd.Process.Pid
+}
+
+// Every GPU process shows with its owner, in the table and in --json.
+func TestGPUsShowsProcessOwners(t *testing.T) {
+	uuid := nvmlsim.New(nvmlsim.Options{Node: simNode(t)}).UUIDs()[4]
+	miner := startSimGPUProcess(t, uuid, "PROXYD_WORKLOAD=exec:mining:"+uuid, "PROXYD_CONTRACT=", "PROXYD_SIM_GPU_MIB=3000")
+	foreign := startSimGPUProcess(t, uuid)
+	var n nvml.Node
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		code, out, errOut := runGPUsCmd(t, "--backend", "simulated", "--json")
+		if code != exitOK {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		if err := json.Unmarshal([]byte(out), &n); err != nil {
+			t.Fatal(err)
+		}
+		if ps, _ := n.GPUs[4].Telemetry.Processes(); len(ps) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the processes never showed on GPU 4: %+v", n.GPUs[4].Telemetry)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	owners := map[int]string{}
+	for _, g := range n.GPUs {
+		ps, _ := g.Telemetry.Processes()
+		for _, p := range ps {
+			if p.Owner.Class == "" {
+				t.Errorf("GPU %d pid %d has no owner", g.Index, p.PID)
+			}
+			owners[int(p.PID)] = p.Owner.Class
+		}
+	}
+	if owners[miner] != "mining" || owners[foreign] != "foreign" {
+		t.Errorf("owners %v: want %d mining, %d foreign", owners, miner, foreign)
+	}
+	_, out, _ := runGPUsCmd(t, "--backend", "simulated")
+	for _, want := range []string{"OWNER", fmt.Sprintf("%d  3000MiB  mining (exec:mining:%s, comm sleep", miner, uuid),
+		fmt.Sprintf("%d  1024MiB  foreign (comm sleep", foreign)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
 }

@@ -62,7 +62,7 @@ func TestParseErrors(t *testing.T) {
 		{"server extranonce2 too big", "[[server]]\nname=\"f\"\nlisten=\":3333\"\nextranonce2_size=9\n", []string{`"server[0].extranonce2_size"`, "2 to 8", "line 4"}},
 		{"server names unknown pool", "[[server]]\nname=\"f\"\nlisten=\":3333\"\npools=[\"nope\"]\n", []string{`"server[0].pools"`, `"nope"`}},
 		{"duplicate server names", "[[server]]\nname=\"f\"\nlisten=\":1\"\n[[server]]\nname=\"f\"\nlisten=\":2\"\n", []string{`"server[1].name"`, "duplicate"}},
-		{"pool tls url refused", "[[pool]]\nname=\"p\"\nurl=\"stratum+ssl://h:443\"\nuser=\"u\"\n", []string{`"pool[0].url"`, "stratum+ssl", "not supported"}},
+		{"pool http url refused", "[[pool]]\nname=\"p\"\nurl=\"http://h:443\"\nuser=\"u\"\n", []string{`"pool[0].url"`, "http", "not supported"}},
 		{"pool without user", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\n", []string{`"pool[0].user"`}},
 		{"pool bad identity", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\nuser=\"u\"\nidentity=\"each\"\n", []string{`"pool[0].identity"`, `"passthrough"`}},
 		{"contract end before start", "[[contract]]\nid=\"c\"\ngpus=1\nworkload=\"w\"\nstart=2026-12-02T00:00:00Z\nend=2026-12-01T00:00:00Z\n", []string{`"contract[0].end"`, "after start"}},
@@ -212,4 +212,32 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted config violates validation: %+v", c)
 		}
 	})
+}
+
+// TLS pools: accepted with stratum+ssl/stratum+tls; their keys are refused
+// on a plain pool, a CA file must be readable PEM, a pin a SHA-256 digest.
+func TestPoolTLSKeys(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pin := strings.Repeat("a1", 32)
+	base := "[[server]]\nname = \"s\"\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"p\"\nuser = \"acct\"\n"
+	tests := []struct{ pool, wantErr string }{
+		{`url = "stratum+ssl://pool.example.net:443"`, ""},
+		{`url = "stratum+tls://pool.example.net:443"` + "\ntls_pin_sha256 = [\"" + pin + "\"]\ntls_server_name = \"pool.example.net\"", ""},
+		{`url = "stratum+tcp://pool.example.net:3333"` + "\nca_file = \"/x.pem\"", `"pool[0].ca_file": applies only to a TLS pool`},
+		{`url = "stratum+tcp://pool.example.net:3333"` + "\ntls_pin_sha256 = [\"" + pin + "\"]", `"pool[0].tls_pin_sha256": applies only to a TLS pool`},
+		{`url = "stratum+ssl://pool.example.net:443"` + "\ntls_pin_sha256 = [\"abc\"]", `is not a SHA-256 digest`},
+		{`url = "stratum+ssl://pool.example.net:443"` + "\nca_file = \"" + filepath.Join(dir, "missing.pem") + "\"", `"pool[0].ca_file": cannot be read`},
+		{`url = "stratum+ssl://pool.example.net:443"` + "\nca_file = \"" + notPEM + "\"", `holds no PEM certificate`},
+		{`url = "http://pool.example.net:443"`, `scheme "http"`},
+	}
+	for _, tc := range tests {
+		_, err := Parse([]byte(base + tc.pool + "\n"))
+		if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: error %v, want %q", tc.pool, err, tc.wantErr)
+		}
+	}
 }

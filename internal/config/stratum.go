@@ -1,9 +1,12 @@
 package config
 
 import (
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -54,11 +57,24 @@ type Pool struct {
 	// {user} is the pool's user, {worker} the part of the miner's name after
 	// its first dot (the whole name if it has none), {name} the whole name.
 	WorkerTemplate string `toml:"worker_template"`
-	// NoJobTimeout: a pool that sends no job for this long is unhealthy.
+	// NoJobTimeout: a pool that sends no job for this long is unhealthy; a
+	// session silent for twice this long is replaced by a fresh one.
 	NoJobTimeout Duration `toml:"no_job_timeout"`
-	// MaxRejectRate: a pool rejecting more than this fraction of the last
-	// forwarded shares (at least 20 of them) is unhealthy.
+	// MaxRejectRate is the reject alert threshold: a pool that rejects (or
+	// leaves unanswered past submit_timeout) more than this fraction of its
+	// last 50 forwarded shares, judged from 20 and none older than 5m, is
+	// in reject alert. It stays healthy: miners move off it only to a pool
+	// without an alert, and with none they stay. Block candidates do not
+	// count. (Before, this made the pool unhealthy.)
 	MaxRejectRate float64 `toml:"max_reject_rate"`
+	// CAFile, TLSServerName and TLSPinSHA256 apply to a stratum+ssl:// (or
+	// stratum+tls://) url: a PEM bundle of roots to trust instead of the
+	// system's, the name to verify instead of the url's host, and SHA-256
+	// digests (hex) of the pool's leaf certificate or public key (SPKI), one
+	// of which the pool must present on top of a verified chain.
+	CAFile        string   `toml:"ca_file"`
+	TLSServerName string   `toml:"tls_server_name"`
+	TLSPinSHA256  []string `toml:"tls_pin_sha256"`
 }
 
 // Server defaults, applied to each [[server]] before validation.
@@ -157,9 +173,11 @@ func validatePools(v *validator, pools []Pool) {
 			v.addf(k("name"), "duplicate pool name %q", p.Name)
 		}
 		names[p.Name] = true
-		if _, _, err := ParsePoolURL(p.URL); err != nil {
+		_, scheme, err := ParsePoolURL(p.URL)
+		if err != nil {
 			v.addf(k("url"), "%v", err)
 		}
+		validatePoolTLS(v, k, p, IsTLSScheme(scheme))
 		if p.User == "" {
 			v.addf(k("user"), "must not be empty: it is the account the pool credits")
 		}
@@ -176,21 +194,56 @@ func validatePools(v *validator, pools []Pool) {
 	}
 }
 
-// ParsePoolURL checks a stratum+tcp://host:port URL and returns host:port.
-// TLS pools (stratum+ssl) are refused with a clear message rather than
-// silently spoken to in plain text.
+// IsTLSScheme reports whether a pool url's scheme means TLS.
+func IsTLSScheme(scheme string) bool { return scheme == "stratum+ssl" || scheme == "stratum+tls" }
+
+// validatePoolTLS checks the TLS keys of a pool: they need a TLS url, the
+// CA file must be readable PEM (run would refuse it too) and every pin a
+// SHA-256 digest.
+func validatePoolTLS(v *validator, k func(string) string, p *Pool, tls bool) {
+	if !tls {
+		for key, set := range map[string]bool{"ca_file": p.CAFile != "", "tls_server_name": p.TLSServerName != "", "tls_pin_sha256": len(p.TLSPinSHA256) > 0} {
+			if set {
+				v.addf(k(key), "applies only to a TLS pool: write the url as stratum+ssl://host:port")
+			}
+		}
+		return
+	}
+	if p.CAFile != "" {
+		pem, err := os.ReadFile(p.CAFile)
+		switch {
+		case err != nil:
+			v.addf(k("ca_file"), "cannot be read: %v", err)
+		case !x509.NewCertPool().AppendCertsFromPEM(pem):
+			v.addf(k("ca_file"), "%s holds no PEM certificate", p.CAFile)
+		}
+	}
+	if strings.ContainsAny(p.TLSServerName, " /:") {
+		v.addf(k("tls_server_name"), "%q is not a host name", p.TLSServerName)
+	}
+	for _, pin := range p.TLSPinSHA256 {
+		h := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(pin), ":", ""))
+		if b, err := hex.DecodeString(h); err != nil || len(b) != 32 {
+			v.addf(k("tls_pin_sha256"), "%q is not a SHA-256 digest (64 hex digits, colons allowed)", pin)
+		}
+	}
+}
+
+// ParsePoolURL checks a stratum+tcp://host:port (or TLS: stratum+ssl://,
+// stratum+tls://) URL and returns host:port and the scheme. Nothing is ever
+// spoken in plain text to a pool configured for TLS.
 func ParsePoolURL(raw string) (addr string, scheme string, err error) {
 	if raw == "" {
-		return "", "", fmt.Errorf("must not be empty; write stratum+tcp://host:port")
+		return "", "", fmt.Errorf("must not be empty; write stratum+tcp://host:port or stratum+ssl://host:port")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", "", fmt.Errorf("%q is not a URL: %v", raw, err)
 	}
 	switch u.Scheme {
-	case "stratum+tcp", "tcp":
+	case "stratum+tcp", "tcp", "stratum+ssl", "stratum+tls":
 	default:
-		return "", "", fmt.Errorf("scheme %q in %q is not supported; use stratum+tcp://host:port", u.Scheme, raw)
+		return "", "", fmt.Errorf("scheme %q in %q is not supported; use stratum+tcp://host:port or stratum+ssl://host:port", u.Scheme, raw)
 	}
 	host, port, err := net.SplitHostPort(u.Host)
 	if err != nil || host == "" {

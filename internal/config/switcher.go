@@ -133,6 +133,12 @@ const (
 	maxWarmupModelBytes  = 256
 )
 
+// Proof-of-start modes.
+const (
+	ProofProcess = "process"
+	ProofNone    = "none"
+)
+
 // ReadinessPreset returns the HTTP path and status a readiness preset
 // probes; ok is false for "running" and "http".
 func ReadinessPreset(kind string) (path string, status int, ok bool) {
@@ -184,6 +190,11 @@ type Workload struct {
 	// PortPerGPU gives the instance on GPU index i the port Port+i, so
 	// several instances can share the host network.
 	PortPerGPU bool `toml:"port_per_gpu"`
+	// ProofOfStart: "process" (the default) holds MINING / SERVING_AI until
+	// a process attributed to the workload holds its GPU (and none holds
+	// another GPU); "none" trusts the status and readiness checks alone,
+	// for workloads that open no GPU context until their first request.
+	ProofOfStart string `toml:"proof_of_start"`
 
 	// docker
 	Image   string   `toml:"image"`
@@ -268,6 +279,7 @@ func defaultSwitcher() Switcher {
 func (w *Workload) applyDefaults() {
 	setIf(&w.StopTimeout, Duration(30*time.Second))
 	setIf(&w.Readiness, ReadinessRunning)
+	setIf(&w.ProofOfStart, ProofProcess)
 	if path, status, ok := ReadinessPreset(w.Readiness); ok {
 		setIf(&w.ReadinessPath, path)
 		setIf(&w.ReadinessStatus, status)
@@ -386,6 +398,7 @@ func (w *Workload) validate(v *validator, key string) {
 		v.addf(k("readiness"), "is \"running\" but readiness_path or readiness_status is set; use readiness = \"http\" to probe")
 	}
 	w.validateWarmup(v, k)
+	v.oneOf(k("proof_of_start"), w.ProofOfStart, ProofProcess, ProofNone)
 	v.intRange(k("port"), int64(w.Port), 0, 65535)
 	if w.PortPerGPU && w.Port == 0 {
 		v.addf(k("port_per_gpu"), "needs a port")

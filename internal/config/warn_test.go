@@ -49,8 +49,8 @@ func TestErrorsRedactURLs(t *testing.T) {
 		name, toml string
 		want       []string // must appear
 	}{
-		{"pool url with an unsupported scheme", "[[pool]]\nname=\"p\"\nuser=\"u\"\nurl=\"stratum+ssl://acct:hunter2@pool.example.net:3333/?api_key=s3cret\"\n",
-			[]string{`"pool[0].url"`, "stratum+ssl://redacted@pool.example.net:3333/?api_key=redacted"}},
+		{"pool url with an unsupported scheme", "[[pool]]\nname=\"p\"\nuser=\"u\"\nurl=\"stratum+http://acct:hunter2@pool.example.net:3333/?api_key=s3cret\"\n",
+			[]string{`"pool[0].url"`, "stratum+http://redacted@pool.example.net:3333/?api_key=redacted"}},
 		{"pool url without a port", "[[pool]]\nname=\"p\"\nuser=\"u\"\nurl=\"stratum+tcp://acct:hunter2@pool.example.net?api_key=s3cret\"\n",
 			[]string{`"pool[0].url"`, "redacted@pool.example.net"}},
 		{"pool url that does not parse", "[[pool]]\nname=\"p\"\nuser=\"u\"\nurl=\"stratum+tcp://acct:hunter2@pool.example.net:3333/%zz?api_key=s3cret\"\n",

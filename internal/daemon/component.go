@@ -36,6 +36,13 @@ type APIProvider interface {
 	RegisterAPI(mux *http.ServeMux)
 }
 
+// ReadyNoter is a Component that can be ready and still have something an
+// operator should see (a pool in reject alert that keeps carrying because
+// nothing better is healthy). /readyz lists the notes without failing.
+type ReadyNoter interface {
+	ReadyNotes() []string
+}
+
 // Reloader is a Component that can take a new config on SIGHUP. It applies
 // what can change live and returns the keys that need a restart; an error
 // means it kept its old config.

@@ -155,6 +155,9 @@ type readiness struct {
 	Phase      string            `json:"phase"`
 	Components map[string]string `json:"components"`
 	NotReady   []string          `json:"not_ready,omitempty"`
+	// Notes are conditions worth an operator's look that do not make
+	// proxyd unready, each prefixed with its component's name.
+	Notes []string `json:"notes,omitempty"`
 }
 
 func (d *Daemon) readiness() readiness {
@@ -172,6 +175,11 @@ func (d *Daemon) readiness() readiness {
 			rd.Ready = false
 		} else {
 			rd.Components[c.Name()] = "ok"
+		}
+		if n, ok := c.(ReadyNoter); ok {
+			for _, note := range n.ReadyNotes() {
+				rd.Notes = append(rd.Notes, c.Name()+": "+note)
+			}
 		}
 	}
 	sort.Strings(rd.NotReady)

@@ -86,9 +86,16 @@ func (d *Device) GetPciInfo() (gonvml.PciInfo, gonvml.Return) {
 // process's memory.
 func (d *Device) GetMemoryInfo() (gonvml.Memory, gonvml.Return) {
 	var m gonvml.Memory
+	real := d.srv.realOn(d)
 	ret := d.read(0, func(g *GPUState) gonvml.Return {
 		m.Total = d.Device.MemoryInfo.Total
-		m.Used = g.memoryUsed(m.Total)
+		used := g.memoryUsed(m.Total)
+		for _, p := range real {
+			if !g.hasPID(p.pid) {
+				used += p.mem
+			}
+		}
+		m.Used = min(used, m.Total)
 		m.Free = m.Total - m.Used
 		return gonvml.SUCCESS
 	})
@@ -298,6 +305,10 @@ func (d *Device) GetGraphicsRunningProcesses() ([]gonvml.ProcessInfo, gonvml.Ret
 
 func (d *Device) processes(graphics bool) ([]gonvml.ProcessInfo, gonvml.Return) {
 	var out []gonvml.ProcessInfo
+	var real []realProc
+	if !graphics {
+		real = d.srv.realOn(d)
+	}
 	ret := d.read(FeatureProcesses, func(g *GPUState) gonvml.Return {
 		out = []gonvml.ProcessInfo{}
 		for _, p := range g.Processes {
@@ -310,6 +321,12 @@ func (d *Device) processes(graphics bool) ([]gonvml.ProcessInfo, gonvml.Return) 
 			}
 			out = append(out, gonvml.ProcessInfo{Pid: p.PID, UsedGpuMemory: mem,
 				GpuInstanceId: 0xFFFFFFFF, ComputeInstanceId: 0xFFFFFFFF})
+		}
+		for _, p := range real {
+			if !g.hasPID(p.pid) { // a simulated process of that PID wins
+				out = append(out, gonvml.ProcessInfo{Pid: p.pid, UsedGpuMemory: p.mem,
+					GpuInstanceId: 0xFFFFFFFF, ComputeInstanceId: 0xFFFFFFFF})
+			}
 		}
 		return gonvml.SUCCESS
 	})

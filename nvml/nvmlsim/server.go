@@ -14,6 +14,19 @@
 // rather than through the mock's XxxFunc fields: the mock records every call
 // it sees, which would grow without bound in a simulated daemon left running
 // for days. Everything else (MIG bookkeeping, unwired calls) is the mock's.
+//
+// Real processes on simulated GPUs: with Options.Procs set (nvml.OpenLibrary
+// sets it for [gpu] backend = "simulated"), every process on this machine
+// whose environment has PROXYD_SIM_GPU=<a GPU's UUID or index> is listed as
+// a compute process of that GPU, using PROXYD_SIM_GPU_MIB MiB of its memory
+// (default 1024). They are found in /proc on every process or memory query
+// (one scan serves the queries of one telemetry pass), so a script or test
+// outside this repository can put load on a simulated GPU by starting any
+// program with that variable, and take it off by ending it. An index names
+// that GPU on every simulated server of the machine, a UUID only on servers
+// of the same Node (PROXYD_SIM_NODE for a daemon). Server is also a
+// gpuproc.Inspector: it answers for its simulated processes (their Env) and
+// reads /proc for real ones.
 package nvmlsim
 
 import (
@@ -25,6 +38,8 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	"github.com/google/uuid"
+
+	"github.com/hashgate/proxyd/gpuproc"
 )
 
 // busIDs are the PCI bus ids of a real DGX A100's eight GPUs.
@@ -44,6 +59,9 @@ type Options struct {
 	// AfterFunc schedules Schedule's updates; nil uses time.AfterFunc. Tests
 	// with a fake clock pass their own.
 	AfterFunc func(d time.Duration, f func()) (stop func() bool)
+	// Procs, when set, is where real processes with PROXYD_SIM_GPU are
+	// found (and inspected); nil: simulated processes only.
+	Procs *gpuproc.ProcFS
 }
 
 // Server is a simulated NVML library with eight A100 GPUs.
@@ -52,6 +70,10 @@ type Server struct {
 
 	afterFunc func(time.Duration, func()) func() bool
 	devices   []*Device // fixed after New
+	procs     *gpuproc.ProcFS
+
+	scanMu sync.Mutex // guards scan; held while /proc is read, never with mu
+	scan   realScan
 
 	mu        sync.Mutex // guards every Device's state, the event sets and the fields below
 	sets      map[*EventSet]struct{}
@@ -76,7 +98,7 @@ func New(opts Options) *Server {
 		sets:   map[*EventSet]struct{}{},
 		timers: map[int]func() bool{},
 	}
-	s.afterFunc = opts.AfterFunc
+	s.afterFunc, s.procs = opts.AfterFunc, opts.Procs
 	if s.afterFunc == nil {
 		s.afterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 	}

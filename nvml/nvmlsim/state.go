@@ -40,6 +40,11 @@ type Process struct {
 	NotAvailable bool
 	// Graphics lists the process among graphics processes instead of compute.
 	Graphics bool
+	// Env is the simulated process's environment, "NAME=value" (the
+	// simulated runtime puts proxyd's workload markers here); Comm its
+	// command name. The server's Inspect reports them.
+	Env  []string
+	Comm string
 }
 
 // A100 idle and limit values the simulated GPUs start with.
@@ -149,6 +154,13 @@ func (g *GPUState) StartProcess(pid uint32, mem uint64) {
 	g.Processes = append(g.Processes, Process{PID: pid, UsedMemory: mem})
 }
 
+// AddProcess adds (or replaces) a process with everything Process holds.
+func (g *GPUState) AddProcess(p Process) {
+	g.Processes = slices.DeleteFunc(g.Processes, func(x Process) bool { return x.PID == p.PID })
+	p.Env = slices.Clone(p.Env)
+	g.Processes = append(g.Processes, p)
+}
+
 // StopProcess removes a process and reports whether it did; with
 // RefuseRelease set it removes nothing.
 func (g *GPUState) StopProcess(pid uint32) bool {
@@ -181,4 +193,8 @@ func (g *GPUState) clone() GPUState {
 	c := *g
 	c.Processes = slices.Clone(g.Processes)
 	return c
+}
+
+func (g *GPUState) hasPID(pid uint32) bool {
+	return slices.ContainsFunc(g.Processes, func(p Process) bool { return p.PID == pid })
 }

@@ -34,6 +34,17 @@ func startProxy(t *testing.T, pools []*stratumtest.Pool, serverExtra, poolExtra 
 // One poolExtra applies to every pool; several apply to pool i each.
 func startProxyLevels(t *testing.T, pools []*stratumtest.Pool, levels []int, serverExtra string, poolExtra ...string) *testProxy {
 	t.Helper()
+	urls := make([]string, len(pools))
+	for i, pl := range pools {
+		urls[i] = pl.URL()
+	}
+	return startProxyURLs(t, urls, levels, serverExtra, poolExtra...)
+}
+
+// startProxyURLs is startProxyLevels for pools given by URL (a relay in
+// front of a test pool, say).
+func startProxyURLs(t *testing.T, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
+	t.Helper()
 	// Defaults for the tests; a key given in serverExtra replaces its default.
 	defaults := []string{
 		`name = "farm"`, `listen = "127.0.0.1:0"`, `initial_difficulty = 0.00001`, `min_difficulty = 0.0000001`,
@@ -46,7 +57,7 @@ func startProxyLevels(t *testing.T, pools []*stratumtest.Pool, levels []int, ser
 			doc += d + "\n"
 		}
 	}
-	for i, pl := range pools {
+	for i, url := range urls {
 		doc += fmt.Sprintf(`
 [[pool]]
 name = "pool%d"
@@ -56,7 +67,7 @@ password = "x"
 submit_timeout = "2s"
 level = %d
 %s
-`, i, pl.URL(), level(levels, i), extraFor(poolExtra, i))
+`, i, url, level(levels, i), extraFor(poolExtra, i))
 	}
 	cfg, err := config.Parse([]byte(doc))
 	if err != nil {

@@ -21,6 +21,9 @@ type metrics struct {
 	blockCandidates *prometheus.CounterVec // server, pool
 	poolUp          *prometheus.GaugeVec   // server, pool
 	poolChanges     *prometheus.CounterVec // server, pool, reason
+	poolRejectRatio *prometheus.GaugeVec   // server, pool
+	poolRejectAlert *prometheus.GaugeVec   // server, pool
+	dials           *prometheus.CounterVec // server, pool
 	routeLevel      *prometheus.GaugeVec   // server
 	moves           *prometheus.CounterVec // server
 }
@@ -66,11 +69,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "proxyd_block_candidates_total", Help: "Shares whose hash met the network target (forwarded first).",
 		}, []string{"server", "pool"}),
 		poolUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "proxyd_pool_up", Help: "1 while the pool is healthy for the listener (connected, authorized, delivering jobs, rejects under the limit).",
+			Name: "proxyd_pool_up", Help: "1 while the pool is healthy for the listener (connected, authorized, delivering jobs). A high reject ratio does not make it unhealthy: see proxyd_pool_reject_alert.",
 		}, []string{"server", "pool"}),
 		poolChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "proxyd_pool_state_changes_total", Help: "Pool health changes by reason (healthy, connection, no_job, reject_rate, starting).",
+			Name: "proxyd_pool_state_changes_total", Help: "Pool health changes by reason (healthy, connection, no_job, starting).",
 		}, []string{"server", "pool", "reason"}),
+		poolRejectRatio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "proxyd_pool_reject_ratio",
+			Help: "Fraction of the pool's last 50 verdicts (none older than 5m, block candidates left out) that were rejects or timeouts.",
+		}, []string{"server", "pool"}),
+		poolRejectAlert: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "proxyd_pool_reject_alert",
+			Help: "1 while the pool's reject ratio is above max_reject_rate (judged from 20 verdicts). Miners then move only to a pool without an alert, if one is healthy.",
+		}, []string{"server", "pool"}),
+		dials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_pool_dials_total", Help: "Sessions opened (dial attempts) to each pool, failed ones included.",
+		}, []string{"server", "pool"}),
 		routeLevel: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "proxyd_route_level", Help: "The failover level carrying the listener's hashrate; -1 when no pool is healthy.",
 		}, []string{"server"}),
@@ -78,7 +92,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "proxyd_miner_moves_total", Help: "Miners moved between pool sessions (session loss, failover, fail-back, rebalance).",
 		}, []string{"server"}),
 	}
-	for _, c := range []prometheus.Collector{m.moves, m.poolUp, m.poolChanges, m.routeLevel, m.minersConnected, m.shares, m.shareDiffSum, m.upstreamSess, m.submitLatency,
+	for _, c := range []prometheus.Collector{m.moves, m.poolUp, m.poolChanges, m.poolRejectRatio, m.poolRejectAlert, m.dials, m.routeLevel, m.minersConnected, m.shares, m.shareDiffSum, m.upstreamSess, m.submitLatency,
 		m.fanout, m.downBytes, m.upBytes, m.connRefused, m.disconnects, m.blockCandidates} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

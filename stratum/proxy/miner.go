@@ -68,6 +68,10 @@ type miner struct {
 	connectedAt time.Time
 	closeOnce   sync.Once
 	closed      chan struct{}
+	// ctx ends when the miner closes (or the proxy stops): it bounds every
+	// wait done on the miner's behalf, so no task outlives it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	protoErrors int // owned by the line being handled (one at a time)
 
@@ -110,6 +114,7 @@ func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *m
 		workers: map[string]*workerStats{},
 		vd:      newVardiff(srv.cfg.SharesPerMinute, srv.cfg.MinDifficulty, srv.cfg.MaxDifficulty, now),
 	}
+	m.ctx, m.cancel = context.WithCancel(p.ctx)
 	m.wq = newWriteQueue(conn, minerQueueLimit, minerWriteWait, false,
 		p.metrics.downBytes.WithLabelValues(srv.cfg.Name, "out"),
 		func(err error) { m.close("write_failed", err) })
@@ -287,17 +292,18 @@ func (m *miner) handle(msg *stratum.Message) bool {
 }
 
 // ensureSession gives the miner an upstream session and extranonce prefix,
-// on pool to when given, else where routing says.
-func (m *miner) ensureSession() error { return m.ensureSessionOn(nil) }
+// on pool to when given, else where routing says. It waits at most wait,
+// and not past the miner's close.
+func (m *miner) ensureSession() error { return m.ensureSessionOn(nil, m.srv.cfg.SubscribeTimeout.D()) }
 
-func (m *miner) ensureSessionOn(pl *pool) error {
+func (m *miner) ensureSessionOn(pl *pool, wait time.Duration) error {
 	m.mu.Lock()
 	has := m.up != nil
 	m.mu.Unlock()
 	if has {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(m.p.ctx, m.srv.cfg.SubscribeTimeout.D())
+	ctx, cancel := context.WithTimeout(m.ctx, wait)
 	defer cancel()
 	var (
 		up     *upstream
@@ -687,7 +693,10 @@ func (m *miner) relocate(from *upstream, to *pool, why string) {
 		m.reconnect(why)
 		return
 	}
-	if err := m.ensureSessionOn(to); err != nil {
+	if err := m.ensureSessionOn(to, rehomeTimeout); err != nil {
+		if isDone(m.closed) {
+			return // it left while it waited: nothing to move
+		}
 		m.log().Warn("no pool session to move the miner to; disconnecting so its firmware can fail over", zap.Error(err))
 		m.close("no_pool_session", err)
 		return
@@ -735,12 +744,27 @@ func (m *miner) hashrateLocked(now time.Time) float64 {
 func (m *miner) reconnect(why string) {
 	rc := stratum.Reconnect{}
 	m.send(stratum.AppendNotification(nil, &rc))
-	time.AfterFunc(reconnectGrace, func() { m.close("reconnect", errors.New(why)) })
+	closeIt := func() { m.close("reconnect", errors.New(why)) }
+	if !m.p.tasks.spawn(func() {
+		t := time.NewTimer(reconnectGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			closeIt()
+		case <-m.ctx.Done(): // closed meanwhile, or the proxy is stopping
+		}
+	}) {
+		closeIt()
+	}
 }
 
 // close tears the connection down once; reason labels the metric.
 func (m *miner) close(reason string, err error) {
 	m.closeOnce.Do(func() {
+		// Counted before the socket closes, so whoever sees the
+		// disconnect also sees it counted.
+		m.p.metrics.disconnects.WithLabelValues(m.srv.cfg.Name, reason).Inc()
+		m.cancel()
 		close(m.closed)
 		_ = m.conn.Close()
 		m.wq.close()
@@ -753,7 +777,6 @@ func (m *miner) close(reason string, err error) {
 			up.detach(m, prefix)
 		}
 		m.srv.remove(m)
-		m.p.metrics.disconnects.WithLabelValues(m.srv.cfg.Name, reason).Inc()
 		m.p.retire(m)
 		if err != nil && reason != "closed_by_miner" {
 			m.log().Debug("miner disconnected", zap.String("reason", reason), zap.Error(err))

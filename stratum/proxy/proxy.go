@@ -43,7 +43,8 @@ type Proxy struct {
 	// in-flight shares have their verdicts.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // listeners, janitor, pool keepers, pool sessions
+	tasks  taskGroup      // miner moves and reconnect grace periods
 
 	handlers *handlers // run miners' lines (shares, handshakes)
 
@@ -186,6 +187,21 @@ func (p *Proxy) Ready() error {
 	return errors.Join(errs...)
 }
 
+// ReadyNotes lists what an operator should know that does not make the proxy
+// unready: pools in reject alert (they still carry when nothing better is
+// there). The daemon shows them in /readyz.
+func (p *Proxy) ReadyNotes() []string {
+	var notes []string
+	for _, s := range p.servers {
+		for _, pl := range s.pools {
+			if n := pl.alertNote(); n != "" {
+				notes = append(notes, "server "+s.cfg.Name+": "+n)
+			}
+		}
+	}
+	return notes
+}
+
 // event records a routing decision in the daemon's journal.
 func (p *Proxy) event(e events.Event) {
 	if p.events != nil {
@@ -231,6 +247,9 @@ func (p *Proxy) Stop(ctx context.Context) error {
 			m.close("shutdown", nil)
 		}
 	}
+	// Miner tasks end with their miner (or the proxy's context); join them
+	// before the sessions, whose endings may still start some (refused now).
+	p.tasks.stopAndWait()
 	p.wg.Wait()
 	acct := p.acct.snapshot()
 	p.log.Info("stratum proxy stopped", zap.Uint64("shares_received", acct.Received), zap.Uint64("forwarded", acct.Forwarded),
@@ -303,21 +322,23 @@ func (p *Proxy) verdict(ps *pendingSubmit, pl *pool, accepted bool, perr *stratu
 		}
 	}
 	m.mu.Unlock()
+	if !ps.candidate { // see noteVerdict
+		pl.noteVerdict(time.Now(), !accepted)
+	}
 	if accepted {
-		pl.noteVerdict(false)
 		p.acct.poolAccepted.Add(1)
 		p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_accepted", "").Inc()
 		m.send(stratum.AppendBoolResult(nil, ps.id, true))
 		return
 	}
-	pl.noteVerdict(true)
 	p.acct.poolRejected.Add(1)
 	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_rejected", poolReason(perr)).Inc()
 	m.send(stratum.AppendError(nil, ps.id, perr.Code, perr.Message))
 }
 
 // noVerdict answers a forwarded share the pool never judged, with an error:
-// never a fake success.
+// never a fake success. A timeout feeds the reject ratio (upstream.expire);
+// a lost session does not: that is the pool's health, judged apart.
 func (p *Proxy) noVerdict(ps *pendingSubmit, pl *pool, reason, message string) {
 	m := ps.m
 	m.mu.Lock()
@@ -325,7 +346,6 @@ func (p *Proxy) noVerdict(ps *pendingSubmit, pl *pool, reason, message string) {
 		ws.reject("no_verdict_" + reason)
 	}
 	m.mu.Unlock()
-	pl.noteVerdict(true)
 	p.acct.noVerdict.Add(1)
 	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "no_verdict", reason).Inc()
 	m.send(stratum.AppendError(nil, ps.id, stratum.CodeOther, message))
@@ -349,4 +369,39 @@ func poolReason(e *stratum.Error) string {
 		return "pool_not_subscribed"
 	}
 	return "pool_other"
+}
+
+// taskGroup runs the short-lived goroutines that act for one miner (a move
+// to another session, a reconnect's grace period) and joins them at
+// shutdown. Each task also ends when its miner closes (miner.ctx). Once
+// stopped, spawn refuses: the caller does the task's work inline or not at
+// all.
+type taskGroup struct {
+	mu      sync.Mutex // guards stopped and wg.Add, so no Add races Wait
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// spawn runs f on a new goroutine and reports whether it did.
+func (g *taskGroup) spawn(f func()) bool {
+	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		return false
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// stopAndWait refuses new tasks and waits for the running ones.
+func (g *taskGroup) stopAndWait() {
+	g.mu.Lock()
+	g.stopped = true
+	g.mu.Unlock()
+	g.wg.Wait()
 }

@@ -2,23 +2,49 @@ package proxy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/hashgate/proxyd/internal/events"
+	"github.com/hashgate/proxyd/internal/logkeep"
 )
 
 // Routing: each listener carries its hashrate on one failover level at a time,
 // the lowest level with a healthy pool. Within the level, miners are placed
 // so that each pool's share of the hashrate follows its weight.
+//
+// Health and alerts are kept apart on purpose. A pool is unhealthy only when
+// it cannot give miners work: it has no working session (a dial, handshake or
+// session failed) or it sends no job for no_job_timeout. Each of those states
+// ends by itself, with or without miners: the pool's keeper redials with
+// backoff, and a session that sends no job is replaced by a fresh one (see
+// pool.keep and pool.janitor). A pool that rejects or leaves unanswered too
+// many shares still gives work: that is a reject alert. An alert moves miners
+// only to a healthier pool (one without an alert, on the same level or
+// another); with nowhere better to go they stay and keep hashing.
 
-// rejectWindow is how many recent verdicts the reject-rate check looks at,
-// and minRejectSample how many it needs before it judges.
+// Reject alert tuning.
 const (
+	// rejectWindow is how many recent verdicts the reject ratio looks at,
+	// and minRejectSample how many it needs before it judges.
 	rejectWindow    = 50
 	minRejectSample = 20
+	// rejectMaxAge: older verdicts no longer count. A pool its miners were
+	// moved away from gets no verdicts; its alert clears once its last ones
+	// are this old, and fail-back may then try it again.
+	rejectMaxAge = 5 * time.Minute
+	// alertHold: an alert is raised or cleared at most once in this long, so
+	// a ratio hovering at max_reject_rate cannot flood the journal or move
+	// miners back and forth.
+	alertHold = 30 * time.Second
+)
+
+// Routing tuning.
+const (
 	// rebalanceTolerance: a pool within this fraction of its target share is left alone.
 	rebalanceTolerance = 0.02
 	// maxMovesFraction bounds how many miners one rebalance round moves.
@@ -27,43 +53,113 @@ const (
 	lostGrace = time.Second
 )
 
-// poolHealth is one pool's health as one listener sees it. Guarded by the
-// pool's mu.
-type poolHealth struct {
-	up        bool
-	reason    string
-	changedAt time.Time
-	verdicts  [rejectWindow]bool // true: rejected
-	nVerdicts int
-	next      int
-	hashrate  float64 // estimate at the last evaluation
-	miners    int
+// healthCause is why a pool is or is not healthy. Routing and metrics use
+// it; the words in poolHealth.reason are for people and never parsed.
+type healthCause int
+
+const (
+	causeStarting   healthCause = iota // a session is up, no job yet
+	causeHealthy                       // a working session delivering jobs
+	causeNoJob                         // no job for no_job_timeout
+	causeConnection                    // no working session
+)
+
+// String is the cause's metric label (bounded values).
+func (c healthCause) String() string {
+	switch c {
+	case causeHealthy:
+		return "healthy"
+	case causeNoJob:
+		return "no_job"
+	case causeConnection:
+		return "connection"
+	}
+	return "starting"
 }
 
-// noteVerdict feeds the reject-rate check.
-func (pl *pool) noteVerdict(rejected bool) {
+// verdictWindow is a ring of a pool's most recent verdicts on forwarded
+// shares, with when each came.
+type verdictWindow struct {
+	ring [rejectWindow]verdictRecord
+	n    int // filled slots
+	next int
+}
+
+type verdictRecord struct {
+	at  time.Time
+	bad bool // rejected, or never answered within submit_timeout
+}
+
+func (w *verdictWindow) add(at time.Time, bad bool) {
+	w.ring[w.next] = verdictRecord{at: at, bad: bad}
+	w.next = (w.next + 1) % rejectWindow
+	w.n = min(w.n+1, rejectWindow)
+}
+
+// ratio is the bad fraction of the verdicts younger than rejectMaxAge at now,
+// and how many there are.
+func (w *verdictWindow) ratio(now time.Time) (float64, int) {
+	bad, n := 0, 0
+	for i := 0; i < w.n; i++ {
+		r := w.ring[i]
+		if now.Sub(r.at) >= rejectMaxAge {
+			continue
+		}
+		n++
+		if r.bad {
+			bad++
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return float64(bad) / float64(n), n
+}
+
+func (w *verdictWindow) reset() { *w = verdictWindow{} }
+
+// poolHealth is one pool's health and reject alert as one listener sees
+// them. Guarded by the pool's mu.
+type poolHealth struct {
+	up        bool
+	cause     healthCause
+	reason    string
+	changedAt time.Time // when up last changed
+
+	verdicts       verdictWindow
+	alert          bool
+	alertReason    string
+	alertChangedAt time.Time // when alert last changed; zero: never raised
+
+	hashrate float64 // estimate at the last evaluation
+	miners   int
+}
+
+// good: healthy and without a reject alert.
+func (h *poolHealth) good() bool { return h.up && !h.alert }
+
+// goodSince is since when the pool has been good; zero when it is not.
+func (h *poolHealth) goodSince() time.Time {
+	if !h.good() {
+		return time.Time{}
+	}
+	if h.alertChangedAt.After(h.changedAt) {
+		return h.alertChangedAt // the alert cleared after the pool came up
+	}
+	return h.changedAt
+}
+
+// noteVerdict feeds the reject ratio: bad is a reject or a share the pool
+// never answered. Block candidates are not fed: a pool may reject one as a
+// share (above its share target) that the network would take.
+func (pl *pool) noteVerdict(at time.Time, bad bool) {
 	pl.mu.Lock()
-	h := &pl.health
-	h.verdicts[h.next] = rejected
-	h.next = (h.next + 1) % rejectWindow
-	h.nVerdicts = min(h.nVerdicts+1, rejectWindow)
+	pl.health.verdicts.add(at, bad)
 	pl.mu.Unlock()
 }
 
-func (h *poolHealth) rejectRate() (float64, int) {
-	if h.nVerdicts == 0 {
-		return 0, 0
-	}
-	r := 0
-	for i := 0; i < h.nVerdicts; i++ {
-		if h.verdicts[i] {
-			r++
-		}
-	}
-	return float64(r) / float64(h.nVerdicts), h.nVerdicts
-}
-
-// evaluate recomputes the pool's health; it reports a change.
+// evaluate recomputes the pool's health and reject alert; it reports a
+// change of either.
 func (pl *pool) evaluate(now time.Time) (changed bool) {
 	var active []*upstream
 	for _, u := range pl.snapshot() {
@@ -71,7 +167,8 @@ func (pl *pool) evaluate(now time.Time) (changed bool) {
 			active = append(active, u)
 		}
 	}
-	up, reason := true, ""
+	up, cause, reason := true, causeHealthy, ""
+	keep := false // keep the current verdict for now
 	if len(active) == 0 {
 		// Between a lost session and its replacement the pool keeps its
 		// verdict for a moment: a one-off TCP drop is not a failover. A
@@ -83,12 +180,9 @@ func (pl *pool) evaluate(now time.Time) (changed bool) {
 		} else {
 			reason = "lost its session to the pool"
 		}
-		wasUp := pl.health.up
+		keep = !failing && pl.health.up
 		pl.mu.Unlock()
-		if !failing && wasUp {
-			return false
-		}
-		up = false
+		up, cause = false, causeConnection
 	} else {
 		var lastJob, activeSince time.Time
 		for _, u := range active {
@@ -104,41 +198,36 @@ func (pl *pool) evaluate(now time.Time) (changed bool) {
 		limit := pl.cfg.NoJobTimeout.D()
 		switch {
 		case lastJob.IsZero() && now.Sub(activeSince) > limit:
-			up, reason = false, fmt.Sprintf("authorized but sent no job in %s", limit)
+			up, cause, reason = false, causeNoJob, fmt.Sprintf("authorized but sent no job in %s", limit)
 		case !lastJob.IsZero() && now.Sub(lastJob) > limit:
-			up, reason = false, fmt.Sprintf("no new job for %s", now.Sub(lastJob).Round(time.Second))
+			up, cause, reason = false, causeNoJob, fmt.Sprintf("no new job for %s", now.Sub(lastJob).Round(time.Second))
 		case lastJob.IsZero():
-			up, reason = false, "waiting for the first job"
+			up, cause, reason = false, causeStarting, "waiting for the first job"
 		}
 	}
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if up {
-		if rate, n := pl.health.rejectRate(); n >= minRejectSample && rate > pl.cfg.MaxRejectRate {
-			up, reason = false, fmt.Sprintf("rejects %.0f%% of the last %d shares (max_reject_rate %.0f%%)", rate*100, n, pl.cfg.MaxRejectRate*100)
-		}
+	if !keep {
+		changed = pl.setHealthLocked(up, cause, reason, now)
 	}
-	return pl.setHealthLocked(up, reason, now)
+	if pl.evaluateAlertLocked(now) {
+		changed = true
+	}
+	return changed
 }
 
-// markDown records an immediate failure (a session lost with no other
-// active one), without waiting for the next evaluation.
-func (pl *pool) markDown(reason string, now time.Time) bool {
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	return pl.setHealthLocked(false, reason, now)
-}
-
-func (pl *pool) setHealthLocked(up bool, reason string, now time.Time) bool {
+func (pl *pool) setHealthLocked(up bool, cause healthCause, reason string, now time.Time) bool {
 	h := &pl.health
 	if !h.changedAt.IsZero() && h.up == up {
-		h.reason = reason // same state: keep the latest words
+		h.cause, h.reason = cause, reason // same state: keep the latest words
 		return false
 	}
 	first := h.changedAt.IsZero()
-	h.up, h.reason, h.changedAt = up, reason, now
+	h.up, h.cause, h.reason, h.changedAt = up, cause, reason, now
 	if up {
-		h.nVerdicts, h.next = 0, 0 // a recovered pool starts with a clean record
+		// A recovered pool starts with a clean record: what it rejected or
+		// left unanswered while it was failing says nothing about it now.
+		h.verdicts.reset()
 	}
 	m := pl.proxy.metrics
 	v := 0.0
@@ -146,19 +235,67 @@ func (pl *pool) setHealthLocked(up bool, reason string, now time.Time) bool {
 		v = 1
 	}
 	m.poolUp.WithLabelValues(pl.srv.cfg.Name, pl.cfg.Name).Set(v)
-	m.poolChanges.WithLabelValues(pl.srv.cfg.Name, pl.cfg.Name, stateReason(up, reason)).Inc()
+	m.poolChanges.WithLabelValues(pl.srv.cfg.Name, pl.cfg.Name, cause.String()).Inc()
 	if first && !up {
 		return true // still starting: not news
 	}
 	label := reason
 	if up {
 		label = "healthy"
-		pl.log.Info("pool is healthy", zap.Int("level", pl.cfg.Level))
+		pl.log.Info("pool is healthy", zap.Int("pool_level", pl.cfg.Level), logkeep.Field())
 	} else {
-		pl.log.Warn("pool is unhealthy", zap.String("reason", reason), zap.Int("level", pl.cfg.Level))
+		pl.log.Warn("pool is unhealthy", zap.String("reason", reason), zap.String("cause", cause.String()),
+			zap.Int("pool_level", pl.cfg.Level), logkeep.Field())
 	}
 	pl.proxy.event(events.Event{Kind: "pool_health", Subject: pl.srv.cfg.Name + "/" + pl.cfg.Name,
 		From: upDown(!up), To: upDown(up), Reason: label})
+	return true
+}
+
+// evaluateAlertLocked raises or clears the pool's reject alert; pl.mu held.
+// It reports a change.
+func (pl *pool) evaluateAlertLocked(now time.Time) bool {
+	h := &pl.health
+	rate, n := h.verdicts.ratio(now)
+	maxRate := pl.cfg.MaxRejectRate
+	m := pl.proxy.metrics
+	m.poolRejectRatio.WithLabelValues(pl.srv.cfg.Name, pl.cfg.Name).Set(rate)
+	held := !h.alertChangedAt.IsZero() && now.Sub(h.alertChangedAt) < alertHold
+	var why string
+	switch {
+	case !h.alert && n >= minRejectSample && rate > maxRate && !held:
+		h.alert = true
+		why = fmt.Sprintf("rejected or left unanswered %.0f%% of its last %d shares (max_reject_rate %.0f%%)", rate*100, n, maxRate*100)
+	case h.alert && n < minRejectSample:
+		h.alert = false // no recent evidence either way (miners left it, or it reconnected)
+		why = fmt.Sprintf("fewer than %d shares judged in the last %s", minRejectSample, rejectMaxAge)
+	case h.alert && rate <= maxRate && !held:
+		h.alert = false
+		why = fmt.Sprintf("rejected or left unanswered %.0f%% of its last %d shares (max_reject_rate %.0f%%)", rate*100, n, maxRate*100)
+	default:
+		return false
+	}
+	h.alertChangedAt = now
+	v := 0.0
+	if h.alert {
+		v = 1
+		h.alertReason = why
+	} else {
+		h.alertReason = ""
+	}
+	m.poolRejectAlert.WithLabelValues(pl.srv.cfg.Name, pl.cfg.Name).Set(v)
+	from, to := "ok", "alert"
+	if h.alert {
+		pl.log.Warn("pool reject alert: miners move only to a healthier pool, if there is one", zap.String("reason", why),
+			zap.Float64("reject_ratio", rate), zap.Int("shares", n), zap.Float64("max_reject_rate", maxRate),
+			zap.Int("pool_level", pl.cfg.Level), logkeep.Field())
+	} else {
+		from, to = to, from
+		pl.log.Info("pool reject alert cleared", zap.String("reason", why), zap.Float64("reject_ratio", rate), zap.Int("shares", n),
+			zap.Int("pool_level", pl.cfg.Level), logkeep.Field())
+	}
+	pl.proxy.event(events.Event{Kind: "pool_reject_alert", Subject: pl.srv.cfg.Name + "/" + pl.cfg.Name, From: from, To: to, Reason: why,
+		Details: map[string]any{"reject_ratio": rate, "shares": n, "max_reject_rate": maxRate}})
 	return true
 }
 
@@ -169,74 +306,182 @@ func upDown(up bool) string {
 	return "down"
 }
 
-// stateReason maps a health reason to a bounded metric label.
-func stateReason(up bool, reason string) string {
-	switch {
-	case up:
-		return "healthy"
-	case len(reason) >= 10 && reason[:10] == "authorized":
-		return "no_job"
-	case len(reason) >= 6 && reason[:6] == "no new":
-		return "no_job"
-	case len(reason) >= 7 && reason[:7] == "rejects":
-		return "reject_rate"
-	case reason == "waiting for the first job":
-		return "starting"
-	}
-	return "connection"
-}
-
-func (pl *pool) isUp() bool {
+// alertNote describes the pool's reject alert, "" when there is none.
+func (pl *pool) alertNote() string {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	return pl.health.up
+	if !pl.health.alert {
+		return ""
+	}
+	return fmt.Sprintf("pool %s reject alert: %s", pl.cfg.Name, pl.health.alertReason)
 }
 
-// router is one listener's routing state, guarded by its own mutex (taken
-// after no other lock).
+// router is one listener's routing state, guarded by its own mutex (no
+// other lock is taken while it is held).
 type routerState struct {
 	level       int // carrying failover level; -1: no healthy pool
 	since       time.Time
 	noPoolSince time.Time
+	carry       []*pool // the pools carrying at the last evaluation, in config order
 }
 
-// evaluateRouting re-derives the carrying level and moves miners when it
-// changes. It runs on the janitor tick and right after a session is lost.
+// poolState is one pool's health as routing reads it, copied out of the
+// pool's lock so routing decides without holding any.
+type poolState struct {
+	pl        *pool
+	up, good  bool
+	upSince   time.Time
+	goodSince time.Time
+	reason    string
+	alert     string
+}
+
+func (s *server) poolStates() []poolState {
+	out := make([]poolState, 0, len(s.pools))
+	for _, pl := range s.pools {
+		pl.mu.Lock()
+		h := &pl.health
+		st := poolState{pl: pl, up: h.up, good: h.good(), goodSince: h.goodSince(), reason: h.reason, alert: h.alertReason}
+		if h.up {
+			st.upSince = h.changedAt
+		}
+		pl.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}
+
+// carryingOf returns the pools of level l that carry: its healthy pools
+// without a reject alert or, when each of its healthy pools has one, all of
+// them (a pool in alert still beats no work).
+func carryingOf(states []poolState, l int) []*pool {
+	if l < 0 {
+		return nil
+	}
+	var good, up []*pool
+	for _, st := range states {
+		if st.pl.cfg.Level != l {
+			continue
+		}
+		if st.good {
+			good = append(good, st.pl)
+		}
+		if st.up {
+			up = append(up, st.pl)
+		}
+	}
+	if len(good) > 0 {
+		return good
+	}
+	return up
+}
+
+// levelSince is since when level l has had a healthy pool (a good one when
+// good is set) without a break: the earliest such pool's since.
+func levelSince(states []poolState, l int, good bool) time.Time {
+	var since time.Time
+	for _, st := range states {
+		t := st.upSince
+		if good {
+			t = st.goodSince
+		}
+		if st.pl.cfg.Level != l || t.IsZero() {
+			continue
+		}
+		if since.IsZero() || t.Before(since) {
+			since = t
+		}
+	}
+	return since
+}
+
+func levelHas(states []poolState, l int, good bool) bool {
+	for _, st := range states {
+		if st.pl.cfg.Level != l {
+			continue
+		}
+		if good && st.good || !good && st.up {
+			return true
+		}
+	}
+	return false
+}
+
+func samePools(a, b []*pool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func poolNames(pools []*pool) string {
+	names := make([]string, len(pools))
+	for i, pl := range pools {
+		names[i] = pl.cfg.Name
+	}
+	return strings.Join(names, ",")
+}
+
+// evaluateRouting re-derives the carrying level and pools and moves miners
+// when they change. It runs on the janitor tick and right after a session
+// is lost.
+//
+// The level is the lowest with a good pool (healthy, no reject alert), or,
+// when no pool is good, the lowest with a healthy one. Moving to a worse
+// level happens at once; moving to a better one (fail-back) only after it
+// has been good, and the current one has carried, for failback_delay.
 func (s *server) evaluateRouting(now time.Time) {
 	for _, pl := range s.pools {
 		pl.evaluate(now)
 	}
-	best := -1
-	for _, pl := range s.pools {
-		if pl.isUp() && (best == -1 || pl.cfg.Level < best) {
-			best = pl.cfg.Level
+	states := s.poolStates()
+	bestUp, bestGood := -1, -1
+	for _, st := range states {
+		if st.up && (bestUp == -1 || st.pl.cfg.Level < bestUp) {
+			bestUp = st.pl.cfg.Level
 		}
+		if st.good && (bestGood == -1 || st.pl.cfg.Level < bestGood) {
+			bestGood = st.pl.cfg.Level
+		}
+	}
+	target := bestGood
+	if target == -1 {
+		target = bestUp
 	}
 	s.rmu.Lock()
 	cur := s.route.level
 	next := cur
 	reason := ""
 	switch {
-	case best == -1:
+	case bestUp == -1:
 		next = -1
 		if s.route.noPoolSince.IsZero() {
 			s.route.noPoolSince = now
 		}
 		reason = "no pool of this listener is healthy"
-	case cur == -1 || !s.levelUp(cur):
-		next = best
+	case cur == -1 || !levelHas(states, cur, false):
+		next = target
 		reason = fmt.Sprintf("level %d has no healthy pool", cur)
 		if cur == -1 {
 			reason = "a pool is healthy again"
 		}
-	case best < cur:
-		if since := s.levelHealthySince(best); !since.IsZero() && now.Sub(since) >= s.cfg.FailbackDelay.D() &&
+	case target > cur && !levelHas(states, cur, true):
+		next = target
+		reason = fmt.Sprintf("every healthy pool of level %d is in reject alert; level %d has one that is not", cur, target)
+	case target < cur:
+		good := target == bestGood
+		if since := levelSince(states, target, good); !since.IsZero() && now.Sub(since) >= s.cfg.FailbackDelay.D() &&
 			now.Sub(s.route.since) >= s.cfg.FailbackDelay.D() {
-			next = best
-			reason = fmt.Sprintf("level %d has been healthy for %s (failback_delay %s)", best, now.Sub(since).Round(time.Second), s.cfg.FailbackDelay)
+			next = target
+			reason = fmt.Sprintf("level %d has been healthy for %s (failback_delay %s)", target, now.Sub(since).Round(time.Second), s.cfg.FailbackDelay)
 		}
 	}
-	if best != -1 {
+	if bestUp != -1 {
 		s.route.noPoolSince = time.Time{}
 	}
 	changed := next != cur
@@ -248,10 +493,15 @@ func (s *server) evaluateRouting(now time.Time) {
 			s.everRouted = true
 		}
 	}
+	prevCarry := s.route.carry
+	carry := carryingOf(states, next)
+	carryChanged := !samePools(prevCarry, carry)
+	s.route.carry = carry
 	noPoolSince := s.route.noPoolSince
 	s.rmu.Unlock()
 
-	if changed {
+	switch {
+	case changed:
 		kind := "failover"
 		if next != -1 && cur != -1 && next < cur {
 			kind = "failback"
@@ -263,19 +513,50 @@ func (s *server) evaluateRouting(now time.Time) {
 		if quiet {
 			log = s.log.Info
 		}
-		log("routing changed", zap.String("kind", kind), zap.Int("from_level", cur), zap.Int("to_level", next), zap.String("reason", reason))
+		log("routing changed", zap.String("kind", kind), zap.Int("from_level", cur), zap.Int("to_level", next),
+			zap.String("reason", reason), zap.String("carrying", poolNames(carry)), logkeep.Field())
 		s.p.event(events.Event{Kind: kind, Subject: s.cfg.Name, From: levelName(cur), To: levelName(next), Reason: reason})
 		s.p.metrics.routeLevel.WithLabelValues(s.cfg.Name).Set(float64(next))
 		if next != -1 {
-			s.moveOffLevel(next, kind+": "+reason)
+			s.moveOff(carry, kind+": "+reason)
 		}
+	case carryChanged && next != -1 && len(prevCarry) > 0:
+		// Same level, other pools: one of them left the carrying set (it
+		// went down, or into reject alert while another is fine). Its
+		// miners move now; one that joins is filled by placement and
+		// rebalancing.
+		var left []*pool
+		for _, pl := range prevCarry {
+			if !slices.Contains(carry, pl) {
+				left = append(left, pl)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		var why []string
+		for _, st := range states {
+			if slices.Contains(left, st.pl) {
+				w := st.reason
+				if st.up {
+					w = st.alert
+				}
+				why = append(why, st.pl.cfg.Name+": "+w)
+			}
+		}
+		reason = fmt.Sprintf("level %d: %s left the carrying pools (%s)", next, poolNames(left), strings.Join(why, "; "))
+		s.log.Warn("routing changed", zap.String("kind", "failover"), zap.Int("from_level", cur), zap.Int("to_level", next),
+			zap.String("reason", reason), zap.String("carrying", poolNames(carry)), logkeep.Field())
+		s.p.event(events.Event{Kind: "failover", Subject: s.cfg.Name, From: poolNames(prevCarry), To: poolNames(carry), Reason: reason})
+		s.moveOff(carry, "failover: "+reason)
 	}
 	// With no healthy pool: after the grace, drop the miners so their
-	// firmware fails over to its own backup pools (fake work is worse).
-	if best == -1 && !noPoolSince.IsZero() && now.Sub(noPoolSince) >= s.cfg.NoPoolGrace.D() {
+	// firmware fails over to its own backup pools (fake work is worse). A
+	// pool in reject alert is healthy: it never gets here.
+	if bestUp == -1 && !noPoolSince.IsZero() && now.Sub(noPoolSince) >= s.cfg.NoPoolGrace.D() {
 		if miners := s.snapshot(); len(miners) > 0 {
 			s.log.Warn("no healthy pool for longer than no_pool_grace: disconnecting miners so their firmware fails over",
-				zap.Int("miners", len(miners)), zap.Duration("no_pool_grace", s.cfg.NoPoolGrace.D()))
+				zap.Int("miners", len(miners)), zap.Duration("no_pool_grace", s.cfg.NoPoolGrace.D()), logkeep.Field())
 			s.p.event(events.Event{Kind: "disconnect_all", Subject: s.cfg.Name, Reason: "no healthy pool for " + s.cfg.NoPoolGrace.String(),
 				Details: map[string]any{"miners": len(miners)}})
 			for _, m := range miners {
@@ -292,44 +573,13 @@ func levelName(l int) string {
 	return fmt.Sprintf("level %d", l)
 }
 
-// levelUp: some pool of level l is healthy.
-func (s *server) levelUp(l int) bool {
-	for _, pl := range s.pools {
-		if pl.cfg.Level == l && pl.isUp() {
-			return true
-		}
-	}
-	return false
-}
-
-// levelHealthySince is since when level l has had a healthy pool without a
-// break (the earliest up-transition among its healthy pools).
-func (s *server) levelHealthySince(l int) time.Time {
-	var since time.Time
-	for _, pl := range s.pools {
-		if pl.cfg.Level != l {
-			continue
-		}
-		pl.mu.Lock()
-		if pl.health.up && (since.IsZero() || pl.health.changedAt.Before(since)) {
-			since = pl.health.changedAt
-		}
-		pl.mu.Unlock()
-	}
-	return since
-}
-
 // isCarrying: pl is one of the pools new work should go to.
 func (s *server) isCarrying(pl *pool) bool {
-	for _, c := range s.carrying() {
-		if c == pl {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(s.carrying(), pl)
 }
 
-// carrying returns the healthy pools of the carrying level.
+// carrying returns the pools new work goes to: those of the carrying level
+// without a reject alert, or all its healthy ones when each has one.
 func (s *server) carrying() []*pool {
 	s.rmu.Lock()
 	level := s.route.level
@@ -337,24 +587,18 @@ func (s *server) carrying() []*pool {
 	if level < 0 {
 		return nil
 	}
-	var out []*pool
-	for _, pl := range s.pools {
-		if pl.cfg.Level == level && pl.isUp() {
-			out = append(out, pl)
-		}
-	}
-	return out
+	return carryingOf(s.poolStates(), level)
 }
 
-// moveOffLevel moves every miner whose pool is not on level l: exactly one
-// move each, to the new level.
-func (s *server) moveOffLevel(l int, why string) {
+// moveOff moves every miner whose pool is not in carry: exactly one move
+// each, to where routing places it.
+func (s *server) moveOff(carry []*pool, why string) {
 	for _, m := range s.snapshot() {
 		m.mu.Lock()
 		up := m.up
 		m.mu.Unlock()
-		if up != nil && up.pool.cfg.Level != l {
-			go m.move(up, why)
+		if up != nil && !slices.Contains(carry, up.pool) {
+			s.p.tasks.spawn(func() { m.move(up, why) })
 		}
 	}
 }
@@ -479,7 +723,8 @@ func (s *server) rebalance(now time.Time) {
 		}
 		gap -= c.hashrate
 		moved++
-		go c.m.moveTo(under, fmt.Sprintf("rebalance: %s above its weighted share, %s below", over.cfg.Name, under.cfg.Name))
+		m, why := c.m, fmt.Sprintf("rebalance: %s above its weighted share, %s below", over.cfg.Name, under.cfg.Name)
+		s.p.tasks.spawn(func() { m.moveTo(under, why) })
 	}
 	if moved > 0 {
 		s.p.event(events.Event{Kind: "rebalance", Subject: s.cfg.Name, From: over.cfg.Name, To: under.cfg.Name,

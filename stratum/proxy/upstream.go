@@ -103,6 +103,9 @@ type upstream struct {
 	done  chan struct{} // closed when the session has ended
 	jobs  atomic.Pointer[jobSet]
 	wq    *writeQueue // nil until connected
+	// started is when the pool opened the session (set before run starts,
+	// read under the pool's mu).
+	started time.Time
 
 	mu          sync.Mutex
 	conn        net.Conn
@@ -118,6 +121,7 @@ type upstream struct {
 	pending     map[uint64]*pendingSubmit
 	nextID      uint64
 	connectedAt time.Time
+	readyAt     time.Time // when the handshake completed; zero before
 	lastJobAt   time.Time
 	emptySince  time.Time // when the last miner left; zero while miners are on it
 	accepted    uint64
@@ -125,6 +129,7 @@ type upstream struct {
 	noVerdict   uint64
 	latency     time.Duration          // EWMA of submit round trips
 	draining    bool                   // takes no new miners (pool asked us to reconnect)
+	retired     bool                   // closed by us (idle, or silent): its end says nothing about the pool
 	workerAuths map[string]*workerAuth // passthrough: upstream names authorized on this session
 	authPending map[uint64]*workerAuth // by request id
 }
@@ -192,13 +197,9 @@ func (u *upstream) run(ctx context.Context) {
 }
 
 func (u *upstream) session(ctx context.Context) error {
-	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", u.pool.addr)
+	conn, err := dialPool(ctx, u.pool.addr, u.pool.tls, dialTimeout)
 	if err != nil {
 		return fmt.Errorf("connecting to pool %s at %s: %w", u.pool.cfg.Name, u.pool.addr, err)
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
 	}
 	m := u.pool.proxy.metrics
 	wq := newWriteQueue(conn, upstreamQueueLimit, 30*time.Second, true,
@@ -208,13 +209,9 @@ func (u *upstream) session(ctx context.Context) error {
 	u.connectedAt = time.Now()
 	u.wq = wq
 	u.mu.Unlock()
-	go func() { // the session ends with ctx (shutdown) too
-		select {
-		case <-ctx.Done():
-			_ = conn.Close()
-		case <-u.done:
-		}
-	}()
+	// The session ends with ctx (shutdown) too.
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
 
 	// BIP310: negotiate version rolling first, then subscribe and
 	// authorize, pipelined: one round trip instead of three.
@@ -385,8 +382,10 @@ func (u *upstream) onAuthorize(msg *stratum.Message) error {
 		return fmt.Errorf("pool %s authorized before answering mining.subscribe", u.pool.cfg.Name)
 	}
 	u.state = stateActive
+	u.readyAt = time.Now()
 	u.mu.Unlock()
 	close(u.ready)
+	u.pool.sessionReady()
 	u.log.Info("pool session ready", zap.String("user", u.pool.cfg.User))
 	return nil
 }
@@ -700,9 +699,27 @@ func (u *upstream) expire(now time.Time, timeout time.Duration) {
 	}
 	u.mu.Unlock()
 	for _, ps := range late {
+		if !ps.candidate { // see noteVerdict
+			u.pool.noteVerdict(now, true)
+		}
 		u.pool.proxy.noVerdict(ps, u.pool, "timeout",
 			fmt.Sprintf("the pool did not answer within %s", timeout))
 	}
+}
+
+// silentSince reports whether the active session has sent no job for at
+// least d at now, and since when (its last job, else its handshake).
+func (u *upstream) silentSince(now time.Time, d time.Duration) (time.Time, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	since := u.lastJobAt
+	if since.IsZero() {
+		since = u.readyAt
+	}
+	if u.state != stateActive || u.draining || since.IsZero() {
+		return since, false
+	}
+	return since, now.Sub(since) >= d
 }
 
 func (u *upstream) pendingCount() int {
@@ -711,11 +728,11 @@ func (u *upstream) pendingCount() int {
 	return len(u.pending)
 }
 
-// close ends the session.
+// close ends the session by our decision.
 func (u *upstream) close() {
 	u.mu.Lock()
 	conn := u.conn
-	u.draining = true
+	u.draining, u.retired = true, true
 	u.mu.Unlock()
 	if conn != nil {
 		_ = conn.Close()

@@ -30,6 +30,15 @@
 // Stop/Start/Restart on the same port) drive failure scenarios, and
 // Stats, Sessions, Shares, Jobs and WaitFor observe the result.
 //
+// With a JobTemplate (PoolOptions.Template, then SetTemplate for each new
+// block) the jobs are built on a real block from outside, such as a node's
+// getblocktemplate: its prevhash, version, nbits, height, coinbase outputs
+// and merkle branch. Each share on such a job records the coinbase the pool
+// hashed and the template, so the provider can assemble and submit the
+// block; a share that meets the network target is accepted even below the
+// session's difficulty, as a pool takes any block. Package
+// stratumtest/regtest drives a Pool this way from a btcd regtest node.
+//
 // # Miners
 //
 // DialMiner (or NewMiner) connects one simulated ASIC with a firmware

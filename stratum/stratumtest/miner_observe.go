@@ -344,6 +344,15 @@ func (m *Miner) WaitJob(ctx context.Context) error {
 	})
 }
 
+// WaitPoolJob waits until the newest job the miner holds on a ready
+// connection is the Pool's job seq or a later one (Pool.NewJob and
+// Pool.SetTemplate return the seq; a proxy passes it through in coinb2).
+func (m *Miner) WaitPoolJob(ctx context.Context, seq uint64) error {
+	return m.waitLoop(ctx, fmt.Sprintf("pool job %d", seq), func() (bool, error) {
+		return m.readyLocked() && len(m.jobs) > 0 && m.jobs[len(m.jobs)-1].data.poolSeq >= seq, nil
+	})
+}
+
 // WaitFor waits until cond holds for the miner's counters.
 func (m *Miner) WaitFor(ctx context.Context, cond func(MinerStats) bool) error {
 	return m.waitLoop(ctx, "condition", func() (bool, error) {

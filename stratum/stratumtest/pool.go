@@ -63,6 +63,10 @@ type PoolOptions struct {
 	NBits uint32
 	// BlockHeight goes into the coinbase (BIP34); default 900000.
 	BlockHeight uint32
+	// Template, when set, is the first JobTemplate: every job is built on
+	// it (and on those SetTemplate installs later) instead of an invented
+	// block, and NBits, BlockHeight and MerkleBranches are not used.
+	Template *JobTemplate
 	// KeepJobs is how many recent jobs stay valid; older ones are stale
 	// (21). A clean job makes all earlier ones stale. Default 8.
 	KeepJobs int
@@ -177,6 +181,7 @@ type Pool struct {
 	jobLog      []*poolJob          // every job created (bounded)
 	jobSeq      uint64
 	jobIDBase   uint64
+	tmpl        *templateState // nil: invented blocks
 	prevHash    [32]byte
 	payout      [20]byte
 	difficulty  float64
@@ -219,6 +224,13 @@ func StartPool(opts PoolOptions) (*Pool, error) {
 		users:      make(map[string]*UserStats),
 		accepted:   make(map[chainhash.Hash]struct{}),
 		changed:    make(chan struct{}),
+	}
+	if opts.Template != nil {
+		st, err := newTemplateState(opts.Template)
+		if err != nil {
+			return nil, err
+		}
+		p.tmpl = st
 	}
 	p.e1Base = p.rng.Uint64()
 	p.jobIDBase = uint64(p.rng.Uint32())
@@ -366,8 +378,9 @@ func (p *Pool) Kick(sessionID uint64) bool {
 }
 
 // NewJob creates a job and sends it to every subscribed, authorized session
-// (unless NoJobs). clean=true also gives it a new prevhash (a new block)
-// and makes every earlier job stale. It returns the job's record.
+// (unless NoJobs). clean=true also gives it a new prevhash (a new block;
+// with a JobTemplate the template's prevhash stays) and makes every earlier
+// job stale. It returns the job's record.
 func (p *Pool) NewJob(clean bool) JobInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -19,6 +19,7 @@ type poolJob struct {
 	ntime     uint32
 	clean     bool
 	cb        coinbaseTemplate
+	tmpl      *JobTemplate // the template it was built on; nil for an invented block
 	branch    [][32]byte
 	branchHex []string
 	createdAt time.Time
@@ -52,25 +53,37 @@ type JobInfo struct {
 // newest valid job and logs it. clean=true makes every earlier job stale.
 func (p *Pool) createJobLocked(clean bool) *poolJob {
 	p.jobSeq++
-	var commitment [32]byte
-	fillRand(p.rng, commitment[:])
+	now := time.Now()
 	j := &poolJob{
 		seq:       p.jobSeq,
 		id:        strconv.FormatUint(p.jobIDBase+p.jobSeq, 16),
 		prevHash:  p.prevHash,
 		version:   DefaultJobVersion,
 		nbits:     p.opts.NBits,
-		ntime:     uint32(time.Now().Unix()),
+		ntime:     uint32(now.Unix()),
 		clean:     clean,
-		cb:        newCoinbaseTemplate(p.opts.BlockHeight, p.jobSeq, p.payout, commitment),
-		branch:    make([][32]byte, p.opts.MerkleBranches),
-		createdAt: time.Now(),
+		createdAt: now,
 		lines:     make(map[int][]byte),
 		seen:      make(map[chainhash.Hash]struct{}),
 	}
+	if st := p.tmpl; st != nil {
+		t := st.t
+		j.tmpl = t
+		j.prevHash, j.version, j.nbits = t.PrevHash, t.Version, t.NBits
+		j.ntime = max(j.ntime, t.NTime)
+		j.cb = newCoinbase(t.Height, p.jobSeq, st.outputs)
+		j.branch = st.branch
+	} else {
+		var commitment [32]byte
+		fillRand(p.rng, commitment[:])
+		j.cb = newCoinbaseTemplate(p.opts.BlockHeight, p.jobSeq, p.payout, commitment)
+		j.branch = make([][32]byte, p.opts.MerkleBranches)
+		for i := range j.branch {
+			fillRand(p.rng, j.branch[i][:])
+		}
+	}
 	j.branchHex = make([]string, len(j.branch))
 	for i := range j.branch {
-		fillRand(p.rng, j.branch[i][:])
 		j.branchHex[i] = hex.EncodeToString(j.branch[i][:])
 	}
 	if clean {

@@ -193,13 +193,44 @@ type coinbaseTemplate struct {
 // the null prevout, scriptSig = BIP34 height ‖ extranonces ‖ pool tag and
 // job sequence, a P2WPKH payout and a witness-commitment OP_RETURN.
 func newCoinbaseTemplate(height uint32, seq uint64, payout [20]byte, commitment [32]byte) coinbaseTemplate {
+	var outs []byte
+	outs = append(outs, 0x02) // two outputs
+	outs = binary.LittleEndian.AppendUint64(outs, 312_500_000)
+	outs = append(outs, 0x16, 0x00, 0x14) // P2WPKH: OP_0 PUSH20
+	outs = append(outs, payout[:]...)
+	outs = binary.LittleEndian.AppendUint64(outs, 0)
+	outs = append(outs, 0x26, 0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed) // OP_RETURN witness commitment
+	outs = append(outs, commitment[:]...)
+	return newCoinbase(height, seq, outs)
+}
+
+// newCoinbase builds a version 2 coinbase with one input (the null prevout,
+// scriptSig = BIP34 height ‖ extranonces ‖ pool tag and job sequence) and
+// outputs, the serialized output count and outputs.
+func newCoinbase(height uint32, seq uint64, outputs []byte) coinbaseTemplate {
 	var c coinbaseTemplate
 	c.prefix = append(c.prefix, 0x02, 0x00, 0x00, 0x00) // tx version 2
 	c.prefix = append(c.prefix, 0x01)                   // one input
 	c.prefix = append(c.prefix, make([]byte, 32)...)    // null prevout hash
 	c.prefix = append(c.prefix, 0xff, 0xff, 0xff, 0xff) // prevout index
+	c.heightPush = heightPush(height)
 
-	// BIP34: minimal script-number push of the height.
+	var tag []byte
+	tag = append(tag, poolTag...)
+	tag = binary.BigEndian.AppendUint64(tag, seq)
+	c.tagLen = len(tag)
+
+	b2 := make([]byte, 0, len(tag)+4+len(outputs)+4)
+	b2 = append(b2, tag...)
+	b2 = append(b2, 0xff, 0xff, 0xff, 0xff) // sequence
+	b2 = append(b2, outputs...)
+	b2 = append(b2, 0x00, 0x00, 0x00, 0x00) // locktime
+	c.coinb2 = b2
+	return c
+}
+
+// heightPush is BIP34's minimal script-number push of a block height.
+func heightPush(height uint32) []byte {
 	var num []byte
 	for h := height; h > 0; h >>= 8 {
 		num = append(num, byte(h))
@@ -207,25 +238,7 @@ func newCoinbaseTemplate(height uint32, seq uint64, payout [20]byte, commitment 
 	if len(num) > 0 && num[len(num)-1]&0x80 != 0 {
 		num = append(num, 0)
 	}
-	c.heightPush = append([]byte{byte(len(num))}, num...)
-
-	var tag []byte
-	tag = append(tag, poolTag...)
-	tag = binary.BigEndian.AppendUint64(tag, seq)
-	c.tagLen = len(tag)
-
-	b2 := append([]byte(nil), tag...)
-	b2 = append(b2, 0xff, 0xff, 0xff, 0xff) // sequence
-	b2 = append(b2, 0x02)                   // two outputs
-	b2 = binary.LittleEndian.AppendUint64(b2, 312_500_000)
-	b2 = append(b2, 0x16, 0x00, 0x14) // P2WPKH: OP_0 PUSH20
-	b2 = append(b2, payout[:]...)
-	b2 = binary.LittleEndian.AppendUint64(b2, 0)
-	b2 = append(b2, 0x26, 0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed) // OP_RETURN witness commitment
-	b2 = append(b2, commitment[:]...)
-	b2 = append(b2, 0x00, 0x00, 0x00, 0x00) // locktime
-	c.coinb2 = b2
-	return c
+	return append([]byte{byte(len(num))}, num...)
 }
 
 // coinb1 returns the bytes before the extranonce region for an extranonce

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/hashgate/proxyd/gpuproc"
 )
 
 // KindExec is the exec runtime's Kind.
@@ -26,11 +29,18 @@ const maxOutput = 4096
 // stop_command stops it (and waits), kill_command (optional) forces it.
 // Commands are argv lists run without a shell, each in its own process
 // group under a timeout that kills the whole group; their output goes to
-// the log.
+// the log. Every command runs with the instance's markers (MarkerEnv), so
+// what start_command launches carries PROXYD_WORKLOAD=<handle ID>; the
+// handle records start_command's process group. A forced stop without
+// kill_command SIGKILLs the processes that carry the marker (in that
+// group, or escaped from it with setsid), never any other; when none
+// does (a workload systemd starts, outside proxyd's process tree),
+// stop_command is all it has.
 type Exec struct {
 	log   *zap.Logger
 	probe *http.Client
 	now   func() time.Time
+	procs *gpuproc.ProcFS
 }
 
 var _ Runtime = (*Exec)(nil)
@@ -44,23 +54,19 @@ func NewExec(log *zap.Logger, probe *http.Client) *Exec {
 	if probe == nil {
 		probe = &http.Client{Timeout: ProbeTimeout}
 	}
-	return &Exec{log: log, probe: probe, now: time.Now}
+	return &Exec{log: log, probe: probe, now: time.Now, procs: gpuproc.NewProcFS("/proc")}
 }
 
 // Kind implements Runtime.
 func (e *Exec) Kind() string { return KindExec }
 
-func execID(in Instance) string {
-	if in.Contract == "" {
-		return fmt.Sprintf("exec:%s:%s", in.Workload, in.GPUUUID)
-	}
-	return fmt.Sprintf("exec:%s:%s:%s", in.Workload, in.Contract, in.GPUUUID)
-}
+func execID(in Instance) string { return MarkerFor(KindExec, in) }
 
 // cmdResult is one command's outcome.
 type cmdResult struct {
 	code   int // -1: did not exit normally (timeout, signal, not found)
 	output string
+	pid    int // the command's PID, also its process group; 0 if it did not start
 }
 
 // run runs argv under timeout and logs what it did. err is set when the
@@ -73,6 +79,8 @@ func (e *Exec) run(ctx context.Context, what string, argv []string, timeout time
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// The markers last: they win over any of the same name proxyd inherited.
+	cmd.Env = append(os.Environ(), MarkerEnv(execID(in), in)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Stdin = nil
@@ -85,6 +93,9 @@ func (e *Exec) run(ctx context.Context, what string, argv []string, timeout time
 	t0 := e.now()
 	err := cmd.Run()
 	res := cmdResult{code: -1, output: tail(out.Bytes(), maxOutput)}
+	if cmd.Process != nil {
+		res.pid = cmd.Process.Pid
+	}
 	fields := []zap.Field{zap.String("command", what), zap.Strings("argv", argv), zap.String("gpu", in.GPUUUID),
 		zap.String("workload", in.Workload), zap.Duration("took", e.now().Sub(t0)), zap.String("output", res.output)}
 	var exitErr *exec.ExitError
@@ -119,7 +130,7 @@ func (e *Exec) Start(ctx context.Context, spec Spec, in Instance) (Handle, error
 	if res.code != 0 {
 		return Handle{}, fmt.Errorf("starting %s: start_command exited %d: %s", in, res.code, res.output)
 	}
-	return Handle{Runtime: KindExec, ID: execID(in), Instance: in, StartedAt: e.now()}, nil
+	return Handle{Runtime: KindExec, ID: execID(in), Instance: in, StartedAt: e.now(), PGID: res.pid}, nil
 }
 
 // Status implements Runtime: status_command exit 0 means running.
@@ -143,10 +154,18 @@ func (e *Exec) Status(ctx context.Context, spec Spec, h Handle) (Status, error) 
 
 // Stop implements Runtime: stop_command (kill_command with force, where
 // configured) must exit 0; it gets command_timeout plus the stop timeout.
+// With force and no kill_command, the processes carrying the handle's
+// marker are killed (see Exec); stop_command runs only when none does.
 func (e *Exec) Stop(ctx context.Context, spec Spec, h Handle, force bool) error {
 	what, argv := "stop_command", spec.StopCommand
 	if force && len(spec.KillCommand) > 0 {
 		what, argv = "kill_command", spec.KillCommand
+	}
+	if force && len(spec.KillCommand) == 0 && h.Marker() != "" {
+		done, err := e.killMarked(ctx, spec, h)
+		if done || err != nil {
+			return err
+		}
 	}
 	if len(argv) == 0 {
 		return fmt.Errorf("%s: workload %q is no longer configured; stop it by hand", h.Instance, h.Workload)
@@ -161,14 +180,39 @@ func (e *Exec) Stop(ctx context.Context, spec Spec, h Handle, force bool) error 
 	return nil
 }
 
+// killMarked SIGKILLs the handle's marked processes and waits until they
+// are gone; done is false when none carries the marker.
+func (e *Exec) killMarked(ctx context.Context, spec Spec, h Handle) (done bool, err error) {
+	res, err := e.procs.KillMarked(h.Marker(), h.PGID)
+	fields := []zap.Field{zap.String("gpu", h.GPUUUID), zap.String("workload", h.Workload), zap.String("marker", h.Marker()),
+		zap.Int("pgid", h.PGID), zap.Ints("killed", res.Killed), zap.Ints("spared_unmarked", res.Spared)}
+	if err != nil {
+		e.log.Warn("forced stop: SIGKILL of the workload's processes failed", append(fields, zap.Error(err))...)
+		return true, fmt.Errorf("killing %s: %w", h.Instance, err)
+	}
+	if len(res.Killed) == 0 {
+		e.log.Info("forced stop: no process carries the workload's marker; running stop_command", fields...)
+		return false, nil
+	}
+	e.log.Info("forced stop: SIGKILL sent to the workload's processes", fields...)
+	wctx, cancel := context.WithTimeout(ctx, spec.CommandTimeout.D()+spec.StopTimeout.D())
+	defer cancel()
+	if left := e.procs.WaitGone(wctx, res.Killed, 20*time.Millisecond); len(left) > 0 {
+		return true, fmt.Errorf("killing %s: pid(s) %v still run after SIGKILL (stuck in the kernel?)", h.Instance, left)
+	}
+	return true, nil
+}
+
 // List implements Runtime: it asks status_command for every known handle
 // and for every exec workload on every GPU (except workloads whose status
 // command needs {contract}: those are found only through known handles).
 func (e *Exec) List(ctx context.Context, q ListQuery) ([]Listed, error) {
 	var cands []Instance
+	pgids := map[string]int{}
 	for _, h := range q.Known {
 		if h.Runtime == KindExec {
 			cands = append(cands, h.Instance)
+			pgids[h.ID] = h.PGID
 		}
 	}
 	names := make([]string, 0, len(q.Specs))
@@ -205,7 +249,7 @@ func (e *Exec) List(ctx context.Context, q ListQuery) ([]Listed, error) {
 			return nil, fmt.Errorf("listing exec workloads: %w", err)
 		}
 		if res.code == 0 {
-			out = append(out, Listed{Handle: Handle{Runtime: KindExec, ID: id, Instance: in}, Running: true})
+			out = append(out, Listed{Handle: Handle{Runtime: KindExec, ID: id, Instance: in, PGID: pgids[id]}, Running: true})
 		}
 	}
 	return out, nil

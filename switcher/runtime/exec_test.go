@@ -2,14 +2,18 @@ package runtime
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/hashgate/proxyd/gpuproc"
 	"github.com/hashgate/proxyd/internal/config"
 )
 
@@ -114,5 +118,123 @@ func TestExecFailures(t *testing.T) {
 				t.Errorf("got %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// Every command carries the instance's markers; a forced stop without
+// kill_command SIGKILLs the processes that carry the handle's marker (the
+// one left in start_command's group and one that escaped it with setsid),
+// never an unmarked process.
+func TestExecMarkersAndForcedStop(t *testing.T) {
+	dir := t.TempDir()
+	e, _ := newTestExec(t)
+	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
+	spec := Spec{Name: "miner", Workload: config.Workload{Runtime: config.RuntimeExec,
+		StartCommand: sh("echo \"$PROXYD_WORKLOAD|$PROXYD_CONTRACT|$PROXYD_GPU_UUID\" > " + dir + "/env; " +
+			"trap '' TERM; sleep 60 </dev/null >/dev/null 2>&1 & echo $! > " + dir + "/grouped; " +
+			"setsid sleep 61 </dev/null >/dev/null 2>&1 & echo $! > " + dir + "/escaped"),
+		StatusCommand:  sh("true"),
+		StopCommand:    sh("echo lying > " + dir + "/stopped; exit 0"),
+		CommandTimeout: config.Duration(5 * time.Second), StopTimeout: config.Duration(time.Second),
+		Readiness: config.ReadinessRunning}}
+	in := Instance{Workload: "miner", Contract: "acme", GPUUUID: "GPU-m", GPUIndex: 1}
+	bystander := exec.Command("sleep", "60")
+	if err := bystander.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bystander.Process.Kill(); _ = bystander.Wait() })
+
+	h, err := e.Start(t.Context(), spec, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.PGID <= 0 || h.Marker() != "exec:miner:acme:GPU-m" {
+		t.Errorf("handle %+v, marker %q", h, h.Marker())
+	}
+	readPID := func(name string) int {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "env")); strings.TrimSpace(string(b)) != "exec:miner:acme:GPU-m|acme|GPU-m" {
+		t.Errorf("start_command's markers: %q", b)
+	}
+	grouped, escaped := readPID("grouped"), readPID("escaped")
+	procs := gpuproc.NewProcFS("/proc")
+	t.Cleanup(func() {
+		for _, pid := range []int{grouped, escaped} {
+			if procs.Alive(pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	// Both carry the marker once they have exec'd sleep.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found, _ := procs.FindEnv(gpuproc.EnvWorkload)
+		n := 0
+		for _, f := range found {
+			if f.Env[gpuproc.EnvWorkload] == h.Marker() && (f.PID == grouped || f.PID == escaped) {
+				n++
+			}
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the workload's processes never showed the marker")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := e.Stop(t.Context(), spec, h, false); err != nil {
+		t.Fatal(err)
+	}
+	if !procs.Alive(grouped) || !procs.Alive(escaped) {
+		t.Fatal("the lying stop_command stopped something")
+	}
+	if err := e.Stop(t.Context(), spec, h, true); err != nil {
+		t.Fatal(err)
+	}
+	if procs.Alive(grouped) || procs.Alive(escaped) {
+		t.Errorf("after the forced stop: grouped alive %v, escaped alive %v", procs.Alive(grouped), procs.Alive(escaped))
+	}
+	if !procs.Alive(bystander.Process.Pid) {
+		t.Error("an unmarked process was killed")
+	}
+	// Nothing marked left: a second forced stop falls back to stop_command.
+	_ = os.Remove(filepath.Join(dir, "stopped"))
+	if err := e.Stop(t.Context(), spec, h, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "stopped")); err != nil {
+		t.Error("with nothing marked, the forced stop did not run stop_command")
+	}
+}
+
+func TestExecHandleFromMarker(t *testing.T) {
+	tests := []struct {
+		marker string
+		ok     bool
+		want   Instance
+	}{
+		{"exec:mining:GPU-a", true, Instance{Workload: "mining", GPUUUID: "GPU-a"}},
+		{"exec:llm:acme:GPU-b", true, Instance{Workload: "llm", Contract: "acme", GPUUUID: "GPU-b"}},
+		{"sim-4", false, Instance{}},
+		{"docker:llm:acme:GPU-b", false, Instance{}},
+		{"exec::GPU-a", false, Instance{}},
+		{"exec:a:b:c:d", false, Instance{}},
+		{"", false, Instance{}},
+	}
+	for _, tc := range tests {
+		h, ok := ExecHandleFromMarker(tc.marker)
+		if ok != tc.ok || h.Instance != tc.want || (ok && (h.ID != tc.marker || h.Marker() != tc.marker || h.Runtime != KindExec)) {
+			t.Errorf("%q: %+v %v", tc.marker, h, ok)
+		}
 	}
 }

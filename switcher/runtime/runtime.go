@@ -9,6 +9,16 @@
 //
 // A runtime only ever stops what it started: Docker refuses to stop or
 // remove a container without proxyd's owner label.
+//
+// Exec and simulated workloads carry proxyd's environment markers
+// (MarkerEnv: PROXYD_WORKLOAD=<the handle's Marker>, PROXYD_CONTRACT,
+// PROXYD_GPU_UUID): exec commands run with them and their children inherit
+// them, simulated processes show them. Package gpuproc reads them back from
+// /proc to tell which GPU process is whose, and a forced stop of an exec
+// workload without kill_command SIGKILLs exactly the processes that carry
+// the handle's marker. A container's processes are known by the container
+// they run in (its cgroup names the ID, which is the handle's ID): the
+// container's env stays what the workload's config says.
 package runtime
 
 import (
@@ -24,6 +34,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashgate/proxyd/gpuproc"
 	"github.com/hashgate/proxyd/internal/config"
 )
 
@@ -88,6 +99,58 @@ type Handle struct {
 	ID string `json:"id"`
 	Instance
 	StartedAt time.Time `json:"started_at"`
+	// PGID is the process group of an exec workload's start_command (its
+	// PID: each command runs in a group of its own); 0 when unknown.
+	PGID int `json:"pgid,omitempty"`
+}
+
+// Marker is the value of PROXYD_WORKLOAD in the environment of the
+// handle's processes: its ID. A container's processes carry no marker
+// (they are known by their container); its Marker names it in owners.
+func (h Handle) Marker() string {
+	if h.Runtime == KindDocker {
+		return MarkerFor(KindDocker, h.Instance)
+	}
+	return h.ID
+}
+
+// MarkerFor is the marker of an instance started by a runtime kind:
+// "<kind>:<workload>[:<contract>]:<gpu uuid>".
+func MarkerFor(kind string, in Instance) string {
+	if in.Contract == "" {
+		return fmt.Sprintf("%s:%s:%s", kind, in.Workload, in.GPUUUID)
+	}
+	return fmt.Sprintf("%s:%s:%s:%s", kind, in.Workload, in.Contract, in.GPUUUID)
+}
+
+// ExecHandleFromMarker rebuilds the handle of an exec workload from the
+// marker its processes carry ("exec:<workload>[:<contract>]:<gpu uuid>"),
+// for a leftover a restarted proxyd finds on a GPU although status_command
+// no longer reports it. ok is false for anything else.
+func ExecHandleFromMarker(marker string) (Handle, bool) {
+	parts := strings.Split(marker, ":")
+	if len(parts) < 3 || len(parts) > 4 || parts[0] != KindExec {
+		return Handle{}, false
+	}
+	for _, p := range parts[1:] {
+		if p == "" {
+			return Handle{}, false
+		}
+	}
+	in := Instance{Workload: parts[1], GPUUUID: parts[len(parts)-1]}
+	if len(parts) == 4 {
+		in.Contract = parts[2]
+	}
+	if MarkerFor(KindExec, in) != marker {
+		return Handle{}, false
+	}
+	return Handle{Runtime: KindExec, ID: marker, Instance: in}, true
+}
+
+// MarkerEnv is the environment that marks an instance's processes as
+// proxyd's ("NAME=value").
+func MarkerEnv(marker string, in Instance) []string {
+	return []string{gpuproc.EnvWorkload + "=" + marker, gpuproc.EnvContract + "=" + in.Contract, gpuproc.EnvGPU + "=" + in.GPUUUID}
 }
 
 // Status is what a runtime knows about a started instance.

@@ -27,7 +27,8 @@ type SimOptions struct {
 }
 
 // Sim runs simulated workloads on nvmlsim GPUs: a started workload shows
-// up on its GPU as a process with sim_memory_mib of memory and sim_load
+// up on its GPU as a process (carrying the handle's markers in its
+// simulated environment) with sim_memory_mib of memory and sim_load
 // utilisation after sim_start_delay, is ready sim_ready_delay after its
 // start (never with sim_never_ready), and leaves sim_stop_delay after a
 // stop. A GPU with RefuseRelease set (nvmlsim's zombie mode) refuses: its
@@ -44,10 +45,35 @@ type Sim struct {
 	inst       map[string]*simInst
 	calls      []SimCall
 	violations []string
+	faults     map[string]SimFault // by GPU UUID
+}
+
+// SimFault is misbehaviour of the workloads started on one GPU, as seen
+// in the field.
+type SimFault struct {
+	// StopLies: a graceful Stop reports success but the process stays (a
+	// stop_command that exits 0 while the miner ignores SIGTERM); a
+	// forced stop still kills it.
+	StopLies bool
+	// LandOn is the UUID of the GPU the workload's process appears on
+	// instead (a CUDA_VISIBLE_DEVICES mistake); "" for its own.
+	LandOn string
+}
+
+// SetFault sets the misbehaviour of workloads started on a GPU from now
+// on (the zero SimFault clears it).
+func (s *Sim) SetFault(uuid string, f SimFault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.faults == nil {
+		s.faults = map[string]SimFault{}
+	}
+	s.faults[uuid] = f
 }
 
 type simInst struct {
 	h           Handle
+	on          string // the GPU its process is on
 	pid         uint32
 	readyAt     time.Time
 	neverReady  bool
@@ -110,15 +136,20 @@ func (s *Sim) Start(ctx context.Context, spec Spec, in Instance) (Handle, error)
 	s.seq++
 	pid := uint32(40000 + s.seq)
 	h := Handle{Runtime: KindSimulated, ID: fmt.Sprintf("sim-%d", s.seq), Instance: in, StartedAt: now}
-	inst := &simInst{h: h, pid: pid, readyAt: now.Add(spec.SimReadyDelay.D()), neverReady: spec.SimNeverReady}
+	on := in.GPUUUID
+	if f := s.faults[in.GPUUUID]; f.LandOn != "" {
+		on = f.LandOn
+	}
+	inst := &simInst{h: h, on: on, pid: pid, readyAt: now.Add(spec.SimReadyDelay.D()), neverReady: spec.SimNeverReady}
 	s.inst[h.ID] = inst
 	s.mu.Unlock()
 	s.record(SimCall{Op: "start", Instance: in, PowerLimitMW: st.PowerLimitMW, Processes: len(st.Processes), At: now})
 
 	mem := uint64(spec.SimMemoryMiB) << 20
 	load := spec.SimLoad
-	cancel, err := s.srv.Schedule(spec.SimStartDelay.D(), in.GPUUUID, func(g *nvmlsim.GPUState) {
-		g.StartProcess(pid, mem)
+	proc := nvmlsim.Process{PID: pid, UsedMemory: mem, Comm: spec.Name, Env: MarkerEnv(h.Marker(), in)}
+	cancel, err := s.srv.Schedule(spec.SimStartDelay.D(), on, func(g *nvmlsim.GPUState) {
+		g.AddProcess(proc)
 		g.SetLoad(load)
 	})
 	if err != nil {
@@ -144,7 +175,7 @@ func (s *Sim) Status(ctx context.Context, _ Spec, h Handle) (Status, error) {
 	if inst == nil {
 		return Status{Gone: true, Detail: "no such simulated workload"}, nil
 	}
-	st, err := s.srv.State(h.GPUUUID)
+	st, err := s.srv.State(inst.on)
 	if err != nil {
 		return Status{}, fmt.Errorf("simulated runtime: %w", err)
 	}
@@ -175,7 +206,7 @@ func (s *Sim) Stop(ctx context.Context, spec Spec, h Handle, force bool) error {
 	if inst == nil {
 		return nil
 	}
-	st, err := s.srv.State(h.GPUUUID)
+	st, err := s.srv.State(inst.on)
 	if err != nil {
 		return fmt.Errorf("simulated runtime: %w", err)
 	}
@@ -189,9 +220,15 @@ func (s *Sim) Stop(ctx context.Context, spec Spec, h Handle, force bool) error {
 	}
 	s.record(call)
 	s.mu.Lock()
-	delete(s.inst, h.ID)
+	lies := s.faults[h.GPUUUID].StopLies && !force
+	if !lies {
+		delete(s.inst, h.ID)
+	}
 	cancelStart := inst.cancelStart
 	s.mu.Unlock()
+	if lies {
+		return nil // "stopped", says the lying stop; the process runs on
+	}
 	if cancelStart != nil {
 		cancelStart()
 	}
@@ -202,9 +239,9 @@ func (s *Sim) Stop(ctx context.Context, spec Spec, h Handle, force bool) error {
 		}
 	}
 	if force || spec.SimStopDelay <= 0 {
-		return s.srv.Update(h.GPUUUID, leave)
+		return s.srv.Update(inst.on, leave)
 	}
-	_, err = s.srv.Schedule(spec.SimStopDelay.D(), h.GPUUUID, leave)
+	_, err = s.srv.Schedule(spec.SimStopDelay.D(), inst.on, leave)
 	return err
 }
 
