@@ -132,6 +132,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "print-config without target", args: []string{"--print-config"}, errHas: "--print-config"},
 		{name: "print-config with a random pool port", args: []string{"--print-config", "--target", "127.0.0.1:3333"}, errHas: "fixed port"},
 		{name: "proxy-pid with spawn", args: []string{"--spawn-proxyd", "x", "--proxy-pid", "9"}, errHas: "--proxy-pid"},
+		{name: "miners per session zero", args: []string{"--miners-per-session", "0"}, errHas: "--miners-per-session"},
+		{name: "miners per session word", args: []string{"--miners-per-session", "many"}, errHas: "--miners-per-session"},
 		{name: "zero duration", args: []string{"--duration", "0s"}, errHas: "--duration"},
 	}
 	for _, tc := range tests {
@@ -195,8 +197,9 @@ func TestParseStyles(t *testing.T) {
 }
 
 func TestProxydConfigLoads(t *testing.T) {
-	for _, d := range []float64{1e-7, 1e-9, 0.5, 1, 8192} {
-		c := config{Difficulty: d, Rate: 12, Miners: 10000, MinersPerSession: 128}
+	for i, d := range []float64{1e-7, 1e-9, 0.5, 1, 8192} {
+		sizes := []string{"128", "auto", "", "128", "128"}
+		c := config{Difficulty: d, Rate: 12, Miners: 10000, MinersPerSession: sizes[i]}
 		text := proxydConfig(c.proxydParams("127.0.0.1:3333", "stratum+tcp://127.0.0.1:3334", "127.0.0.1:8081"))
 		cfg, err := proxydconfig.Parse([]byte(text))
 		if err != nil {
@@ -205,7 +208,7 @@ func TestProxydConfigLoads(t *testing.T) {
 		s, p := cfg.Servers[0], cfg.Pools[0]
 		if s.Listen != "127.0.0.1:3333" || s.InitialDifficulty != d || s.MinDifficulty != d || s.MaxDifficulty != d ||
 			s.MaxConnectionsPerIP != 0 || s.MaxConnections < 10000 || p.URL != "stratum+tcp://127.0.0.1:3334" ||
-			p.MinersPerSession != 128 || cfg.GPU.Backend != "off" || cfg.HTTP.Listen != "127.0.0.1:8081" {
+			p.MinersPerSession.String() != map[string]string{"128": "128", "auto": "auto", "": "auto"}[sizes[i]] || cfg.GPU.Backend != "off" || cfg.HTTP.Listen != "127.0.0.1:8081" {
 			t.Fatalf("difficulty %g: loaded %+v %+v", d, s, p)
 		}
 	}

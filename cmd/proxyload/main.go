@@ -81,7 +81,7 @@ type config struct {
 	Timeout           time.Duration
 	Progress          time.Duration
 	JSON              string
-	MinersPerSession  int
+	MinersPerSession  string // "" (omit the key), "auto" or a number
 	ProxyStartTimeout time.Duration
 	User              string
 	Seed              uint64
@@ -130,7 +130,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.Timeout, "timeout", 15*time.Minute, "bound on the whole run; the tool stops by itself")
 	fs.DurationVar(&c.Progress, "progress", 5*time.Second, "progress line to stderr this often (0: none)")
 	fs.StringVar(&c.JSON, "json", "", "also write every figure, the parameters and the machine as JSON to `FILE` (- for stdout; the table then goes to stderr)")
-	fs.IntVar(&c.MinersPerSession, "miners-per-session", 256, "miners_per_session of the generated proxyd config")
+	fs.StringVar(&c.MinersPerSession, "miners-per-session", "", "miners_per_session of the generated proxyd config: \"auto\" or a `number`; empty leaves the key out, so each proxyd binary uses its own default (a before/after comparison then compares defaults)")
 	fs.DurationVar(&c.ProxyStartTimeout, "proxy-start-timeout", 20*time.Second, "bound on a spawned proxyd starting to listen")
 	fs.StringVar(&c.User, "user", "proxyload", "worker name prefix: miners authorize as USER.w<i>")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed for jobs, extranonces, submit times and bad-share draws")
@@ -379,8 +379,8 @@ func (c *config) finish() error {
 		return fmt.Errorf("--source-ips %d: at most %d", c.SourceIPs, maxSourceIPs)
 	case c.FDPolicy != "refuse" && c.FDPolicy != "cap":
 		return fmt.Errorf("--fd-policy %q: want refuse or cap", c.FDPolicy)
-	case c.MinersPerSession < 1:
-		return fmt.Errorf("--miners-per-session %d: want at least 1", c.MinersPerSession)
+	case !validSessionSize(c.MinersPerSession):
+		return fmt.Errorf("--miners-per-session %q: want auto, a number from 1 to 16777216, or nothing", c.MinersPerSession)
 	case c.User == "" || strings.ContainsAny(c.User, " \t\n\""):
 		return fmt.Errorf("--user %q: want a non-empty name without spaces or quotes", c.User)
 	}
@@ -411,6 +411,26 @@ func (c *config) finish() error {
 		return errors.New("--print-config needs --pool-listen HOST:PORT with a fixed port (the pool the proxy will use)")
 	}
 	return nil
+}
+
+// validSessionSize reports whether s is a --miners-per-session value.
+func validSessionSize(s string) bool {
+	if s == "" || s == "auto" {
+		return true
+	}
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 1<<24
+}
+
+// sessionsEstimate is how many miners one upstream session of the
+// generated config is taken to carry when planning file descriptors: the
+// number given, else 256 (older proxyd's default; "auto" carries more, so
+// this errs on the safe side).
+func (c *config) sessionsEstimate() int {
+	if n, err := strconv.Atoi(c.MinersPerSession); err == nil {
+		return n
+	}
+	return 256
 }
 
 // parseStyles parses "antminer,whatsminer=3,..." into a round-robin cycle

@@ -159,7 +159,7 @@ func (r *runner) closePools() {
 // addresses, and caps or refuses N when it does not fit.
 func (r *runner) plan(rep *Report, paths []pathSpec) error {
 	c := &r.cfg
-	in := layoutInput{Miners: c.Miners, Procs: c.Procs, MinersPerSession: c.MinersPerSession, Spawn: c.SpawnProxyd != "", Limit: 1 << 30}
+	in := layoutInput{Miners: c.Miners, Procs: c.Procs, MinersPerSession: c.sessionsEstimate(), Spawn: c.SpawnProxyd != "", Limit: 1 << 30}
 	for _, p := range paths {
 		in.Direct = in.Direct || !p.Proxied
 		in.Proxied = in.Proxied || p.Proxied

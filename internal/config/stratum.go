@@ -37,16 +37,22 @@ type Server struct {
 	NoPoolGrace Duration `toml:"no_pool_grace"`
 	// RebalanceInterval is how often the weighted split is corrected.
 	RebalanceInterval Duration `toml:"rebalance_interval"`
+	// MinMinerExtranonce2Size is the fewest extranonce2 bytes a miner is
+	// left when the pool gives too few for Extranonce2Size and a prefix
+	// (never more than Extranonce2Size); below it, one miner per session.
+	MinMinerExtranonce2Size int `toml:"min_miner_extranonce2_size"`
 }
 
 // Pool is one upstream Stratum V1 pool account.
 type Pool struct {
-	Name             string   `toml:"name"`
-	URL              string   `toml:"url"`
-	User             string   `toml:"user"`
-	Password         string   `toml:"password"`
-	MinersPerSession int      `toml:"miners_per_session"`
-	SubmitTimeout    Duration `toml:"submit_timeout"`
+	Name          string   `toml:"name"`
+	URL           string   `toml:"url"`
+	User          string   `toml:"user"`
+	Password      string   `toml:"password"`
+	SubmitTimeout Duration `toml:"submit_timeout"`
+	// MinersPerSession is "auto" (SessionAuto: as many as the pool's
+	// extranonce allows, up to 65,536) or at most this many per session.
+	MinersPerSession SessionSize `toml:"miners_per_session"`
 	// Level is the failover tier: the lowest level with a healthy pool carries the hashrate.
 	Level int `toml:"level"`
 	// Weight is the share of hashrate among healthy pools of the same level.
@@ -84,8 +90,13 @@ const (
 	DefaultMaxProtocolErrors = 5
 )
 
+// DefaultMinMinerExtranonce2Size is what most firmware rolls: NiceHash
+// buyers need 4, stock Whatsminers produce duplicates below 3.
+const DefaultMinMinerExtranonce2Size = 4
+
 func (s *Server) applyDefaults() {
 	setIf(&s.Extranonce2Size, DefaultExtranonce2Size)
+	setIf(&s.MinMinerExtranonce2Size, DefaultMinMinerExtranonce2Size)
 	setIf(&s.InitialDifficulty, 8192)
 	setIf(&s.MinDifficulty, 256)
 	setIf(&s.MaxDifficulty, 4194304)
@@ -102,7 +113,7 @@ func (s *Server) applyDefaults() {
 }
 
 func (p *Pool) applyDefaults() {
-	setIf(&p.MinersPerSession, 256)
+	setIf(&p.MinersPerSession, SessionAuto)
 	setIf(&p.SubmitTimeout, Duration(10e9))
 	setIf(&p.Weight, 1)
 	setIf(&p.Identity, "aggregate")
@@ -139,6 +150,7 @@ func validateServers(v *validator, servers []Server, pools []Pool) {
 		names[s.Name] = true
 		v.hostPort(k("listen"), s.Listen, true)
 		v.intRange(k("extranonce2_size"), int64(s.Extranonce2Size), 2, 8)
+		v.intRange(k("min_miner_extranonce2_size"), int64(s.MinMinerExtranonce2Size), 1, 8)
 		v.floatRange(k("min_difficulty"), s.MinDifficulty, 1e-9, 1e15)
 		v.floatRange(k("max_difficulty"), s.MaxDifficulty, s.MinDifficulty, 1e15)
 		v.floatRange(k("initial_difficulty"), s.InitialDifficulty, s.MinDifficulty, s.MaxDifficulty)
@@ -181,7 +193,9 @@ func validatePools(v *validator, pools []Pool) {
 		if p.User == "" {
 			v.addf(k("user"), "must not be empty: it is the account the pool credits")
 		}
-		v.intRange(k("miners_per_session"), int64(p.MinersPerSession), 1, 1<<24)
+		if !p.MinersPerSession.IsAuto() {
+			v.intRange(k("miners_per_session"), int64(p.MinersPerSession), 1, MaxMinersPerSession)
+		}
 		v.positiveDuration(k("submit_timeout"), p.SubmitTimeout)
 		v.intRange(k("level"), int64(p.Level), 0, 16)
 		v.floatRange(k("weight"), p.Weight, 1e-9, 1e9)
