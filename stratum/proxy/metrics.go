@@ -123,3 +123,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// disconnectReasons are the reasons a miner's connection is closed for
+// (miner.close), pre-registered at 0 per listener.
+var disconnectReasons = []string{"closed_by_miner", "idle_timeout", "line_too_long", "no_pool", "no_pool_session",
+	"protocol_errors", "read_error", "reconnect", "shutdown", "subscribe_timeout", "write_failed", "write_queue_full"}

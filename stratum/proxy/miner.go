@@ -485,7 +485,9 @@ func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) bool {
 		return false
 	}
 	if _, ok := m.workers[a.User]; !ok {
-		m.workers[a.User] = &workerStats{}
+		// The hashrate window starts now, not at the first share: a worker
+		// is estimated over the time it has been able to submit.
+		m.workers[a.User] = &workerStats{meter: meter{since: time.Now()}}
 		m.p.workers.addLive(a.User)
 	}
 	if m.primary == "" {

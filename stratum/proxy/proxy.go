@@ -107,8 +107,17 @@ func New(env daemon.Env) (*Proxy, error) {
 				return nil, err
 			}
 			s.pools = append(s.pools, pl)
+			// Series that exist from the start, so rate() and increase()
+			// see the first event and dashboards show 0, not "no data".
+			m.blockCandidates.WithLabelValues(sc.Name, pl.cfg.Name).Add(0)
+		}
+		for _, reason := range disconnectReasons {
+			m.disconnects.WithLabelValues(sc.Name, reason).Add(0)
 		}
 		p.servers = append(p.servers, s)
+	}
+	if err := env.Metrics.Register(hashrateCollector{p}); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
