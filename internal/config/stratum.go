@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/BurntSushi/toml"
 )
 
 // Server is one downstream Stratum V1 listener that miners connect to.
@@ -37,6 +39,15 @@ type Server struct {
 	NoPoolGrace Duration `toml:"no_pool_grace"`
 	// RebalanceInterval is how often the weighted split is corrected.
 	RebalanceInterval Duration `toml:"rebalance_interval"`
+	// MaxWorkersPerConnection bounds the distinct worker names one
+	// connection may present in mining.authorize (accepted or not).
+	MaxWorkersPerConnection int `toml:"max_workers_per_connection"`
+	// MaxRetiredWorkers bounds the per-name totals kept for closed
+	// connections; past it the oldest are folded into one "evicted" bucket.
+	MaxRetiredWorkers int `toml:"max_retired_workers"`
+	// MaxPendingAuthorizations bounds, per connection, the pass-through
+	// authorizations sent to the pool and not yet answered.
+	MaxPendingAuthorizations int `toml:"max_pending_authorizations"`
 	// MinMinerExtranonce2Size is the fewest extranonce2 bytes a miner is
 	// left when the pool gives too few for Extranonce2Size and a prefix
 	// (never more than Extranonce2Size); below it, one miner per session.
@@ -81,6 +92,10 @@ type Pool struct {
 	CAFile        string   `toml:"ca_file"`
 	TLSServerName string   `toml:"tls_server_name"`
 	TLSPinSHA256  []string `toml:"tls_pin_sha256"`
+	// MaxAuthorizationsPerSecond rate-limits, per upstream session, the
+	// pass-through mining.authorize requests that miners' authorizations
+	// cause (a token bucket holding one second's worth).
+	MaxAuthorizationsPerSecond float64 `toml:"max_authorizations_per_second"`
 }
 
 // Server defaults, applied to each [[server]] before validation.
@@ -88,6 +103,13 @@ const (
 	DefaultExtranonce2Size   = 4
 	DefaultMaxLineBytes      = 16 << 10
 	DefaultMaxProtocolErrors = 5
+	// DefaultMaxConnectionsPerIP applies when the key is absent; an explicit
+	// 0 means unlimited.
+	DefaultMaxConnectionsPerIP        = 64
+	DefaultMaxWorkersPerConnection    = 8
+	DefaultMaxRetiredWorkers          = 10000
+	DefaultMaxPendingAuthorizations   = 2
+	DefaultMaxAuthorizationsPerSecond = 10
 )
 
 // DefaultMinMinerExtranonce2Size is what most firmware rolls: NiceHash
@@ -110,6 +132,9 @@ func (s *Server) applyDefaults() {
 	setIf(&s.FailbackDelay, Duration(60e9))
 	setIf(&s.NoPoolGrace, Duration(10e9))
 	setIf(&s.RebalanceInterval, Duration(30e9))
+	setIf(&s.MaxWorkersPerConnection, DefaultMaxWorkersPerConnection)
+	setIf(&s.MaxRetiredWorkers, DefaultMaxRetiredWorkers)
+	setIf(&s.MaxPendingAuthorizations, DefaultMaxPendingAuthorizations)
 }
 
 func (p *Pool) applyDefaults() {
@@ -120,6 +145,7 @@ func (p *Pool) applyDefaults() {
 	setIf(&p.WorkerTemplate, "{user}.{worker}")
 	setIf(&p.NoJobTimeout, Duration(120e9))
 	setIf(&p.MaxRejectRate, 0.5)
+	setIf(&p.MaxAuthorizationsPerSecond, DefaultMaxAuthorizationsPerSecond)
 }
 
 // setIf fills a zero value with its default. A key present in the file with
@@ -132,14 +158,38 @@ func setIf[T comparable](p *T, def T) {
 	}
 }
 
+// keyDefinedPerServer reports, for each [[server]] table in src, whether it
+// sets key. setIf cannot tell an explicit zero from an absent key, and
+// toml.MetaData.IsDefined does not say which [[server]] a key belongs to, so
+// the tables are decoded again as plain maps. src already decoded once, so
+// an error here cannot happen; it reports nothing set.
+func keyDefinedPerServer(src, key string) []bool {
+	var shadow struct {
+		Server []map[string]any `toml:"server"`
+	}
+	if _, err := toml.Decode(src, &shadow); err != nil {
+		return nil
+	}
+	out := make([]bool, len(shadow.Server))
+	for i, t := range shadow.Server {
+		_, out[i] = t[key]
+	}
+	return out
+}
+
 func validateServers(v *validator, servers []Server, pools []Pool) {
 	names := map[string]bool{}
 	poolNames := map[string]bool{}
 	for _, p := range pools {
 		poolNames[p.Name] = true
 	}
+	perIPSet := keyDefinedPerServer(v.src, "max_connections_per_ip")
 	for i := range servers {
 		s := &servers[i]
+		if s.MaxConnectionsPerIP == 0 && (i >= len(perIPSet) || !perIPSet[i]) {
+			// Absent: the documented 64. Present, even as 0 (unlimited): as written.
+			s.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+		}
 		s.applyDefaults()
 		k := func(key string) string { return fmt.Sprintf("server[%d].%s", i, key) }
 		if s.Name == "" {
@@ -165,6 +215,9 @@ func validateServers(v *validator, servers []Server, pools []Pool) {
 		v.positiveDuration(k("failback_delay"), s.FailbackDelay)
 		v.positiveDuration(k("no_pool_grace"), s.NoPoolGrace)
 		v.positiveDuration(k("rebalance_interval"), s.RebalanceInterval)
+		v.intRange(k("max_workers_per_connection"), int64(s.MaxWorkersPerConnection), 1, 1000)
+		v.intRange(k("max_retired_workers"), int64(s.MaxRetiredWorkers), 1, 1_000_000)
+		v.intRange(k("max_pending_authorizations"), int64(s.MaxPendingAuthorizations), 1, 64)
 		for _, pn := range s.Pools {
 			if !poolNames[pn] {
 				v.addf(k("pools"), "names pool %q, but no [[pool]] has that name", pn)
@@ -205,6 +258,7 @@ func validatePools(v *validator, pools []Pool) {
 		}
 		v.positiveDuration(k("no_job_timeout"), p.NoJobTimeout)
 		v.floatRange(k("max_reject_rate"), p.MaxRejectRate, 0.01, 1)
+		v.floatRange(k("max_authorizations_per_second"), p.MaxAuthorizationsPerSecond, 0.1, 10000)
 	}
 }
 

@@ -58,6 +58,9 @@ func (c siteConfig) toml() string {
 	w("min_difficulty = %s", tomlFloat(c.Difficulty/16))
 	w("max_difficulty = %s", tomlFloat(c.Difficulty))
 	w("shares_per_minute = %s", tomlFloat(c.SharesPerMin))
+	// Every simulated miner connects from 127.0.0.1: the default of 64
+	// connections per address would refuse most of the fleet.
+	w("max_connections_per_ip = 0")
 	w("[[pool]]")
 	w("name = %s", tomlString(PoolName))
 	w("url = %s", tomlString(c.PoolURL))

@@ -222,11 +222,10 @@ type Site struct {
 	daemonErr error         // Run's result, set before daemonEnd is closed
 	daemonEnd chan struct{} // closed when the daemon's Run returns
 
-	mu       sync.Mutex // guards the fields below
-	lastAt   time.Time  // when the previous Summary was taken
-	lastDiff float64    // proxyd_share_difficulty_sum then
-	last     *Summary   // the latest Summary, for GET /api/v1/demo
-	eventSeq uint64     // the last journal event printed
+	mu       sync.Mutex   // guards the fields below
+	samples  []diffSample // proxyd_share_difficulty_sum over the last minute, oldest first
+	last     *Summary     // the latest Summary, for GET /api/v1/demo
+	eventSeq uint64       // the last journal event printed
 
 	closeOnce sync.Once
 	closeErr  error
@@ -370,7 +369,7 @@ func Start(ctx context.Context, o Options) (_ *Site, err error) {
 	}
 	s.started = time.Now()
 	s.mu.Lock()
-	s.lastAt, s.lastDiff = s.started, s.diffSum()
+	s.samples = []diffSample{{at: s.started, diff: s.diffSum()}}
 	s.mu.Unlock()
 	return s, nil
 }
@@ -469,9 +468,7 @@ func (s *Site) Summary() Summary {
 		PoolRejected:   acct.PoolRejected,
 		GPUs:           summarizeGPUs(s.comps),
 	}
-	for _, w := range s.proxy.Workers() {
-		sum.MinersConnected += len(w.Connections)
-	}
+	sum.MinersConnected = s.proxy.WorkerConnections()
 	for _, p := range s.proxy.Pools() {
 		for _, ss := range p.Sessions {
 			switch ss.State {
@@ -485,10 +482,16 @@ func (s *Site) Summary() Summary {
 	diff := s.diffSum()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if dt := now.Sub(s.lastAt).Seconds(); dt > 0 && diff >= s.lastDiff {
-		sum.HashrateHs = (diff - s.lastDiff) * 4294967296 / dt
+	// Over the last minute (or since the start): a few seconds of shares
+	// are too few to read a rate from, and the API's estimate covers at
+	// least as long.
+	s.samples = append(s.samples, diffSample{at: now, diff: diff})
+	for len(s.samples) > 2 && now.Sub(s.samples[1].at) >= hashrateWindow {
+		s.samples = s.samples[1:]
 	}
-	s.lastAt, s.lastDiff = now, diff
+	if first := s.samples[0]; now.After(first.at) && diff >= first.diff {
+		sum.HashrateHs = (diff - first.diff) * 4294967296 / now.Sub(first.at).Seconds()
+	}
 	last := sum
 	s.last = &last
 	return sum
@@ -602,4 +605,13 @@ func (s *Site) Close(ctx context.Context) error {
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+// hashrateWindow is how far back the summary's hashrate looks.
+const hashrateWindow = time.Minute
+
+// diffSample is the accepted share difficulty seen at one moment.
+type diffSample struct {
+	at   time.Time
+	diff float64
 }

@@ -16,8 +16,8 @@ import (
 
 // Summary is one snapshot of the demo site, printed every few seconds and
 // served under "summary" by GET /api/v1/demo. Counters are cumulative since
-// the site started; HashrateHs covers the interval since the previous
-// summary.
+// the site started; HashrateHs covers the last minute (since the start
+// during the first minute).
 type Summary struct {
 	// ElapsedS is the time since the site started, in seconds.
 	ElapsedS float64 `json:"elapsed_s"`
@@ -29,7 +29,7 @@ type Summary struct {
 	Miners          int `json:"miners"`
 	MinersConnected int `json:"miners_connected"`
 	// HashrateHs is the proxy's accepted share difficulty over the last
-	// interval × 2^32 / seconds (rate of proxyd_share_difficulty_sum).
+	// minute × 2^32 / seconds (rate of proxyd_share_difficulty_sum).
 	HashrateHs float64 `json:"hashrate_hs"`
 	// SharesOK are shares the proxy found valid; SharesRejected those it
 	// rejected itself, by reason in RejectedBy.

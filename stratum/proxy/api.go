@@ -1,25 +1,19 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
-	"sync"
+	"strconv"
 	"time"
 
 	"github.com/hashgate/proxyd/internal/apijson"
+	"github.com/hashgate/proxyd/stratum"
 )
-
-// retired keeps the counters of connections that have closed, per worker
-// name, so a worker's totals survive reconnects. Bounded: past maxRetired
-// names, the rest are summed under "(other)".
-type retired struct {
-	mu     sync.Mutex // guards byName
-	byName map[string]*WorkerTotals
-}
-
-const maxRetired = 65536
 
 // WorkerTotals are a worker's share counters.
 type WorkerTotals struct {
@@ -46,28 +40,17 @@ func (t *WorkerTotals) add(w *workerStats) {
 	}
 }
 
+// retire moves a closed connection's counters to the worker table. From
+// here on, outcomes for its shares (verdicts still in flight) go there too.
 func (p *Proxy) retire(m *miner) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p.workers.mu.Lock()
-	defer p.workers.mu.Unlock()
-	if p.workers.byName == nil {
-		p.workers.byName = map[string]*WorkerTotals{}
+	m.retired = true
+	evicted, kept := p.workers.retire(m.srv, m.workers)
+	if evicted > 0 {
+		p.metrics.limitHits.WithLabelValues(m.srv.cfg.Name, limitRetiredWorkers).Add(float64(evicted))
 	}
-	for name, ws := range m.workers {
-		t := p.workers.byName[name]
-		if t == nil {
-			if len(p.workers.byName) >= maxRetired {
-				name = "(other)"
-				t = p.workers.byName[name]
-			}
-			if t == nil {
-				t = &WorkerTotals{}
-				p.workers.byName[name] = t
-			}
-		}
-		t.add(ws)
-	}
+	p.metrics.retiredWorkers.WithLabelValues(m.srv.cfg.Name).Set(float64(kept))
 }
 
 // ConnectionView is one live miner connection in GET /api/v1/workers.
@@ -99,23 +82,54 @@ type WorkerView struct {
 	Connections  []ConnectionView `json:"connections"`
 }
 
-// Workers lists every worker with its live connections and the totals of
-// its closed ones.
-func (p *Proxy) Workers() []WorkerView {
+// Paging of GET /api/v1/workers.
+const (
+	// MaxWorkersPage is the default and largest ?limit= of GET /api/v1/workers.
+	MaxWorkersPage = 1000
+)
+
+// WorkersPage is one page of GET /api/v1/workers: worker names in order,
+// those after After, at most Limit of them.
+type WorkersPage struct {
+	// Total is the number of worker names known (live or retired).
+	Total int `json:"total"`
+	Limit int `json:"limit"`
+	// NextAfter is the ?after= of the next page; nil on the last page.
+	NextAfter *string `json:"next_after"`
+	// Evicted sums the totals of names evicted from the retired-worker
+	// table (max_retired_workers), so the views still add up to the ledger.
+	Evicted EvictedTotals `json:"evicted"`
+	Workers []WorkerView  `json:"workers"`
+}
+
+// WorkersPage returns up to limit workers (1 to MaxWorkersPage) whose names
+// sort after after ("" for the first page), with their live connections and
+// the totals of their closed ones.
+func (p *Proxy) WorkersPage(after string, limit int) WorkersPage {
+	limit = min(max(limit, 1), MaxWorkersPage)
+	names, total, more := p.workers.page(after, limit)
+	pg := WorkersPage{Total: total, Limit: limit, Workers: make([]WorkerView, 0, len(names))}
+	if more && len(names) > 0 {
+		last := names[len(names)-1]
+		pg.NextAfter = &last
+	}
 	now := time.Now()
-	views := map[string]*WorkerView{}
-	get := func(name string) *WorkerView {
-		v := views[name]
-		if v == nil {
-			v = &WorkerView{Name: name, Connections: []ConnectionView{}}
-			views[name] = v
-		}
-		return v
+	views := make(map[string]*WorkerView, len(names))
+	for _, name := range names {
+		views[name] = &WorkerView{Name: name, Connections: []ConnectionView{}}
 	}
 	for _, s := range p.servers {
 		for _, m := range s.snapshot() {
 			m.mu.Lock()
+			if m.retired { // closing: its totals are in the worker table already
+				m.mu.Unlock()
+				continue
+			}
 			for name, ws := range m.workers {
+				v := views[name]
+				if v == nil {
+					continue
+				}
 				cv := ConnectionView{
 					ID: m.id, Server: s.cfg.Name, Remote: m.conn.RemoteAddr().String(), UserAgent: m.userAgent,
 					ConnectedSince: m.connectedAt.UTC(), Difficulty: m.diff, HashrateHs: ws.meter.hashrate(now),
@@ -129,7 +143,6 @@ func (p *Proxy) Workers() []WorkerView {
 				if m.up != nil {
 					cv.Pool, cv.Session = m.up.pool.cfg.Name, m.up.id
 				}
-				v := get(name)
 				v.Connections = append(v.Connections, cv)
 				v.HashrateHs += cv.HashrateHs
 				v.Live.add(ws)
@@ -137,20 +150,32 @@ func (p *Proxy) Workers() []WorkerView {
 			m.mu.Unlock()
 		}
 	}
-	p.workers.mu.Lock()
-	for name, t := range p.workers.byName {
-		c := *t
-		c.Rejected = copyCounts(t.Rejected)
-		get(name).Disconnected = &c
+	pg.Evicted = p.workers.disconnected(views)
+	if pg.Evicted.Rejected == nil {
+		pg.Evicted.Rejected = map[string]uint64{}
 	}
-	p.workers.mu.Unlock()
-	out := make([]WorkerView, 0, len(views))
-	for _, v := range views {
+	for _, name := range names {
+		v := views[name]
 		sort.Slice(v.Connections, func(i, j int) bool { return v.Connections[i].ID < v.Connections[j].ID })
-		out = append(out, *v)
+		pg.Workers = append(pg.Workers, *v)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return pg
+}
+
+// WorkerConnections counts the (connection, worker name) pairs of live
+// miners: each connection once per name it authorized.
+func (p *Proxy) WorkerConnections() int {
+	n := 0
+	for _, s := range p.servers {
+		for _, m := range s.snapshot() {
+			m.mu.Lock()
+			if !m.retired {
+				n += len(m.workers)
+			}
+			m.mu.Unlock()
+		}
+	}
+	return n
 }
 
 func copyCounts(m map[string]uint64) map[string]uint64 {
@@ -266,9 +291,7 @@ func (p *Proxy) Pools() []PoolView {
 
 // RegisterAPI implements daemon.APIProvider.
 func (p *Proxy) RegisterAPI(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/workers", func(w http.ResponseWriter, _ *http.Request) {
-		apijson.Write(w, http.StatusOK, map[string]any{"workers": p.Workers()})
-	})
+	mux.HandleFunc("GET /api/v1/workers", p.serveWorkers)
 	mux.HandleFunc("GET /api/v1/pools", func(w http.ResponseWriter, _ *http.Request) {
 		apijson.Write(w, http.StatusOK, map[string]any{"pools": p.Pools()})
 	})
@@ -279,4 +302,86 @@ func (p *Proxy) RegisterAPI(mux *http.ServeMux) {
 		}
 		apijson.Write(w, http.StatusOK, map[string]any{"connections": conns, "accounting": p.Accounting()})
 	})
+}
+
+// serveWorkers answers GET /api/v1/workers?limit=&after= with one page,
+// encoded as it is written: a client that reads slowly holds one page of
+// views, never the farm's whole list as bytes.
+func (p *Proxy) serveWorkers(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := MaxWorkersPage
+	if raw := q.Get("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > MaxWorkersPage {
+			apijson.FieldError(w, "limit", "limit must be an integer from 1 to %d, got %s", MaxWorkersPage, quotePrefix(raw, maxEchoBytes))
+			return
+		}
+		limit = n
+	}
+	after := q.Get("after")
+	if len(after) > stratum.MaxWorkerLen {
+		apijson.FieldError(w, "after", "after must be a worker name (at most %d bytes), got %d bytes", stratum.MaxWorkerLen, len(after))
+		return
+	}
+	pg := p.WorkersPage(after, limit)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_ = writeWorkersPage(w, &pg) // the client went away; nothing useful to do
+}
+
+// writeWorkersPage writes pg as indented JSON, one worker at a time.
+func writeWorkersPage(w io.Writer, pg *WorkersPage) error {
+	bw := bufio.NewWriterSize(w, 32<<10)
+	field := func(name string, v any, last bool) error {
+		b, err := json.MarshalIndent(v, "  ", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(bw, "  %q: %s", name, b)
+		if !last {
+			bw.WriteString(",")
+		}
+		_, err = bw.WriteString("\n")
+		return err
+	}
+	bw.WriteString("{\n")
+	for _, f := range []struct {
+		name string
+		v    any
+	}{{"total", pg.Total}, {"limit", pg.Limit}, {"next_after", pg.NextAfter}, {"evicted", pg.Evicted}} {
+		if err := field(f.name, f.v, false); err != nil {
+			return err
+		}
+	}
+	if len(pg.Workers) == 0 {
+		bw.WriteString("  \"workers\": []\n}\n")
+		return bw.Flush()
+	}
+	bw.WriteString("  \"workers\": [\n")
+	for i := range pg.Workers {
+		b, err := json.MarshalIndent(&pg.Workers[i], "    ", "  ")
+		if err != nil {
+			return err
+		}
+		bw.WriteString("    ")
+		bw.Write(b)
+		if i < len(pg.Workers)-1 {
+			bw.WriteString(",")
+		}
+		if _, err := bw.WriteString("\n"); err != nil {
+			return err
+		}
+	}
+	bw.WriteString("  ]\n}\n")
+	return bw.Flush()
+}
+
+// quotePrefix quotes at most n bytes of s, marking a cut: an error names
+// what it refused without echoing a client's whole input.
+func quotePrefix[T ~string | ~[]byte](s T, n int) string {
+	if len(s) <= n {
+		return strconv.Quote(string(s))
+	}
+	return strconv.Quote(string(s[:n])) + "..."
 }

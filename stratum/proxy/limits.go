@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"math"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // connLimits enforces max_connections and max_connections_per_ip for one
@@ -64,4 +66,34 @@ func remoteIP(a net.Addr) netip.Addr {
 		return ap.Addr().Unmap()
 	}
 	return netip.Addr{}
+}
+
+// tokenBucket allows rate events a second on average, in bursts of at most
+// one second's worth (at least one). Its owner's lock guards it; times come
+// from the caller, so tests need no clock.
+type tokenBucket struct {
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(rate float64) tokenBucket {
+	burst := max(1, math.Ceil(rate))
+	return tokenBucket{rate: rate, burst: burst, tokens: burst}
+}
+
+// take spends one token if there is one at now.
+func (b *tokenBucket) take(now time.Time) bool {
+	if !b.last.IsZero() && now.After(b.last) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	if b.last.IsZero() || now.After(b.last) {
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

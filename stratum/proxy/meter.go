@@ -3,15 +3,21 @@ package proxy
 import "time"
 
 // meter estimates hashrate from accepted share difficulty over a sliding
-// window of one-minute buckets: H = Σdiff · 2^32 / window. It is owned by its
-// holder's mutex.
+// window of one-minute buckets: H = Σdiff · 2^32 / window. The window is ten
+// minutes, or the time since the worker could first submit (since) when that
+// is shorter, so a young worker is neither under- nor over-estimated; it is
+// never under meterMinWindow, which keeps the first seconds' single share
+// from reading as a huge rate. It is owned by its holder's mutex.
 type meter struct {
 	buckets [meterBuckets]float64
 	stamps  [meterBuckets]int64 // minute index each bucket holds
-	since   time.Time           // first observation, to avoid underestimating young miners
+	since   time.Time           // when the worker was authorized (else its first share)
 }
 
-const meterBuckets = 10 // ten minutes
+const (
+	meterBuckets   = 10 // ten minutes
+	meterMinWindow = 10 * time.Second
+)
 
 func minuteOf(t time.Time) int64 { return t.Unix() / 60 }
 
@@ -41,9 +47,11 @@ func (m *meter) hashrate(now time.Time) float64 {
 			sum += m.buckets[i]
 		}
 	}
-	window := float64(meterBuckets * 60)
+	// The buckets in the window cover the nine minutes before this one and
+	// the part of this minute that has passed.
+	window := float64((meterBuckets-1)*60) + now.Sub(time.Unix(mi*60, 0)).Seconds()
 	if age := now.Sub(m.since).Seconds(); age < window {
-		window = max(age, 60)
+		window = max(age, meterMinWindow.Seconds())
 	}
 	return sum * 4294967296 / window
 }

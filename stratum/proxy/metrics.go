@@ -26,7 +26,19 @@ type metrics struct {
 	dials           *prometheus.CounterVec // server, pool
 	routeLevel      *prometheus.GaugeVec   // server
 	moves           *prometheus.CounterVec // server
+	limitHits       *prometheus.CounterVec // server, limit
+	retiredWorkers  *prometheus.GaugeVec   // server
+	upstreamAuths   *prometheus.CounterVec // pool, result
 }
+
+// Values of the limit label of proxyd_stratum_limit_hits_total: each is a
+// bound on what a client can make proxyd store or do.
+const (
+	limitWorkersPerConnection = "workers_per_connection"
+	limitPendingAuths         = "pending_authorizations"
+	limitAuthRate             = "authorization_rate"
+	limitRetiredWorkers       = "retired_workers"
+)
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -91,8 +103,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proxyd_miner_moves_total", Help: "Miners moved between pool sessions (session loss, failover, fail-back, rebalance).",
 		}, []string{"server"}),
+		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_stratum_limit_hits_total",
+			Help: "Times a bound on client input was reached, by limit: workers_per_connection, pending_authorizations and authorization_rate (an authorize refused), retired_workers (a closed worker's totals folded into the evicted bucket).",
+		}, []string{"server", "limit"}),
+		retiredWorkers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "proxyd_retired_workers", Help: "Worker names of closed connections whose totals are kept (at most max_retired_workers).",
+		}, []string{"server"}),
+		upstreamAuths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proxyd_upstream_authorizations_total",
+			Help: "Pass-through worker authorizations by result: sent (to the pool), accepted, refused (by the pool), no_answer, refused_locally (the pool refused the name earlier; not sent again).",
+		}, []string{"pool", "result"}),
 	}
-	for _, c := range []prometheus.Collector{m.moves, m.poolUp, m.poolChanges, m.poolRejectRatio, m.poolRejectAlert, m.dials, m.routeLevel, m.minersConnected, m.shares, m.shareDiffSum, m.upstreamSess, m.submitLatency,
+	for _, c := range []prometheus.Collector{m.limitHits, m.retiredWorkers, m.upstreamAuths, m.moves, m.poolUp, m.poolChanges, m.poolRejectRatio, m.poolRejectAlert, m.dials, m.routeLevel, m.minersConnected, m.shares, m.shareDiffSum, m.upstreamSess, m.submitLatency,
 		m.fanout, m.downBytes, m.upBytes, m.connRefused, m.disconnects, m.blockCandidates} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -100,3 +123,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// disconnectReasons are the reasons a miner's connection is closed for
+// (miner.close), pre-registered at 0 per listener.
+var disconnectReasons = []string{"closed_by_miner", "idle_timeout", "line_too_long", "no_pool", "no_pool_session",
+	"protocol_errors", "read_error", "reconnect", "shutdown", "subscribe_timeout", "write_failed", "write_queue_full"}

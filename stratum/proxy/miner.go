@@ -32,6 +32,8 @@ const (
 	// remembers: as many as a session keeps valid, so every share a
 	// session can still accept finds the difficulty its job was sent with.
 	jobDiffSlots = keepJobs
+	// maxEchoBytes bounds how much of a client's input an error repeats.
+	maxEchoBytes = 32
 )
 
 // workerStats are one worker name's counters on one connection.
@@ -74,6 +76,13 @@ type miner struct {
 	cancel context.CancelFunc
 
 	protoErrors int // owned by the line being handled (one at a time)
+	// names are the distinct worker names the connection presented in
+	// mining.authorize, accepted or not (at most max_workers_per_connection);
+	// authWaits are its pass-through authorizations the pool may not have
+	// answered yet (at most max_pending_authorizations). Owned like
+	// protoErrors.
+	names     []string
+	authWaits []*workerAuth
 
 	mu          sync.Mutex
 	userAgent   string
@@ -99,6 +108,7 @@ type miner struct {
 	jobDiffNext int
 	lastShare   time.Time
 	closeReason string
+	retired     bool // closed: workers' counters moved to the worker table
 }
 
 type jobDiff struct {
@@ -117,7 +127,13 @@ func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *m
 	m.ctx, m.cancel = context.WithCancel(p.ctx)
 	m.wq = newWriteQueue(conn, minerQueueLimit, minerWriteWait, false,
 		p.metrics.downBytes.WithLabelValues(srv.cfg.Name, "out"),
-		func(err error) { m.close("write_failed", err) })
+		func(err error) {
+			if errors.Is(err, errQueueFull) {
+				m.close("write_queue_full", err)
+				return
+			}
+			m.close("write_failed", err)
+		})
 	return m
 }
 
@@ -159,6 +175,17 @@ func (m *miner) serve() {
 		if err != nil {
 			m.readFailed(err)
 			return
+		}
+		if room := m.wq.waitRoom(); room != nil {
+			// Answers are piling up unread: take no more requests until
+			// they drain (or the stall deadline drops the miner).
+			select {
+			case <-room:
+			case <-m.closed:
+			}
+			if isDone(m.closed) {
+				return
+			}
 		}
 		w.line = line
 		if !m.p.handlers.do(w) {
@@ -228,8 +255,14 @@ func (m *miner) readFailed(err error) {
 // protocolError answers a bad request with error 20 and reports whether the
 // miner may go on (false after max_protocol_errors).
 func (m *miner) protocolError(id stratum.ID, what string) bool {
+	return m.refuse(id, stratum.CodeOther, what)
+}
+
+// refuse answers a request that is malformed or over a bound with an error
+// and counts it toward max_protocol_errors; false when the miner was dropped.
+func (m *miner) refuse(id stratum.ID, code int, what string) bool {
 	m.protoErrors++
-	m.send(stratum.AppendError(nil, id, stratum.CodeOther, what))
+	m.send(stratum.AppendError(nil, id, code, what))
 	if m.protoErrors >= m.srv.cfg.MaxProtocolErrors {
 		m.log().Warn("too many protocol errors; disconnecting", zap.Int("errors", m.protoErrors), zap.String("last", what))
 		m.close("protocol_errors", errors.New(what))
@@ -260,7 +293,7 @@ func (m *miner) handle(msg *stratum.Message) bool {
 		if err := a.DecodeParams(msg.Params); err != nil {
 			return m.protocolError(msg.ID, err.Error())
 		}
-		m.authorize(msg.ID, &a)
+		return m.authorize(msg.ID, &a)
 	case stratum.MethodSuggestDifficulty:
 		var d stratum.SuggestDifficulty
 		if err := d.DecodeParams(msg.Params); err != nil || !(d.Difficulty > 0) {
@@ -286,7 +319,8 @@ func (m *miner) handle(msg *stratum.Message) bool {
 		m.send(stratum.AppendResult(nil, msg.ID, []byte(`"pong"`)))
 	default:
 		// Never drop a miner for a method we do not know (field notes §2).
-		m.send(stratum.AppendError(nil, msg.ID, stratum.CodeOther, "unknown method "+strconv.Quote(string(msg.MethodName))))
+		// Echo a prefix only: the name is the client's, up to max_line_bytes.
+		m.send(stratum.AppendError(nil, msg.ID, stratum.CodeOther, "unknown method "+quotePrefix(msg.MethodName, maxEchoBytes)))
 	}
 	return true
 }
@@ -420,10 +454,16 @@ func (m *miner) subscribe(id stratum.ID, s *stratum.Subscribe) bool {
 	return true
 }
 
-func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) {
+// authorize answers mining.authorize; false when the miner was dropped.
+func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) bool {
 	if a.User == "" {
 		m.send(stratum.AppendError(nil, id, stratum.CodeUnauthorized, "empty worker name"))
-		return
+		return true
+	}
+	if !m.presentName(a.User) {
+		m.p.metrics.limitHits.WithLabelValues(m.srv.cfg.Name, limitWorkersPerConnection).Inc()
+		return m.refuse(id, stratum.CodeUnauthorized, fmt.Sprintf("too many worker names on one connection (max_workers_per_connection = %d)",
+			m.srv.cfg.MaxWorkersPerConnection))
 	}
 	m.mu.Lock()
 	var pl *pool
@@ -435,13 +475,20 @@ func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) {
 		pl = m.srv.pick()
 	}
 	if pl != nil && pl.cfg.Identity == "passthrough" {
-		if !m.passthroughAuthorize(id, a.User) {
-			return
+		if ok, keep := m.passthroughAuthorize(id, a.User); !ok {
+			return keep
 		}
 	}
 	m.mu.Lock()
+	if m.retired { // closed meanwhile
+		m.mu.Unlock()
+		return false
+	}
 	if _, ok := m.workers[a.User]; !ok {
-		m.workers[a.User] = &workerStats{}
+		// The hashrate window starts now, not at the first share: a worker
+		// is estimated over the time it has been able to submit.
+		m.workers[a.User] = &workerStats{meter: meter{since: time.Now()}}
+		m.p.workers.addLive(a.User)
 	}
 	if m.primary == "" {
 		m.primary = a.User
@@ -451,6 +498,45 @@ func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) {
 	m.mu.Unlock()
 	m.send(stratum.AppendBoolResult(nil, id, true))
 	m.startWork()
+	return true
+}
+
+// presentName records that the connection presented worker name; false
+// when it is a new name past max_workers_per_connection. Real firmware
+// authorizes one name, or a few; a connection cycling through names is
+// making proxyd (and, with pass-through, the pool) store them.
+func (m *miner) presentName(name string) bool {
+	for _, n := range m.names {
+		if n == name {
+			return true
+		}
+	}
+	if len(m.names) >= m.srv.cfg.MaxWorkersPerConnection {
+		return false
+	}
+	m.names = append(m.names, name)
+	return true
+}
+
+// count applies a share outcome to worker's counters: on this connection,
+// or in the worker table once the connection has closed (a verdict that
+// arrives late), so that the views always add up to the share ledger.
+func (m *miner) count(worker string, t tally) {
+	m.mu.Lock()
+	m.countLocked(worker, t)
+	m.mu.Unlock()
+}
+
+// countLocked is count with m.mu held.
+func (m *miner) countLocked(worker string, t tally) {
+	ws := m.workers[worker]
+	switch {
+	case ws == nil:
+	case m.retired:
+		m.p.workers.late(m.srv, worker, t)
+	default:
+		ws.apply(t)
+	}
 }
 
 // suggest records the miner's wish, applied with its next job.
@@ -561,11 +647,7 @@ func (m *miner) submit(msg *stratum.Message) {
 	m.mu.Lock()
 	m.lastShare = now
 	m.vd.accepted(diff)
-	ws := m.workers[worker]
-	ws.accepted++
-	ws.acceptedDiff += diff
-	ws.lastShare = now
-	ws.meter.add(diff, now)
+	m.countLocked(worker, tally{valid: true, diff: diff, at: now})
 	m.mu.Unlock()
 	p.acct.valid.Add(1)
 	pm := p.metrics
@@ -625,9 +707,7 @@ func (m *miner) reject(id stratum.ID, worker, reason string, code int, message s
 	if m.up != nil {
 		poolName = m.up.pool.cfg.Name
 	}
-	if ws := m.workers[worker]; ws != nil {
-		ws.reject(reason)
-	}
+	m.countLocked(worker, tally{reject: reason})
 	m.mu.Unlock()
 	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, poolName, "rejected", reason).Inc()
 	m.send(stratum.AppendError(nil, id, code, message))
@@ -776,8 +856,11 @@ func (m *miner) close(reason string, err error) {
 		if up != nil {
 			up.detach(m, prefix)
 		}
-		m.srv.remove(m)
+		// Retire before leaving the server's list: a worker page skips
+		// retired miners, so the worker is always in one place, never in
+		// none (or both).
 		m.p.retire(m)
+		m.srv.remove(m)
 		if err != nil && reason != "closed_by_miner" {
 			m.log().Debug("miner disconnected", zap.String("reason", reason), zap.Error(err))
 		}

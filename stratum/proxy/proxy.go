@@ -52,7 +52,10 @@ type Proxy struct {
 	connSeq  atomic.Uint64
 	stopping atomic.Bool
 	acct     accounting
-	workers  retired
+	workers  *workerTable
+	// authTimeout (ns) bounds a miner's wait for a pass-through
+	// authorization: workerAuthTimeout; tests shorten it.
+	authTimeout atomic.Int64
 }
 
 // Factory builds the proxy for the daemon; nil when no [[server]] is configured.
@@ -78,7 +81,9 @@ func New(env daemon.Env) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stratum metrics: %w", err)
 	}
-	p := &Proxy{log: env.Log.With(zap.String("component", "stratum")), metrics: m, live: env.Liveness, events: env.Events}
+	p := &Proxy{log: env.Log.With(zap.String("component", "stratum")), metrics: m, live: env.Liveness, events: env.Events,
+		workers: newWorkerTable()}
+	p.authTimeout.Store(int64(workerAuthTimeout))
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.handlers = newHandlers(p.ctx)
 	byName := map[string]config.Pool{}
@@ -102,8 +107,17 @@ func New(env daemon.Env) (*Proxy, error) {
 				return nil, err
 			}
 			s.pools = append(s.pools, pl)
+			// Series that exist from the start, so rate() and increase()
+			// see the first event and dashboards show 0, not "no data".
+			m.blockCandidates.WithLabelValues(sc.Name, pl.cfg.Name).Add(0)
+		}
+		for _, reason := range disconnectReasons {
+			m.disconnects.WithLabelValues(sc.Name, reason).Add(0)
 		}
 		p.servers = append(p.servers, s)
+	}
+	if err := env.Metrics.Register(hashrateCollector{p}); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -311,17 +325,11 @@ func (p *Proxy) Accounting() Accounting { return p.acct.snapshot() }
 // verdict relays the pool's verdict on a forwarded share to its miner.
 func (p *Proxy) verdict(ps *pendingSubmit, pl *pool, accepted bool, perr *stratum.Error) {
 	m := ps.m
-	m.mu.Lock()
-	ws := m.workers[ps.worker]
-	if ws != nil {
-		if accepted {
-			ws.poolAccepted++
-		} else {
-			ws.poolRejected++
-			ws.reject(poolReason(perr))
-		}
+	if accepted {
+		m.count(ps.worker, tally{poolAccepted: true})
+	} else {
+		m.count(ps.worker, tally{poolRejected: true, reject: poolReason(perr)})
 	}
-	m.mu.Unlock()
 	if !ps.candidate { // see noteVerdict
 		pl.noteVerdict(time.Now(), !accepted)
 	}
@@ -341,11 +349,7 @@ func (p *Proxy) verdict(ps *pendingSubmit, pl *pool, accepted bool, perr *stratu
 // a lost session does not: that is the pool's health, judged apart.
 func (p *Proxy) noVerdict(ps *pendingSubmit, pl *pool, reason, message string) {
 	m := ps.m
-	m.mu.Lock()
-	if ws := m.workers[ps.worker]; ws != nil {
-		ws.reject("no_verdict_" + reason)
-	}
-	m.mu.Unlock()
+	m.count(ps.worker, tally{reject: "no_verdict_" + reason})
 	p.acct.noVerdict.Add(1)
 	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "no_verdict", reason).Inc()
 	m.send(stratum.AppendError(nil, ps.id, stratum.CodeOther, message))

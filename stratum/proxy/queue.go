@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"syscall"
@@ -31,10 +32,16 @@ var errQueueClosed = errors.New("connection closed")
 // else, since a line must never be split by another, and the flusher takes
 // over.
 //
-// A queue past its byte limit fails (and the caller closes the connection)
-// only when the peer has also stopped taking data: no write completed for
-// stallAfter. A peer that reads, just more slowly than a burst arrives, keeps
-// its queue up to hardLimitFactor times the limit.
+// What the queue holds for the peer is everything not yet written: the lines
+// queued and the batch being written (at most maxBatchBytes, plus one line
+// when a single line is larger). Past the byte limit, a send fails (and the
+// caller closes the connection) when the peer has also stopped taking data:
+// nothing written for stallAfter. A peer that reads, just more slowly than a
+// burst arrives, may be held up to hardLimitFactor times the limit; a send
+// that would pass that fails at once. While it holds more than the limit,
+// the write in progress has a deadline of stallAfter past the last progress
+// (not only writeTimeout), so a peer that stopped reading is given up on
+// then even if nothing more is sent to it.
 //
 // Everything is guarded by mu; the write itself happens outside it.
 type writeQueue struct {
@@ -46,22 +53,29 @@ type writeQueue struct {
 	onError      func(error)        // called once, outside mu, when a write fails
 	written      prometheus.Counter // bytes written; counted here because wrapping conn would lose writev
 
+	now func() time.Time // the clock: time.Now except in tests
+
 	mu       sync.Mutex
 	prio     [][]byte // block candidates: written before anything else queued
 	normal   [][]byte
-	queued   int
+	queued   int // bytes in prio and normal
+	writing  int // bytes of the batch being written
 	flushing bool
-	progress time.Time // last time a write completed or the queue was empty
+	progress time.Time // last time bytes were written, or the queue was empty
 	err      error
+	room     chan struct{} // closed when held drops to the limit or the queue fails; nil if nobody waits
 }
 
 const (
 	stallAfter      = 5 * time.Second
 	hardLimitFactor = 16
+	// maxBatchBytes bounds one flush write, so progress (and the write
+	// deadline) is measured in steps a slow but reading peer can make.
+	maxBatchBytes = 64 << 10
 )
 
 func newWriteQueue(conn net.Conn, limit int, writeTimeout time.Duration, inline bool, written prometheus.Counter, onError func(error)) *writeQueue {
-	q := &writeQueue{conn: conn, limit: limit, writeTimeout: writeTimeout, inline: inline, written: written, onError: onError}
+	q := &writeQueue{conn: conn, limit: limit, writeTimeout: writeTimeout, inline: inline, written: written, onError: onError, now: time.Now}
 	if sc, ok := conn.(syscall.Conn); ok && !inline {
 		if rc, err := sc.SyscallConn(); err == nil {
 			q.raw = newRawWriter(rc)
@@ -82,10 +96,12 @@ func (q *writeQueue) send(prio bool, lines ...[]byte) error {
 	for _, l := range lines {
 		n += len(l)
 	}
-	if q.queued == 0 {
-		q.progress = time.Now()
+	held := q.queued + q.writing
+	now := q.now()
+	if held == 0 {
+		q.progress = now
 	}
-	if over := q.queued + n; over > q.limit && (over > hardLimitFactor*q.limit || time.Since(q.progress) > stallAfter) {
+	if over := held + n; over > q.limit && (over > hardLimitFactor*q.limit || now.Sub(q.progress) > stallAfter) {
 		q.err = errQueueFull
 		q.mu.Unlock()
 		return errQueueFull
@@ -103,6 +119,9 @@ func (q *writeQueue) send(prio bool, lines ...[]byte) error {
 	}
 	q.queued += n
 	if q.flushing {
+		if q.writing > 0 && held <= q.limit && held+n > q.limit {
+			q.armDeadlineLocked() // just went over the limit: the stall deadline applies now
+		}
 		q.mu.Unlock()
 		return nil
 	}
@@ -131,7 +150,7 @@ func (q *writeQueue) sendNow(lines [][]byte, n int) error {
 		if wrote > 0 {
 			// A complete write needs no stamp: send stamped progress when it
 			// found the queue empty, a moment ago.
-			q.progress = time.Now()
+			q.progress = q.now()
 		}
 		// The rest goes first: a line cut short must be finished before any
 		// other, even a block candidate queued meanwhile.
@@ -183,32 +202,81 @@ func (q *writeQueue) flush() error {
 			q.mu.Unlock()
 			return err
 		}
-		slab = append(slab[:0], q.prio...)
-		slab = append(slab, q.normal...)
-		clear(q.prio)
-		clear(q.normal)
-		q.prio, q.normal = q.prio[:0], q.normal[:0]
-		q.queued = 0
+		slab = slab[:0]
+		size := 0
+		q.prio = takeBatch(q.prio, &slab, &size)
+		if len(q.prio) == 0 {
+			q.normal = takeBatch(q.normal, &slab, &size)
+		}
+		q.queued -= size
+		q.writing = size
+		q.armDeadlineLocked()
 		q.mu.Unlock()
 
-		if q.writeTimeout > 0 {
-			_ = q.conn.SetWriteDeadline(time.Now().Add(q.writeTimeout))
-		}
 		batch := net.Buffers(slab)
 		n, err := batch.WriteTo(q.conn)
 		if n > 0 && q.written != nil {
 			q.written.Add(float64(n))
 		}
-		if err == nil {
-			q.mu.Lock()
-			q.progress = time.Now()
-			q.mu.Unlock()
+		q.mu.Lock()
+		if err != nil && isTimeout(err) && q.queued+q.writing > q.limit {
+			err = fmt.Errorf("%w (%d bytes held, nothing written for %s)", errQueueFull, q.queued+q.writing, stallAfter)
 		}
+		q.writing = 0
+		if n > 0 {
+			q.progress = q.now()
+		}
+		q.signalRoomLocked()
+		q.mu.Unlock()
 		clear(slab) // drop references to lines already written
 		if err != nil {
 			return q.fail(err)
 		}
 	}
+}
+
+// armDeadlineLocked sets the deadline of the write in progress: writeTimeout
+// from now or, while more than the limit is held, stallAfter past the last
+// progress if that is sooner. Set under mu, so a later call always reflects
+// what is held now. q.mu held.
+func (q *writeQueue) armDeadlineLocked() {
+	var d time.Time
+	wall := time.Now()
+	if q.writeTimeout > 0 {
+		d = wall.Add(q.writeTimeout)
+	}
+	if q.queued+q.writing > q.limit {
+		if s := wall.Add(stallAfter - q.now().Sub(q.progress)); d.IsZero() || s.Before(d) {
+			d = s
+		}
+	}
+	if !d.IsZero() {
+		_ = q.conn.SetWriteDeadline(d)
+	}
+}
+
+// takeBatch moves lines from the front of src to batch while the batch stays
+// within maxBatchBytes (always at least one line), adding their bytes to
+// size, and returns what is left of src, moved to its front.
+func takeBatch(src [][]byte, batch *[][]byte, size *int) [][]byte {
+	i := 0
+	for ; i < len(src); i++ {
+		if *size > 0 && *size+len(src[i]) > maxBatchBytes {
+			break
+		}
+		*batch = append(*batch, src[i])
+		*size += len(src[i])
+	}
+	n := copy(src, src[i:])
+	clear(src[n:])
+	return src[:n]
+}
+
+// held is what the queue holds for the peer: queued and being written.
+func (q *writeQueue) held() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.queued + q.writing
 }
 
 // fail records a write error, ends the flushing role and tells the owner
@@ -218,6 +286,7 @@ func (q *writeQueue) fail(err error) error {
 	if q.err == nil {
 		q.err = err
 	}
+	q.signalRoomLocked()
 	q.flushing = false
 	q.mu.Unlock()
 	if q.onError != nil {
@@ -232,7 +301,33 @@ func (q *writeQueue) close() {
 	if q.err == nil {
 		q.err = errQueueClosed
 	}
+	q.signalRoomLocked()
 	q.mu.Unlock()
+}
+
+// waitRoom returns nil while the queue holds at most its limit; otherwise a
+// channel closed once it holds no more than that, or fails. A miner's reader
+// waits on it before taking another request, so a client that does not read
+// its answers cannot grow its queue by asking more: only what the pool
+// sends can take it past the limit, and the stall deadline then drops it.
+func (q *writeQueue) waitRoom() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil || q.queued+q.writing <= q.limit {
+		return nil
+	}
+	if q.room == nil {
+		q.room = make(chan struct{})
+	}
+	return q.room
+}
+
+// signalRoomLocked wakes waitRoom's waiters if there is room now. q.mu held.
+func (q *writeQueue) signalRoomLocked() {
+	if q.room != nil && (q.err != nil || q.queued+q.writing <= q.limit) {
+		close(q.room)
+		q.room = nil
+	}
 }
 
 // idle reports that nothing is queued or being written (or the queue failed).

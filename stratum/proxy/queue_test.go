@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -214,5 +216,147 @@ func TestWriteQueueImmediateWriteAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per send to an idle queue, want 0", allocs)
+	}
+}
+
+// fakeClock is a writeQueue clock that moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// A peer that never reads: the batch being written counts toward the
+// queue's limit, so once more than the limit is held and nothing was
+// written for stallAfter, the next send fails. (The batch in flight was not
+// counted: the queue looked empty, its stall clock restarted with every
+// send, and a non-reading miner held megabytes until the write deadline.)
+func TestWriteQueueCountsTheBatchBeingWritten(t *testing.T) {
+	peer, conn := tcpPair(t)
+	_ = peer // never read
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096)
+	}
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	failed := make(chan error, 1)
+	const limit = 256 << 10
+	q := newWriteQueue(conn, limit, time.Minute, false, nil, func(err error) { failed <- err })
+	q.now = clock.now
+	big := bytes.Repeat([]byte{'x'}, 2<<20) // far more than the socket buffers take
+	big[len(big)-1] = '\n'
+	if err := q.send(false, big); err != nil {
+		t.Fatal(err)
+	}
+	waitWriting(t, q) // the flusher is blocked writing the rest of the line
+	if h := q.held(); h <= limit {
+		t.Fatalf("held %d bytes; the socket took more than this test assumes", h)
+	}
+	small := []byte("{\"id\":null}\n")
+	if err := q.send(false, small); err != nil {
+		t.Fatalf("a send within stallAfter of progress must be queued: %v", err)
+	}
+	clock.advance(stallAfter + time.Second)
+	if err := q.send(false, small); !errors.Is(err, errQueueFull) {
+		t.Fatalf("send with %d bytes held and nothing written for %s: %v, want errQueueFull", q.held(), stallAfter+time.Second, err)
+	}
+}
+
+// A send that would take what is held past hardLimitFactor × the limit
+// fails at once, stalled or not, counting the batch being written.
+func TestWriteQueueHardLimitCountsTheBatchBeingWritten(t *testing.T) {
+	peer, conn := tcpPair(t)
+	_ = peer // never read
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096)
+	}
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	const limit = 64 << 10
+	q := newWriteQueue(conn, limit, time.Minute, false, nil, func(error) {})
+	q.now = clock.now
+	big := bytes.Repeat([]byte{'x'}, 12*limit) // within the hard limit, beyond the socket buffers
+	big[len(big)-1] = '\n'
+	if err := q.send(false, big); err != nil {
+		t.Fatal(err)
+	}
+	waitWriting(t, q)
+	line := bytes.Repeat([]byte{'y'}, 1<<10)
+	line[len(line)-1] = '\n'
+	sent := 0
+	var err error
+	for sent < 64*hardLimitFactor*limit { // bounded: far past the hard limit
+		if err = q.send(false, line); err != nil {
+			break
+		}
+		sent += len(line)
+	}
+	if !errors.Is(err, errQueueFull) {
+		t.Fatalf("sent %d bytes to a peer that never reads without errQueueFull (%v)", sent, err)
+	}
+	if h := q.held(); h > hardLimitFactor*limit {
+		t.Fatalf("queue holds %d bytes, more than %d × its %d-byte limit", h, hardLimitFactor, limit)
+	}
+}
+
+// waitWriting waits until q's flusher is blocked writing with nothing else queued.
+func waitWriting(t *testing.T, q *writeQueue) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		writing, queued := q.writing, q.queued
+		q.mu.Unlock()
+		if writing > 0 && queued == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flusher never started writing (writing %d, queued %d)", writing, queued)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// takeBatch keeps lines whole and in order, and a batch within
+// maxBatchBytes unless one line alone is larger.
+func TestTakeBatch(t *testing.T) {
+	l := func(n int) []byte { return make([]byte, n) }
+	tests := []struct {
+		name      string
+		lines     []int
+		wantTaken int
+		wantSize  int
+	}{
+		{"empty", nil, 0, 0},
+		{"all fit", []int{100, 200}, 2, 300},
+		{"stops at the cap", []int{maxBatchBytes / 2, maxBatchBytes / 2, 1}, 2, maxBatchBytes},
+		{"one oversized line alone", []int{maxBatchBytes * 3, 5}, 1, maxBatchBytes * 3},
+		{"oversized after others waits", []int{10, maxBatchBytes * 3}, 1, 10},
+	}
+	for _, tt := range tests {
+		var src [][]byte
+		for _, n := range tt.lines {
+			src = append(src, l(n))
+		}
+		var batch [][]byte
+		size := 0
+		rest := takeBatch(src, &batch, &size)
+		if len(batch) != tt.wantTaken || size != tt.wantSize || len(rest) != len(tt.lines)-tt.wantTaken {
+			t.Errorf("%s: took %d lines (%d bytes), left %d; want %d lines (%d bytes)", tt.name, len(batch), size, len(rest), tt.wantTaken, tt.wantSize)
+		}
+		for i := range rest {
+			if len(rest[i]) != tt.lines[tt.wantTaken+i] {
+				t.Errorf("%s: rest out of order", tt.name)
+			}
+		}
 	}
 }

@@ -127,11 +127,10 @@ type upstream struct {
 	accepted    uint64
 	rejected    uint64
 	noVerdict   uint64
-	latency     time.Duration          // EWMA of submit round trips
-	draining    bool                   // takes no new miners (pool asked us to reconnect)
-	retired     bool                   // closed by us (idle, or silent): its end says nothing about the pool
-	workerAuths map[string]*workerAuth // passthrough: upstream names authorized on this session
-	authPending map[uint64]*workerAuth // by request id
+	latency     time.Duration // EWMA of submit round trips
+	draining    bool          // takes no new miners (pool asked us to reconnect)
+	retired     bool          // closed by us (idle, or silent): its end says nothing about the pool
+	workerAuths sessionAuths  // passthrough authorizations (identity.go)
 }
 
 func newUpstream(pl *pool, id uint64) *upstream {
@@ -143,8 +142,7 @@ func newUpstream(pl *pool, id uint64) *upstream {
 		done:        make(chan struct{}),
 		miners:      map[*miner]struct{}{},
 		pending:     map[uint64]*pendingSubmit{},
-		workerAuths: map[string]*workerAuth{},
-		authPending: map[uint64]*workerAuth{},
+		workerAuths: newSessionAuths(pl),
 		nextID:      firstSubmitID,
 		// Stratum's difficulty before any mining.set_difficulty is 1.
 		nextDiff: 1,
@@ -276,7 +274,7 @@ func truncate(b []byte, n int) []byte {
 func (u *upstream) isAuthResponse(id uint64) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	_, ok := u.authPending[id]
+	_, ok := u.workerAuths.pending[id]
 	return ok
 }
 

@@ -78,3 +78,60 @@ func TestMeter(t *testing.T) {
 		t.Error("stale buckets still counted")
 	}
 }
+
+// A young worker is estimated over the time since it was authorized (at
+// least meterMinWindow), not over a fixed minute: issue 14's API read a
+// third of the real rate 20 s in.
+func TestMeterYoungWorker(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	const diff = 1.0
+	tests := []struct {
+		name    string
+		elapsed time.Duration // since authorization
+		every   time.Duration // one share of diff every
+	}{
+		{"20 s in", 20 * time.Second, 2 * time.Second},
+		{"45 s in", 45 * time.Second, 3 * time.Second},
+		{"3 min in", 3 * time.Minute, 5 * time.Second},
+	}
+	for _, tt := range tests {
+		m := meter{since: t0}
+		n := 0
+		for at := tt.every; at <= tt.elapsed; at += tt.every {
+			m.add(diff, t0.Add(at))
+			n++
+		}
+		want := float64(n) * diff * 4294967296 / tt.elapsed.Seconds()
+		got := m.hashrate(t0.Add(tt.elapsed))
+		if got < 0.9*want || got > 1.1*want {
+			t.Errorf("%s: hashrate %.4g, want %.4g ±10%%", tt.name, got, want)
+		}
+	}
+	// One share in the first second does not read as a huge rate.
+	m := meter{since: t0}
+	m.add(diff, t0.Add(time.Second))
+	if got, limit := m.hashrate(t0.Add(time.Second)), diff*4294967296/meterMinWindow.Seconds(); got > limit {
+		t.Errorf("first second: %.4g H/s, more than one share over the minimum window (%.4g)", got, limit)
+	}
+}
+
+// A steady worker reads its real rate whatever the second of the minute:
+// the window is what the buckets cover, not a fixed ten minutes.
+func TestMeterSteadyState(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0) // a minute boundary
+	m := meter{since: t0}
+	for at := time.Second; at <= 30*time.Minute; at += time.Second {
+		m.add(1, t0.Add(at))
+	}
+	want := 4294967296.0 // one difficulty-1 share a second
+	added := 30 * time.Minute
+	for _, off := range []time.Duration{0, time.Second, 15 * time.Second, 59 * time.Second} {
+		now := t0.Add(30*time.Minute + off)
+		for ; added < 30*time.Minute+off; added += time.Second {
+			m.add(1, t0.Add(added+time.Second))
+		}
+		if got := m.hashrate(now); got < 0.98*want || got > 1.02*want {
+			t.Errorf("%v into the minute: %.4g H/s, want %.4g ±2%%", off, got, want)
+		}
+	}
+}

@@ -117,7 +117,7 @@ func TestDashboardVariablesAreKnown(t *testing.T) {
 	}
 	// Every $variable a query uses must be one the dashboard defines or one
 	// Grafana provides, or the panel breaks on import.
-	known := map[string]bool{"instance": true, "datasource": true, "__rate_interval": true, "__interval": true, "__range": true}
+	known := map[string]bool{"instance": true, "datasource": true, "__all": true, "__rate_interval": true, "__interval": true, "__range": true}
 	for _, m := range regexp.MustCompile(`\$\{?([A-Za-z_]+)`).FindAllStringSubmatch(string(raw), -1) {
 		if !known[m[1]] {
 			t.Errorf("dashboard uses undefined variable $%s", m[1])
