@@ -396,6 +396,57 @@ func TestRunCompareRelayProcs(t *testing.T) {
 	}
 }
 
+// TestRunProxyBRelays alternates two proxies (in-test byte relays, each in
+// front of its own pool of the tool) for two rounds: every run is complete
+// and accounted for against its own pool, and the comparison has every
+// figure with a ratio.
+func TestRunProxyBRelays(t *testing.T) {
+	ra, poolA := relayToPool(t, false)
+	rb, poolB := relayToPool(t, false)
+	pid := fmt.Sprint(os.Getpid())
+	c := testConfig(t, "--target", ra.Addr(), "--pool-listen", poolA, "--proxy-pid", pid,
+		"--compare-target", rb.Addr(), "--compare-pool-listen", poolB, "--compare-proxy-pid", pid,
+		"--rounds", "2", "--names", "one,two", "--miners", "24", "--fanout-jobs", "2")
+	rep, err := runTool(t, c)
+	checkReport(t, rep, err)
+	if rep.PoolAddr != poolA || rep.ComparePoolAddr != poolB || rep.Added != nil {
+		t.Fatalf("pools %s %s, added %v", rep.PoolAddr, rep.ComparePoolAddr, rep.Added)
+	}
+	var labels []string
+	for _, rr := range rep.Runs {
+		labels = append(labels, rr.label())
+		// A byte relay shows the pool what the miners sent: the pool's
+		// counts match only if each path's pool is its own.
+		checkRun(t, rr, c.Miners, c)
+		if rr.Bytes.PoolSessions != c.Miners {
+			t.Fatalf("%s: %d pool sessions through a relay of %d miners", rr.label(), rr.Bytes.PoolSessions, c.Miners)
+		}
+		want := map[string]string{"one": ra.Addr(), "two": rb.Addr()}[rr.Path]
+		if rr.Target != want || rr.Proxy == nil || rr.Proxy.PID != os.Getpid() || rr.Proxy.PeakRSSPerMinerKiB == 0 {
+			t.Fatalf("%s: target %s (want %s), proxy %+v", rr.label(), rr.Target, want, rr.Proxy)
+		}
+	}
+	if strings.Join(labels, " ") != "one#1 two#1 one#2 two#2" {
+		t.Fatalf("runs %v", labels)
+	}
+	cmp := rep.Compare
+	if cmp == nil || cmp.A != "one" || cmp.B != "two" || cmp.Rounds != 2 {
+		t.Fatalf("comparison %+v", cmp)
+	}
+	for _, f := range cmp.Figures {
+		if len(f.A) != 2 || len(f.B) != 2 || f.Ratio == nil && f.AMedian != 0 {
+			t.Fatalf("figure %+v", f)
+		}
+	}
+	var table strings.Builder
+	rep.printTable(&table)
+	for _, want := range []string{"one#2", "two/one", "upstream sessions", "proxy RSS per miner at peak"} {
+		if !strings.Contains(table.String(), want) {
+			t.Fatalf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+}
+
 // TestRunSpawnProxyd runs the proxied path through a "proxyd" the tool
 // starts: the test binary as a fake proxyd that loads the generated config
 // with proxyd's config package and relays.

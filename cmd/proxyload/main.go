@@ -47,6 +47,13 @@ type config struct {
 	SpawnProxyd       string
 	ProxyPID          int
 	PoolListen        string
+	CompareTarget     string // proxy B: host:port of a running proxy ("" none)
+	CompareSpawn      string // proxy B: a proxyd binary the tool starts ("" none)
+	ComparePID        int
+	ComparePoolListen string
+	Rounds            int
+	NamesText         string
+	Names             [2]string // of proxy A and proxy B
 	PrintConfig       bool
 	Miners            int
 	Rate              float64 // shares per minute per miner
@@ -60,6 +67,7 @@ type config struct {
 	Difficulty        float64
 	PoolDiffFactor    float64
 	PoolSubDelay      time.Duration
+	PoolJobInterval   time.Duration
 	FanoutJobs        int
 	FanoutInterval    time.Duration
 	Settle            time.Duration
@@ -73,7 +81,7 @@ type config struct {
 	Timeout           time.Duration
 	Progress          time.Duration
 	JSON              string
-	MinersPerSession  int
+	MinersPerSession  string // "" (omit the key), "auto" or a number
 	ProxyStartTimeout time.Duration
 	User              string
 	Seed              uint64
@@ -90,6 +98,12 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.SpawnProxyd, "spawn-proxyd", "", "start this proxyd `binary` (as BINARY run --config FILE, with a generated config in front of the tool's pool) as the proxy, measure its RSS and CPU, stop it with SIGTERM")
 	fs.IntVar(&c.ProxyPID, "proxy-pid", 0, "`PID` of an external proxy, for its RSS and CPU seconds from /proc/PID/status and /proc/PID/stat")
 	fs.StringVar(&c.PoolListen, "pool-listen", "127.0.0.1:0", "`ADDR` the tool's pool listens on; fix the port to start an external proxy first with pool url stratum+tcp://ADDR")
+	fs.StringVar(&c.CompareTarget, "compare-target", "", "proxy B: `HOST:PORT` of a second running proxy, in front of the tool's second pool (--compare-pool-listen); the same miners run through proxy A (--target or --spawn-proxyd) and B alternately, --rounds times, and the report gives B/A for every figure")
+	fs.StringVar(&c.CompareSpawn, "compare-spawn-proxyd", "", "proxy B: a proxyd `binary` the tool starts for each of B's runs (like --spawn-proxyd), e.g. an older build, for a before/after comparison")
+	fs.IntVar(&c.ComparePID, "compare-proxy-pid", 0, "`PID` of proxy B (--compare-target), for its RSS and CPU")
+	fs.StringVar(&c.ComparePoolListen, "compare-pool-listen", "127.0.0.1:0", "`ADDR` of the tool's second pool, proxy B's; fix the port to start an external proxy B first")
+	fs.IntVar(&c.Rounds, "rounds", 1, "with proxy B: `N` rounds of A then B (A, B, A, B, ...); the ratios compare the medians over the rounds")
+	fs.StringVar(&c.NamesText, "names", "A,B", "`A,B`: names of proxy A and proxy B in the report")
 	fs.BoolVar(&c.PrintConfig, "print-config", false, "print a proxyd config for --target and --pool-listen (and the other flags) and exit")
 	fs.IntVar(&c.Miners, "miners", 1000, "simulated ASIC connections `N` (up to 100,000, as file descriptors allow; see FILE DESCRIPTORS)")
 	fs.Float64Var(&c.Rate, "rate", 12, "shares per minute per miner (Poisson arrivals); 0 submits none")
@@ -99,6 +113,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.Float64Var(&c.BadFraction, "bad", 0.05, "`fraction` of submits that are deliberately bad (0 to 0.9)")
 	fs.StringVar(&c.BadKindsText, "bad-kinds", "low-difficulty,stale,duplicate", "`LIST` of bad share kinds, drawn uniformly: low-difficulty, stale, duplicate, bad-version-bits, unauthorized-worker, bad-extranonce2")
 	fs.DurationVar(&c.PoolSubDelay, "pool-subscribe-delay", 0, "the pool answers each mining.subscribe after this `delay`, like a pool across a WAN: on the direct path every miner waits it once, on the proxied path every pool session the proxy opens does (0: at once)")
+	fs.DurationVar(&c.PoolJobInterval, "pool-job-interval", 0, "the pool sends a new job (not clean) this `often`, as a real pool does about every 30 s; ckpool's proxy serves miners only once a job arrives after its pool session is up (0: jobs only at connect and for the fan-out)")
 	fs.Float64Var(&c.PoolDiffFactor, "pool-difficulty-factor", 1, "on the proxied path the pool gives the proxy's sessions `F` × --difficulty, as a pool's vardiff gives a session carrying many miners more difficulty; the proxy then forwards only the shares that meet it (about 1 in F) and answers the rest itself. 1: every good share is forwarded (the proxy's worst case). Miners keep --difficulty on both paths")
 	fs.Float64Var(&c.Difficulty, "difficulty", 1e-7, "share difficulty `D` of the pool (and of the generated proxyd config: initial = min = max); keep it at 1e-6 or below, see HASHING")
 	fs.IntVar(&c.FanoutJobs, "fanout-jobs", 5, "clean jobs `K` the pool sends, one at a time, to measure notify fan-out")
@@ -115,7 +130,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.Timeout, "timeout", 15*time.Minute, "bound on the whole run; the tool stops by itself")
 	fs.DurationVar(&c.Progress, "progress", 5*time.Second, "progress line to stderr this often (0: none)")
 	fs.StringVar(&c.JSON, "json", "", "also write every figure, the parameters and the machine as JSON to `FILE` (- for stdout; the table then goes to stderr)")
-	fs.IntVar(&c.MinersPerSession, "miners-per-session", 256, "miners_per_session of the generated proxyd config")
+	fs.StringVar(&c.MinersPerSession, "miners-per-session", "", "miners_per_session of the generated proxyd config: \"auto\" or a `number`; empty leaves the key out, so each proxyd binary uses its own default (a before/after comparison then compares defaults)")
 	fs.DurationVar(&c.ProxyStartTimeout, "proxy-start-timeout", 20*time.Second, "bound on a spawned proxyd starting to listen")
 	fs.StringVar(&c.User, "user", "proxyload", "worker name prefix: miners authorize as USER.w<i>")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed for jobs, extranonces, submit times and bad-share draws")
@@ -154,6 +169,9 @@ Usage:
   proxyload --spawn-proxyd PATH                      proxied path through a proxyd the tool starts
   proxyload --compare (--target HOST:PORT | --spawn-proxyd PATH)
                                                      both paths, identical parameters, side by side
+  proxyload (--target HOST:PORT | --spawn-proxyd PATH)
+            (--compare-target HOST:PORT | --compare-spawn-proxyd PATH) [--rounds N]
+                                                     proxy A against proxy B, alternately, with B/A
 
 proxyload simulates N ASICs and the pool they mine on, on loopback. The
 miners really hash and the pool validates every share independently (btcd
@@ -189,6 +207,16 @@ Figures (table on stdout, everything with --json):
               "true" for that the pool never accepted although they met the
               pool's difficulty
   --compare adds "added" = proxied − direct for every percentile.
+  proxy B (--compare-target or --compare-spawn-proxyd) runs the same
+              miners through proxy A and proxy B in turn, --rounds times
+              (A, B, A, B, ...), each proxy in front of its own pool of the
+              tool (same seed, same jobs), so the pool-side bytes and
+              sessions are each proxy's own; "B/A" gives the median of each
+              figure over the rounds for A and B and their ratio. RSS per
+              miner is reported after connect and at the peak, over the
+              RSS before the miners connected; an external proxy's peak
+              (VmHWM) is reset before each of its runs where the kernel
+              allows (/proc/PID/clear_refs).
 
 The run fails (exit 1) when a share is unaccounted, a submit got no answer,
 or a miner did not connect; exit 2 is a usage or limits problem, 130 an
@@ -237,6 +265,9 @@ Examples:
   proxyload --compare --spawn-proxyd ./bin/proxyd --miners 1000
   proxyload --pool-listen 127.0.0.1:3334 --print-config --target 127.0.0.1:3333 > proxy.toml
   proxyload --compare --target 127.0.0.1:3333 --pool-listen 127.0.0.1:3334 --proxy-pid $(pidof proxy)
+  proxyload --spawn-proxyd ./bin/proxyd --compare-target 127.0.0.1:3335 --compare-pool-listen 127.0.0.1:3336 \
+            --compare-proxy-pid $(pidof ckpool) --names proxyd,ckpool --rounds 3 --rate 2 --miners 10000
+  proxyload --spawn-proxyd ./bin/proxyd --compare-spawn-proxyd ./old/proxyd --names after,before --rounds 2
 `
 
 // printHelp writes the full --help text: every flag, with its default.
@@ -324,6 +355,8 @@ func (c *config) finish() error {
 		return fmt.Errorf("--bad %v: want a fraction from 0 to 0.9", c.BadFraction)
 	case c.PoolSubDelay < 0 || c.PoolSubDelay > time.Minute:
 		return fmt.Errorf("--pool-subscribe-delay %v: want 0 to 1m", c.PoolSubDelay)
+	case c.PoolJobInterval != 0 && (c.PoolJobInterval < 100*time.Millisecond || c.PoolJobInterval > time.Hour):
+		return fmt.Errorf("--pool-job-interval %v: want 0 (none) or 100ms to 1h", c.PoolJobInterval)
 	case !(c.PoolDiffFactor >= 1) || c.PoolDiffFactor > 1e6:
 		return fmt.Errorf("--pool-difficulty-factor %v: want 1 to 1e6", c.PoolDiffFactor)
 	case !(c.Difficulty > 0) || c.Difficulty > 1e-3:
@@ -346,8 +379,8 @@ func (c *config) finish() error {
 		return fmt.Errorf("--source-ips %d: at most %d", c.SourceIPs, maxSourceIPs)
 	case c.FDPolicy != "refuse" && c.FDPolicy != "cap":
 		return fmt.Errorf("--fd-policy %q: want refuse or cap", c.FDPolicy)
-	case c.MinersPerSession < 1:
-		return fmt.Errorf("--miners-per-session %d: want at least 1", c.MinersPerSession)
+	case !validSessionSize(c.MinersPerSession):
+		return fmt.Errorf("--miners-per-session %q: want auto, a number from 1 to 16777216, or nothing", c.MinersPerSession)
 	case c.User == "" || strings.ContainsAny(c.User, " \t\n\""):
 		return fmt.Errorf("--user %q: want a non-empty name without spaces or quotes", c.User)
 	}
@@ -365,6 +398,9 @@ func (c *config) finish() error {
 	if c.Compare && c.Target == targetDirect && c.SpawnProxyd == "" {
 		return errors.New("--compare needs the proxied path: --target HOST:PORT or --spawn-proxyd PATH")
 	}
+	if err := c.finishProxyB(); err != nil {
+		return err
+	}
 	if c.ProxyPID > 0 && c.SpawnProxyd != "" {
 		return errors.New("--proxy-pid is for an external proxy; --spawn-proxyd measures its own")
 	}
@@ -375,6 +411,26 @@ func (c *config) finish() error {
 		return errors.New("--print-config needs --pool-listen HOST:PORT with a fixed port (the pool the proxy will use)")
 	}
 	return nil
+}
+
+// validSessionSize reports whether s is a --miners-per-session value.
+func validSessionSize(s string) bool {
+	if s == "" || s == "auto" {
+		return true
+	}
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 1<<24
+}
+
+// sessionsEstimate is how many miners one upstream session of the
+// generated config is taken to carry when planning file descriptors: the
+// number given, else 256 (older proxyd's default; "auto" carries more, so
+// this errs on the safe side).
+func (c *config) sessionsEstimate() int {
+	if n, err := strconv.Atoi(c.MinersPerSession); err == nil {
+		return n
+	}
+	return 256
 }
 
 // parseStyles parses "antminer,whatsminer=3,..." into a round-robin cycle

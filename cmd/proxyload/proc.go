@@ -265,9 +265,23 @@ const (
 // proxySampler samples a proxy process at phase boundaries. A zero pid
 // samples nothing; the first error is kept.
 type proxySampler struct {
-	pid     int
-	samples map[string]procSample
-	err     error
+	pid       int
+	samples   map[string]procSample
+	err       error
+	peakReset bool // VmHWM was reset before the run
+}
+
+// resetPeak resets the process's peak RSS (VmHWM) to its current RSS, so
+// that the peak of an external proxy that ran before is this run's. Linux
+// allows it for a process the tool may ptrace (same user, or root); where
+// it fails, the peak stays the process's lifetime peak and the report says
+// so.
+func (p *proxySampler) resetPeak() {
+	if p.pid == 0 {
+		return
+	}
+	err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.pid), []byte("5"), 0)
+	p.peakReset = err == nil
 }
 
 func newProxySampler(pid int) *proxySampler {
@@ -292,7 +306,7 @@ func (p *proxySampler) mark(phase string) {
 // figures turns the samples into the proxy's figures; ready is the number
 // of connected miners, for the RSS per miner.
 func (p *proxySampler) figures(ready int) *ProxyFig {
-	f := &ProxyFig{PID: p.pid}
+	f := &ProxyFig{PID: p.pid, PeakReset: p.peakReset}
 	switch {
 	case p.pid == 0:
 		f.Error = "no proxy PID: pass --proxy-pid (or use --spawn-proxyd) for the proxy's RSS and CPU"
@@ -319,6 +333,7 @@ func (p *proxySampler) figures(ready int) *ProxyFig {
 	}
 	if ready > 0 && s[phConnected].RSSKiB > 0 {
 		f.RSSPerMinerKiB = float64(s[phConnected].RSSKiB-s[phStart].RSSKiB) / float64(ready)
+		f.PeakRSSPerMinerKiB = (f.PeakRSSMiB*1024 - float64(s[phStart].RSSKiB)) / float64(ready)
 	}
 	f.CPUConnectS = cpu(phStart, phConnected)
 	f.CPUFanoutS = cpu(phConnected, phFanout)

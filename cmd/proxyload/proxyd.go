@@ -24,7 +24,7 @@ type proxydParams struct {
 	Difficulty       float64 // initial = min = max difficulty: every good share is forwarded
 	SharesPerMinute  float64 // vardiff target (moot with a fixed difficulty)
 	MaxConnections   int
-	MinersPerSession int
+	MinersPerSession string // "auto", a number, or "" to leave the key out
 }
 
 // proxydConfig returns a proxyd TOML config that puts a proxy on
@@ -65,13 +65,23 @@ name = "proxyload"
 url = %q
 user = "proxyload.farm"
 password = "x"
-miners_per_session = %d
-
+%s
 [gpu]
 backend = "off"
 `, p.HTTPListen, p.Listen, tomlFloat(p.Difficulty), tomlFloat(p.Difficulty), tomlFloat(p.Difficulty),
-		tomlFloat(spm), max(p.MaxConnections, 1), p.PoolURL, max(p.MinersPerSession, 1))
+		tomlFloat(spm), max(p.MaxConnections, 1), p.PoolURL, sessionSizeLine(p.MinersPerSession))
 	return b.String()
+}
+
+// sessionSizeLine is the miners_per_session line of the config, or none.
+func sessionSizeLine(v string) string {
+	switch v {
+	case "":
+		return "# miners_per_session: proxyd's default\n"
+	case "auto":
+		return "miners_per_session = \"auto\"\n"
+	}
+	return "miners_per_session = " + v + "\n"
 }
 
 // tomlFloat formats f as a TOML float (always with a '.' or an exponent).

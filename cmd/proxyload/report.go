@@ -14,20 +14,24 @@ import (
 // Report is everything one invocation measured. Latencies are in
 // milliseconds, CPU in seconds, memory in MiB or KiB as named.
 type Report struct {
-	Tool     string       `json:"tool"`
-	Date     string       `json:"date"` // start, UTC RFC 3339
-	Command  []string     `json:"command,omitempty"`
-	Params   Params       `json:"params"`
-	Machine  Machine      `json:"machine"`
-	FDs      FDLimits     `json:"fd_limits"`
-	Layout   Layout       `json:"layout"`
-	PoolAddr string       `json:"pool_addr"`
-	Runs     []*RunReport `json:"runs"`
+	Tool     string   `json:"tool"`
+	Date     string   `json:"date"` // start, UTC RFC 3339
+	Command  []string `json:"command,omitempty"`
+	Params   Params   `json:"params"`
+	Machine  Machine  `json:"machine"`
+	FDs      FDLimits `json:"fd_limits"`
+	Layout   Layout   `json:"layout"`
+	PoolAddr string   `json:"pool_addr"`
+	// ComparePoolAddr is proxy B's pool (with proxy B).
+	ComparePoolAddr string       `json:"compare_pool_addr,omitempty"`
+	Runs            []*RunReport `json:"runs"`
 	// Added is proxied − direct (with --compare).
-	Added    *Added   `json:"added,omitempty"`
-	OK       bool     `json:"ok"`
-	Problems []string `json:"problems,omitempty"` // why OK is false
-	Notes    []string `json:"notes,omitempty"`    // worth knowing, not failures
+	Added *Added `json:"added,omitempty"`
+	// Compare is proxy B against proxy A (with proxy B).
+	Compare  *Comparison `json:"compare,omitempty"`
+	OK       bool        `json:"ok"`
+	Problems []string    `json:"problems,omitempty"` // why OK is false
+	Notes    []string    `json:"notes,omitempty"`    // worth knowing, not failures
 }
 
 // Params are the parameters of the run.
@@ -36,6 +40,11 @@ type Params struct {
 	Target          string   `json:"target"`
 	SpawnProxyd     string   `json:"spawn_proxyd,omitempty"`
 	ProxyPID        int      `json:"proxy_pid,omitempty"`
+	CompareTarget   string   `json:"compare_target,omitempty"`
+	CompareSpawn    string   `json:"compare_spawn_proxyd,omitempty"`
+	ComparePID      int      `json:"compare_proxy_pid,omitempty"`
+	Names           []string `json:"names,omitempty"` // proxy A's and B's
+	Rounds          int      `json:"rounds,omitempty"`
 	Miners          int      `json:"miners"`
 	MinersRequested int      `json:"miners_requested"`
 	SharesPerMinute float64  `json:"shares_per_minute_per_miner"`
@@ -47,6 +56,7 @@ type Params struct {
 	Difficulty      float64  `json:"difficulty"`
 	PoolDiffFactor  float64  `json:"pool_difficulty_factor"` // the proxy's pool sessions get difficulty × this
 	PoolSubDelayS   float64  `json:"pool_subscribe_delay_s"`
+	PoolJobEveryS   float64  `json:"pool_job_interval_s,omitempty"`
 	HashesPerShare  float64  `json:"hashes_per_share"` // difficulty·2^32, on average
 	FanoutJobs      int      `json:"fanout_jobs"`
 	FanoutIntervalS float64  `json:"fanout_interval_s"`
@@ -62,12 +72,16 @@ func (c *config) params(requested int, paths []pathSpec) Params {
 		Target: c.Target, SpawnProxyd: c.SpawnProxyd, ProxyPID: c.ProxyPID,
 		Miners: c.Miners, MinersRequested: requested, SharesPerMinute: c.Rate,
 		DurationS: c.Duration.Seconds(), WarmupS: c.Warmup.Seconds(),
-		BadFraction: c.BadFraction, Difficulty: c.Difficulty, PoolDiffFactor: c.PoolDiffFactor, PoolSubDelayS: c.PoolSubDelay.Seconds(), HashesPerShare: c.Difficulty * math.Ldexp(1, 32),
+		BadFraction: c.BadFraction, Difficulty: c.Difficulty, PoolDiffFactor: c.PoolDiffFactor, PoolSubDelayS: c.PoolSubDelay.Seconds(), PoolJobEveryS: c.PoolJobInterval.Seconds(), HashesPerShare: c.Difficulty * math.Ldexp(1, 32),
 		FanoutJobs: c.FanoutJobs, FanoutIntervalS: c.FanoutInterval.Seconds(), SettleS: c.Settle.Seconds(),
 		DialConcurrency: c.DialConcurrency, HashWorkers: c.HashWorkers, Seed: c.Seed,
 	}
+	if c.hasProxyB() {
+		p.CompareTarget, p.CompareSpawn, p.ComparePID = c.CompareTarget, c.CompareSpawn, c.ComparePID
+		p.Names, p.Rounds = c.Names[:], c.Rounds
+	}
 	for _, ps := range paths {
-		p.Paths = append(p.Paths, ps.Name)
+		p.Paths = append(p.Paths, ps.label())
 	}
 	for _, s := range c.Styles {
 		p.Styles = append(p.Styles, s.String())
@@ -78,9 +92,19 @@ func (c *config) params(requested int, paths []pathSpec) Params {
 	return p
 }
 
+// label names a run in the table: its path, with the round when there are
+// rounds.
+func (rr *RunReport) label() string {
+	if rr.Round > 0 {
+		return fmt.Sprintf("%s#%d", rr.Path, rr.Round)
+	}
+	return rr.Path
+}
+
 // RunReport is one path's figures.
 type RunReport struct {
-	Path      string     `json:"path"` // direct or proxied
+	Path      string     `json:"path"`            // direct, proxied, or proxy A's or B's name
+	Round     int        `json:"round,omitempty"` // with proxy B: 1..--rounds
 	Target    string     `json:"target"`
 	LoadStart [3]float64 `json:"loadavg_start"`
 	LoadEnd   [3]float64 `json:"loadavg_end"`
@@ -180,6 +204,10 @@ type BytesFig struct {
 	PoolTotal    uint64  `json:"pool_total"`
 	MinerTotal   uint64  `json:"miner_total"`
 	ReductionPct float64 `json:"reduction_pct"` // 100·(1 − pool/miner)
+	// PoolSessions is the pool's subscribed and authorized sessions at the
+	// end of the measured window, every miner connected: the proxy's
+	// upstream sessions (one per miner on the direct path).
+	PoolSessions int `json:"pool_sessions"`
 }
 
 // ProxyFig is the proxy process's resources from /proc/PID.
@@ -188,16 +216,22 @@ type ProxyFig struct {
 	RSSStartMiB     float64 `json:"rss_start_mib"`
 	RSSConnectedMiB float64 `json:"rss_connected_mib"`
 	RSSEndMiB       float64 `json:"rss_end_mib"`
-	PeakRSSMiB      float64 `json:"peak_rss_mib"` // VmHWM over the process's life
-	RSSPerMinerKiB  float64 `json:"rss_per_miner_kib"`
-	CPUConnectS     float64 `json:"cpu_connect_s"`
-	CPUFanoutS      float64 `json:"cpu_fanout_s"`
-	CPUWindowS      float64 `json:"cpu_window_s"`
-	CPUWindowPct    float64 `json:"cpu_window_pct"` // of one core over the measured window
-	CPUTotalS       float64 `json:"cpu_total_s"`
-	Threads         int     `json:"threads"`
-	Stop            string  `json:"stop,omitempty"` // how a spawned proxyd ended
-	Error           string  `json:"error,omitempty"`
+	PeakRSSMiB      float64 `json:"peak_rss_mib"` // VmHWM over the process's life, or since its reset
+	// PeakReset says whether an external proxy's VmHWM was reset before
+	// the run; without it the peak may be an earlier run's.
+	PeakReset bool `json:"peak_reset,omitempty"`
+	// RSSPerMinerKiB is (RSS after connect − RSS at start) per connected
+	// miner, PeakRSSPerMinerKiB (peak − RSS at start) per miner.
+	RSSPerMinerKiB     float64 `json:"rss_per_miner_kib"`
+	PeakRSSPerMinerKiB float64 `json:"peak_rss_per_miner_kib"`
+	CPUConnectS        float64 `json:"cpu_connect_s"`
+	CPUFanoutS         float64 `json:"cpu_fanout_s"`
+	CPUWindowS         float64 `json:"cpu_window_s"`
+	CPUWindowPct       float64 `json:"cpu_window_pct"` // of one core over the measured window
+	CPUTotalS          float64 `json:"cpu_total_s"`
+	Threads            int     `json:"threads"`
+	Stop               string  `json:"stop,omitempty"` // how a spawned proxyd ended
+	Error              string  `json:"error,omitempty"`
 }
 
 // ToolFig is what the load generator itself used.
@@ -267,6 +301,8 @@ type runData struct {
 	rate, difficulty float64
 	poolDifficulty   float64 // the pool's difficulty for this path's sessions
 	requested        int
+	upstream         *stratumtest.Pool // the pool of this path
+	poolSessions     int
 
 	dial           dialReport
 	readyAtConnect int
@@ -449,6 +485,7 @@ func (d *runData) fill(rr *RunReport, clock monoClock) {
 	// Bytes.
 	b := BytesFig{PoolIn: d.poolDelta.BytesIn, PoolOut: d.poolDelta.BytesOut, MinerIn: d.final.BytesIn, MinerOut: d.final.BytesOut}
 	b.PoolTotal, b.MinerTotal = b.PoolIn+b.PoolOut, b.MinerIn+b.MinerOut
+	b.PoolSessions = d.poolSessions
 	if b.MinerTotal > 0 {
 		b.ReductionPct = 100 * (1 - float64(b.PoolTotal)/float64(b.MinerTotal))
 	}
@@ -564,10 +601,13 @@ func (rep *Report) finish() {
 	rep.Problems = nil
 	for _, rr := range rep.Runs {
 		for _, p := range rr.Problems {
-			rep.Problems = append(rep.Problems, rr.Path+": "+p)
+			rep.Problems = append(rep.Problems, rr.label()+": "+p)
 		}
 	}
-	if len(rep.Runs) == 2 && rep.Runs[0].Completed && rep.Runs[1].Completed {
+	if len(rep.Params.Names) == 2 {
+		rep.Compare = compare(rep.Runs, rep.Params.Names[0], rep.Params.Names[1], rep.Params.Rounds)
+	}
+	if len(rep.Runs) == 2 && rep.Runs[0].Path == "direct" && rep.Runs[0].Completed && rep.Runs[1].Completed {
 		d, p := rep.Runs[0], rep.Runs[1]
 		rep.Added = &Added{
 			ConnectTotalS:        p.Connect.TotalS - d.Connect.TotalS,
@@ -598,6 +638,9 @@ func (rep *Report) printTable(w io.Writer) {
 		fmtInt(p.Miners), capped, styleMix(p.Styles), p.SharesPerMinute, 100*p.BadFraction, strings.Join(p.BadKinds, ", "))
 	fmt.Fprintf(w, "  difficulty %g (~%.0f hashes/share); %d fan-out jobs; %g s window after %g s warm-up\n",
 		p.Difficulty, p.HashesPerShare, p.FanoutJobs, p.DurationS, p.WarmupS)
+	if p.PoolJobEveryS > 0 {
+		fmt.Fprintf(w, "  the pool sends a new job every %g s\n", p.PoolJobEveryS)
+	}
 	if p.PoolSubDelayS > 0 {
 		fmt.Fprintf(w, "  the pool answers mining.subscribe after %g s\n", p.PoolSubDelayS)
 	}
@@ -622,12 +665,18 @@ func (rep *Report) printTable(w io.Writer) {
 	if rep.Added != nil {
 		fmt.Fprintln(w, "\n  added = proxied − direct (ms for latencies); percentiles are nearest-rank.")
 	}
+	if rep.Compare != nil {
+		fmt.Fprintln(w)
+		rep.Compare.write(w)
+		fmt.Fprintf(w, "\n  %s/%s < 1: %s has less of it. Percentiles are nearest-rank; RSS per miner is over the RSS before the miners connected.\n",
+			rep.Compare.B, rep.Compare.A, rep.Compare.B)
+	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
 	}
 	for _, rr := range rep.Runs {
 		for _, n := range rr.Notes {
-			fmt.Fprintf(w, "  note (%s): %s\n", rr.Path, n)
+			fmt.Fprintf(w, "  note (%s): %s\n", rr.label(), n)
 		}
 	}
 	for _, pr := range rep.Problems {
@@ -643,7 +692,7 @@ func (rep *Report) writeRuns(w io.Writer, runs []*RunReport) {
 	t := &table{}
 	hdr := []string{""}
 	for _, rr := range runs {
-		hdr = append(hdr, rr.Path)
+		hdr = append(hdr, rr.label())
 	}
 	if rep.Added != nil && len(runs) == 2 {
 		hdr = append(hdr, "added")
@@ -698,6 +747,7 @@ func (rep *Report) writeRuns(w io.Writer, runs []*RunReport) {
 	add("late (generator behind)", func(r *RunReport) string { return fmtInt(int(r.Throughput.Late)) }, nil)
 	add("bytes pool side in / out", func(r *RunReport) string { return fmtBytes(r.Bytes.PoolIn) + " / " + fmtBytes(r.Bytes.PoolOut) }, nil)
 	add("bytes miner side in / out", func(r *RunReport) string { return fmtBytes(r.Bytes.MinerIn) + " / " + fmtBytes(r.Bytes.MinerOut) }, nil)
+	add("pool sessions (upstream)", func(r *RunReport) string { return fmtInt(r.Bytes.PoolSessions) }, nil)
 	add("bytes pool vs miner side", func(r *RunReport) string {
 		if r.Bytes.ReductionPct < 0 {
 			return fmt.Sprintf("%.1f%% more", -r.Bytes.ReductionPct)
@@ -710,11 +760,11 @@ func (rep *Report) writeRuns(w io.Writer, runs []*RunReport) {
 		}
 		return fmt.Sprintf("%.1f / %.1f / %.1f", r.Proxy.RSSStartMiB, r.Proxy.RSSConnectedMiB, r.Proxy.PeakRSSMiB)
 	}, nil)
-	add("proxy RSS per miner (KiB)", func(r *RunReport) string {
+	add("proxy RSS/miner conn/peak KiB", func(r *RunReport) string {
 		if r.Proxy == nil || r.Proxy.Error != "" {
 			return proxyNA(r)
 		}
-		return fmt.Sprintf("%.1f", r.Proxy.RSSPerMinerKiB)
+		return fmt.Sprintf("%.1f / %.1f", r.Proxy.RSSPerMinerKiB, r.Proxy.PeakRSSPerMinerKiB)
 	}, nil)
 	add("proxy CPU s conn/fan/window", func(r *RunReport) string {
 		if r.Proxy == nil || r.Proxy.Error != "" {

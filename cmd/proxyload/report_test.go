@@ -18,7 +18,7 @@ func TestUnaccounted(t *testing.T) {
 	}
 	defer p.Close()
 	good, acc := stratumtest.ShareGood, stratumtest.VerdictAccepted
-	d := &runData{pool: newPoolCollector(monoClock{})}
+	d := &runData{pool: newPoolCollector(monoClock{}), upstream: p}
 	d.pool.acc[[32]byte{1}] = 5
 	d.results = []shareRec{
 		rec(good, acc, 0, 1, 1, 2, 2e-7),                          // accepted upstream (per the path's record)
@@ -47,7 +47,7 @@ func TestUnaccounted(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &runner{cfg: config{Difficulty: 1e-7}, keep: tc.keep, pool: p}
+			r := &runner{cfg: config{Difficulty: 1e-7}, keep: tc.keep}
 			d.poolDifficulty = tc.poolDiff
 			got, how := r.unaccounted(d, tc.accepted)
 			if !strings.HasPrefix(how, tc.how) {

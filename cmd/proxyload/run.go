@@ -24,14 +24,33 @@ func (e *limitsError) Error() string { return e.msg }
 
 // pathSpec is one measured path.
 type pathSpec struct {
-	Name  string // "direct" or "proxied"
-	Spawn bool   // the proxied path through a proxyd the tool starts
+	Name    string // "direct", "proxied", or proxy A's or B's --names
+	Proxied bool   // through a proxy
+	Spawn   string // a proxyd binary the tool starts for this run ("" none)
+	Target  string // an external proxy's address (Proxied, Spawn "")
+	PID     int    // an external proxy's PID (0 unknown)
+	Pool    int    // which of the tool's pools: 0, or 1 for proxy B
+	Round   int    // 1.. with proxy B, else 0
 }
 
-// paths returns the paths a config measures, in order.
+// paths returns the paths a config measures, in order: with proxy B,
+// A and B alternately for --rounds rounds.
 func (c *config) paths() []pathSpec {
-	proxied := pathSpec{Name: "proxied", Spawn: c.SpawnProxyd != ""}
+	proxied := pathSpec{Name: "proxied", Proxied: true, Spawn: c.SpawnProxyd}
+	if c.SpawnProxyd == "" {
+		proxied.Target, proxied.PID = c.Target, c.ProxyPID
+	}
 	switch {
+	case c.hasProxyB():
+		b := pathSpec{Name: c.Names[1], Proxied: true, Spawn: c.CompareSpawn, Target: c.CompareTarget, PID: c.ComparePID, Pool: 1}
+		proxied.Name = c.Names[0]
+		var ps []pathSpec
+		for r := 1; r <= c.Rounds; r++ {
+			a, b := proxied, b
+			a.Round, b.Round = r, r
+			ps = append(ps, a, b)
+		}
+		return ps
 	case c.Compare:
 		return []pathSpec{{Name: "direct"}, proxied}
 	case c.Target == targetDirect && c.SpawnProxyd == "":
@@ -47,9 +66,9 @@ type runner struct {
 	log     io.Writer
 	prog    *progress
 	clock   monoClock
-	pool    *stratumtest.Pool
-	keep    int // the pool's KeepShares
-	current atomic.Pointer[poolCollector]
+	pools   []*stratumtest.Pool // [0] for direct and proxy A, [1] for proxy B
+	keep    int                 // each pool's KeepShares
+	current []*atomic.Pointer[poolCollector]
 	layout  Layout
 	exe     string // this binary, for miner processes
 }
@@ -71,15 +90,22 @@ func run(ctx context.Context, c config, logw io.Writer) (*Report, error) {
 	}
 	rep.Params = r.cfg.params(c.Miners, paths)
 	rep.Layout = r.layout
-	keep, err := r.startPool(len(paths))
-	if err != nil {
-		return nil, err
+	listens := []string{c.PoolListen}
+	if c.hasProxyB() {
+		listens = append(listens, c.ComparePoolListen)
 	}
-	r.keep = keep
-	defer r.pool.Close()
-	rep.PoolAddr = r.pool.Addr()
+	defer r.closePools()
+	for _, addr := range listens {
+		if err := r.startPool(addr, (len(paths)+len(listens)-1)/len(listens)); err != nil {
+			return nil, err
+		}
+	}
+	rep.PoolAddr = r.pools[0].Addr()
+	if len(r.pools) > 1 {
+		rep.ComparePoolAddr = r.pools[1].Addr()
+	}
 	r.prog.say("pool on %s (difficulty %g); %d miners in %s; fd limit %d (hard %d)",
-		rep.PoolAddr, c.Difficulty, r.cfg.Miners, r.layout.describe(), rep.FDs.Soft, rep.FDs.Hard)
+		strings.Join(poolAddrs(r.pools), " and "), c.Difficulty, r.cfg.Miners, r.layout.describe(), rep.FDs.Soft, rep.FDs.Hard)
 	for i, p := range paths {
 		if i > 0 {
 			runtime.GC() // start each path from a collected heap
@@ -92,22 +118,52 @@ func run(ctx context.Context, c config, logw io.Writer) (*Report, error) {
 			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 				return nil, err
 			}
-			rep.finish()
-			return rep, fmt.Errorf("%s path: %w", p.Name, err)
+			if !p.Proxied || !c.hasProxyB() {
+				rep.finish()
+				return rep, fmt.Errorf("%s path: %w", p.label(), err)
+			}
+			// One proxy failing a round leaves the other's rounds worth
+			// measuring: the report lists the problem.
+			r.prog.say("%s: %v", p.label(), err)
 		}
 	}
 	rep.finish()
 	return rep, nil
 }
 
+// label names a path in the report: the name, and the round with proxy B.
+func (p pathSpec) label() string {
+	if p.Round > 0 {
+		return fmt.Sprintf("%s#%d", p.Name, p.Round)
+	}
+	return p.Name
+}
+
+// poolAddrs lists the pools' addresses.
+func poolAddrs(pools []*stratumtest.Pool) []string {
+	var out []string
+	for _, p := range pools {
+		out = append(out, p.Addr())
+	}
+	return out
+}
+
+// closePools closes the tool's pools.
+func (r *runner) closePools() {
+	for _, p := range r.pools {
+		_ = p.Close()
+	}
+}
+
 // plan raises the fd limit, lays the miners out over processes and source
 // addresses, and caps or refuses N when it does not fit.
 func (r *runner) plan(rep *Report, paths []pathSpec) error {
 	c := &r.cfg
-	in := layoutInput{Miners: c.Miners, Procs: c.Procs, MinersPerSession: c.MinersPerSession, Spawn: c.SpawnProxyd != "", Limit: 1 << 30}
+	in := layoutInput{Miners: c.Miners, Procs: c.Procs, MinersPerSession: c.sessionsEstimate(), Spawn: c.SpawnProxyd != "", Limit: 1 << 30}
 	for _, p := range paths {
-		in.Direct = in.Direct || p.Name == "direct"
-		in.Proxied = in.Proxied || p.Name == "proxied"
+		in.Direct = in.Direct || !p.Proxied
+		in.Proxied = in.Proxied || p.Proxied
+		in.Spawn = in.Spawn || p.Spawn != ""
 	}
 	ideal, _ := planLayout(in) // what the run needs with no limit
 	rep.FDs = raiseFDLimit(uint64(max(ideal.ToolFDs, ideal.ProcFDs, ideal.ProxydFDs)))
@@ -136,6 +192,12 @@ func (r *runner) plan(rep *Report, paths []pathSpec) error {
 	if c.Target != targetDirect {
 		loop = loop && isLoopbackTarget(c.Target)
 	}
+	if c.hasProxyB() {
+		loop = loop && isLoopbackTarget(c.ComparePoolListen)
+		if c.CompareTarget != "" {
+			loop = loop && isLoopbackTarget(c.CompareTarget)
+		}
+	}
 	ports := ephemeralPorts()
 	k := c.SourceIPs
 	switch {
@@ -161,28 +223,34 @@ func (r *runner) plan(rep *Report, paths []pathSpec) error {
 	return nil
 }
 
-// startPool starts the tool's pool with share records sized for the run.
-func (r *runner) startPool(paths int) (int, error) {
+// startPool starts one of the tool's pools on addr, with share records
+// sized for the paths that use it. Every pool has the same seed, so the
+// proxies compared see the same jobs.
+func (r *runner) startPool(addr string, paths int) error {
 	c := r.cfg
 	perRun := float64(c.Miners)*c.Rate/60*(c.Warmup+c.Duration+c.PhaseTimeout).Seconds()*1.5 + float64(c.Miners)
 	keep := min(2*int(perRun)*paths+100_000, 20_000_000)
+	cur := new(atomic.Pointer[poolCollector])
 	p, err := stratumtest.StartPool(stratumtest.PoolOptions{
-		Addr:              c.PoolListen,
+		Addr:              addr,
 		InitialDifficulty: c.Difficulty,
 		SubscribeDelay:    c.PoolSubDelay,
+		JobInterval:       c.PoolJobInterval,
 		KeepShares:        keep,
 		Seed:              c.Seed,
 		OnShare: func(s stratumtest.Share) {
-			if pc := r.current.Load(); pc != nil {
+			if pc := cur.Load(); pc != nil {
 				pc.add(s)
 			}
 		},
 	})
 	if err != nil {
-		return 0, fmt.Errorf("start the pool: %w", err)
+		return fmt.Errorf("start the pool on %s: %w", addr, err)
 	}
-	r.pool = p
-	return keep, nil
+	r.pools = append(r.pools, p)
+	r.current = append(r.current, cur)
+	r.keep = keep
+	return nil
 }
 
 // poolCollector records, for one path, the shares the pool received.
@@ -214,16 +282,17 @@ func (pc *poolCollector) add(s stratumtest.Share) {
 // runPath measures one path: connect, fan-out, submit, drain, close.
 func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err error) {
 	c := r.cfg
-	rr = &RunReport{Path: p.Name, LoadStart: loadavg(), Miners: MinersFig{Requested: c.Miners}}
+	pool := r.pools[p.Pool]
+	rr = &RunReport{Path: p.Name, Round: p.Round, LoadStart: loadavg(), Miners: MinersFig{Requested: c.Miners}}
 	started := time.Now()
 	cpu0, _ := selfUsage()
-	d := &runData{rate: c.Rate, difficulty: c.Difficulty, poolDifficulty: c.Difficulty, requested: c.Miners}
-	if p.Name == "proxied" && c.PoolDiffFactor > 1 {
+	d := &runData{rate: c.Rate, difficulty: c.Difficulty, poolDifficulty: c.Difficulty, requested: c.Miners, upstream: pool}
+	if p.Proxied && c.PoolDiffFactor > 1 {
 		// Before the proxy connects (spawned) or while it is connected
 		// (external): SetDifficulty also retargets open sessions.
 		d.poolDifficulty = c.Difficulty * c.PoolDiffFactor
-		r.pool.SetDifficulty(d.poolDifficulty)
-		defer r.pool.SetDifficulty(c.Difficulty)
+		pool.SetDifficulty(d.poolDifficulty)
+		defer pool.SetDifficulty(c.Difficulty)
 	}
 	defer func() {
 		rr.LoadEnd = loadavg()
@@ -236,17 +305,17 @@ func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err er
 		}
 	}()
 
-	target := r.pool.Addr()
+	target := pool.Addr()
 	pid := 0
 	switch {
-	case p.Spawn:
+	case p.Spawn != "":
 		addrs, err := freeLoopbackAddrs(2)
 		if err != nil {
 			return rr, err
 		}
 		listen, httpAddr := addrs[0], addrs[1]
-		r.prog.say("starting %s run --config (listen %s, pool %s)", c.SpawnProxyd, listen, r.pool.URL())
-		proxy, err := startProxyd(ctx, c.SpawnProxyd, c.proxydParams(listen, r.pool.URL(), httpAddr), c.ProxyStartTimeout)
+		r.prog.say("%s: starting %s run --config (listen %s, pool %s)", p.label(), p.Spawn, listen, pool.URL())
+		proxy, err := startProxyd(ctx, p.Spawn, c.proxydParams(listen, pool.URL(), httpAddr), c.ProxyStartTimeout)
 		if err != nil {
 			return rr, err
 		}
@@ -260,14 +329,19 @@ func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err er
 				rr.Problems = append(rr.Problems, serr.Error())
 			}
 		}()
-	case p.Name == "proxied":
-		target, pid = c.Target, c.ProxyPID
-		fixed := ""
-		if r.pool.Port() != 0 && strings.HasSuffix(c.PoolListen, ":0") {
-			fixed = " (this port was chosen now: a proxy started earlier cannot know it; fix it with --pool-listen)"
+	case p.Proxied:
+		target, pid = p.Target, p.PID
+		fixed, listenFlag := "", "--pool-listen"
+		if p.Pool == 1 {
+			listenFlag = "--compare-pool-listen"
 		}
-		fmt.Fprintf(r.log, "proxyload: proxied path: the proxy at %s must mine on the pool %s%s with difficulty %g for miners (initial = min = max), for example with this proxyd config:\n%s\n",
-			target, r.pool.URL(), fixed, c.Difficulty, indent(proxydConfig(c.proxydParams(target, r.pool.URL(), "127.0.0.1:8080")), "    "))
+		if pool.Port() != 0 && (p.Pool == 0 && strings.HasSuffix(c.PoolListen, ":0") || p.Pool == 1 && strings.HasSuffix(c.ComparePoolListen, ":0")) {
+			fixed = " (this port was chosen now: a proxy started earlier cannot know it; fix it with " + listenFlag + ")"
+		}
+		if p.Round <= 1 {
+			fmt.Fprintf(r.log, "proxyload: %s path: the proxy at %s must mine on the pool %s%s with difficulty %g for miners (initial = min = max), for example with this proxyd config:\n%s\n",
+				p.label(), target, pool.URL(), fixed, c.Difficulty, indent(proxydConfig(c.proxydParams(target, pool.URL(), "127.0.0.1:8080")), "    "))
+		}
 		// A proxy started before the tool has been failing to reach the pool
 		// and may be backing off; measuring starts once it serves a miner.
 		r.prog.say("proxied path: waiting up to %v for %s to give a probe miner a job", c.ConnectTimeout, target)
@@ -277,14 +351,18 @@ func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err er
 	}
 	rr.Target, d.target = target, target
 	ps := newProxySampler(pid)
+	if p.Spawn == "" {
+		// An external proxy's peak RSS would otherwise be over its life.
+		ps.resetPeak()
+	}
 	ps.mark(phStart)
 
 	coll := newPoolCollector(r.clock)
-	r.current.Store(coll)
-	defer r.current.Store(nil)
-	poolBefore, codesBefore := r.pool.Stats(), r.pool.RejectsByCode()
+	r.current[p.Pool].Store(coll)
+	defer r.current[p.Pool].Store(nil)
+	poolBefore, codesBefore := pool.Stats(), pool.RejectsByCode()
 
-	r.prog.say("%s path: connecting %d miners to %s", p.Name, c.Miners, target)
+	r.prog.say("%s path: connecting %d miners to %s", p.label(), c.Miners, target)
 	groups, err := r.startGroups(ctx, target)
 	if err != nil {
 		return rr, err
@@ -320,6 +398,7 @@ func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err er
 	if err := r.submit(ctx, groups, d, ps); err != nil {
 		return rr, err
 	}
+	d.poolSessions = pool.Stats().SessionsReady // with every miner still connected
 
 	pre, err := pollAll(ctx, groups, true)
 	if err != nil {
@@ -341,7 +420,7 @@ func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err er
 	ps.mark(phEnd)
 
 	// The pool's side.
-	poolAfter, codesAfter := r.pool.Stats(), r.pool.RejectsByCode()
+	poolAfter, codesAfter := pool.Stats(), pool.RejectsByCode()
 	d.poolDelta = stratumtest.PoolStats{
 		Submits:  poolAfter.Submits - poolBefore.Submits,
 		Accepted: poolAfter.Accepted - poolBefore.Accepted,
@@ -360,16 +439,18 @@ func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err er
 	coll.mu.Unlock()
 	d.unaccounted, d.unaccountedHow = r.unaccounted(d, poolAfter.Accepted)
 	for _, seq := range d.seqs {
-		if j, ok := r.pool.Job(seq); ok {
+		if j, ok := pool.Job(seq); ok {
 			d.jobs = append(d.jobs, j)
 		}
 	}
 	d.fill(rr, r.clock)
 	rr.Completed = true
-	if p.Name == "proxied" {
+	if p.Proxied {
 		rr.Proxy = ps.figures(rr.Miners.Ready)
 		if rr.Proxy.Error != "" {
 			rr.Notes = append(rr.Notes, "no proxy RSS or CPU figures: "+rr.Proxy.Error)
+		} else if p.Spawn == "" && !rr.Proxy.PeakReset {
+			rr.Notes = append(rr.Notes, fmt.Sprintf("could not reset the peak RSS of process %d (/proc/%d/clear_refs): its peak is over its life, not this run", pid, pid))
 		}
 	}
 	return rr, nil
@@ -466,7 +547,7 @@ func (r *runner) fanout(ctx context.Context, groups []group, d *runData) error {
 	}
 	r.prog.say("fan-out: %d clean jobs to %d miners", c.FanoutJobs, want)
 	for k := range c.FanoutJobs {
-		j := r.pool.NewJob(true)
+		j := d.upstream.NewJob(true)
 		issued := time.Now()
 		d.seqs = append(d.seqs, j.Seq)
 		for {
@@ -612,7 +693,7 @@ func (r *runner) unaccounted(d *runData, poolAccepted uint64) ([]shareRec, strin
 		var out []shareRec
 		byHash := map[[32]byte]bool{}
 		for chunk := range slices.Chunk(res, 100_000) { // bounds the pool's lock hold
-			for _, b := range r.pool.Unaccounted(chunk, d.poolDifficulty) {
+			for _, b := range d.upstream.Unaccounted(chunk, d.poolDifficulty) {
 				byHash[b.Hash] = true
 			}
 		}

@@ -63,6 +63,12 @@ func TestParseErrors(t *testing.T) {
 		{"server names unknown pool", "[[server]]\nname=\"f\"\nlisten=\":3333\"\npools=[\"nope\"]\n", []string{`"server[0].pools"`, `"nope"`}},
 		{"duplicate server names", "[[server]]\nname=\"f\"\nlisten=\":1\"\n[[server]]\nname=\"f\"\nlisten=\":2\"\n", []string{`"server[1].name"`, "duplicate"}},
 		{"pool http url refused", "[[pool]]\nname=\"p\"\nurl=\"http://h:443\"\nuser=\"u\"\n", []string{`"pool[0].url"`, "http", "not supported"}},
+		{"miners_per_session zero", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\nuser=\"u\"\nminers_per_session = 0\n", []string{`"pool.miners_per_session"`, "0 is out of range", `"auto"`, "line 5"}},
+		{"miners_per_session negative", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\nuser=\"u\"\nminers_per_session = -256\n", []string{`"pool.miners_per_session"`, "-256"}},
+		{"miners_per_session too large", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\nuser=\"u\"\nminers_per_session = 16777217\n", []string{`"pool.miners_per_session"`, "1 to 16777216"}},
+		{"miners_per_session a word", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\nuser=\"u\"\nminers_per_session = \"max\"\n", []string{`"pool.miners_per_session"`, `"max" is not allowed`, `"auto"`}},
+		{"miners_per_session a float", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\nuser=\"u\"\nminers_per_session = 256.0\n", []string{`"pool.miners_per_session"`, "whole number"}},
+		{"min miner extranonce2 too big", "[[server]]\nname=\"f\"\nlisten=\":3333\"\nmin_miner_extranonce2_size=9\n", []string{`"server[0].min_miner_extranonce2_size"`, "1 to 8", "line 4"}},
 		{"pool without user", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\n", []string{`"pool[0].user"`}},
 		{"pool bad identity", "[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:3333\"\nuser=\"u\"\nidentity=\"each\"\n", []string{`"pool[0].identity"`, `"passthrough"`}},
 		{"contract end before start", "[[contract]]\nid=\"c\"\ngpus=1\nworkload=\"w\"\nstart=2026-12-02T00:00:00Z\nend=2026-12-01T00:00:00Z\n", []string{`"contract[0].end"`, "after start"}},
@@ -104,8 +110,16 @@ func TestParseValid(t *testing.T) {
 		}},
 		{"server defaults applied", "[[server]]\nname=\"f\"\nlisten=\":3333\"\n[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:1\"\nuser=\"u\"\n", func(t *testing.T, c *Config) {
 			s := c.Servers[0]
-			if s.Extranonce2Size != 4 || s.MaxLineBytes != 16384 || s.SharesPerMinute != 12 || s.MinDifficulty != 256 {
+			if s.Extranonce2Size != 4 || s.MinMinerExtranonce2Size != 4 || s.MaxLineBytes != 16384 || s.SharesPerMinute != 12 || s.MinDifficulty != 256 {
 				t.Errorf("server defaults not applied: %+v", s)
+			}
+		}},
+		{"miners_per_session auto by default, explicit kept", "[[pool]]\nname=\"a\"\nurl=\"stratum+tcp://h:1\"\nuser=\"u\"\n" +
+			"[[pool]]\nname=\"b\"\nurl=\"stratum+tcp://h:1\"\nuser=\"u\"\nminers_per_session=\"auto\"\n" +
+			"[[pool]]\nname=\"c\"\nurl=\"stratum+tcp://h:1\"\nuser=\"u\"\nminers_per_session=256\n", func(t *testing.T, c *Config) {
+			a, b, x := c.Pools[0].MinersPerSession, c.Pools[1].MinersPerSession, c.Pools[2].MinersPerSession
+			if !a.IsAuto() || a.Limit() != 0 || !b.IsAuto() || x.IsAuto() || x.Limit() != 256 || x != 256 || a.String() != "auto" || x.String() != "256" {
+				t.Errorf("miners_per_session: %v %v %v", a, b, x)
 			}
 		}},
 		{"contract dates", "[[contract]]\nid=\"c\"\ngpus=2\nworkload=\"w\"\nstart=2026-12-01T00:00:00Z\nend=2026-12-02T00:00:00Z\nlead_time=\"10m\"\n", func(t *testing.T, c *Config) {

@@ -48,16 +48,22 @@ type Server struct {
 	// MaxPendingAuthorizations bounds, per connection, the pass-through
 	// authorizations sent to the pool and not yet answered.
 	MaxPendingAuthorizations int `toml:"max_pending_authorizations"`
+	// MinMinerExtranonce2Size is the fewest extranonce2 bytes a miner is
+	// left when the pool gives too few for Extranonce2Size and a prefix
+	// (never more than Extranonce2Size); below it, one miner per session.
+	MinMinerExtranonce2Size int `toml:"min_miner_extranonce2_size"`
 }
 
 // Pool is one upstream Stratum V1 pool account.
 type Pool struct {
-	Name             string   `toml:"name"`
-	URL              string   `toml:"url"`
-	User             string   `toml:"user"`
-	Password         string   `toml:"password"`
-	MinersPerSession int      `toml:"miners_per_session"`
-	SubmitTimeout    Duration `toml:"submit_timeout"`
+	Name          string   `toml:"name"`
+	URL           string   `toml:"url"`
+	User          string   `toml:"user"`
+	Password      string   `toml:"password"`
+	SubmitTimeout Duration `toml:"submit_timeout"`
+	// MinersPerSession is "auto" (SessionAuto: as many as the pool's
+	// extranonce allows, up to 65,536) or at most this many per session.
+	MinersPerSession SessionSize `toml:"miners_per_session"`
 	// Level is the failover tier: the lowest level with a healthy pool carries the hashrate.
 	Level int `toml:"level"`
 	// Weight is the share of hashrate among healthy pools of the same level.
@@ -106,8 +112,13 @@ const (
 	DefaultMaxAuthorizationsPerSecond = 10
 )
 
+// DefaultMinMinerExtranonce2Size is what most firmware rolls: NiceHash
+// buyers need 4, stock Whatsminers produce duplicates below 3.
+const DefaultMinMinerExtranonce2Size = 4
+
 func (s *Server) applyDefaults() {
 	setIf(&s.Extranonce2Size, DefaultExtranonce2Size)
+	setIf(&s.MinMinerExtranonce2Size, DefaultMinMinerExtranonce2Size)
 	setIf(&s.InitialDifficulty, 8192)
 	setIf(&s.MinDifficulty, 256)
 	setIf(&s.MaxDifficulty, 4194304)
@@ -127,7 +138,7 @@ func (s *Server) applyDefaults() {
 }
 
 func (p *Pool) applyDefaults() {
-	setIf(&p.MinersPerSession, 256)
+	setIf(&p.MinersPerSession, SessionAuto)
 	setIf(&p.SubmitTimeout, Duration(10e9))
 	setIf(&p.Weight, 1)
 	setIf(&p.Identity, "aggregate")
@@ -189,6 +200,7 @@ func validateServers(v *validator, servers []Server, pools []Pool) {
 		names[s.Name] = true
 		v.hostPort(k("listen"), s.Listen, true)
 		v.intRange(k("extranonce2_size"), int64(s.Extranonce2Size), 2, 8)
+		v.intRange(k("min_miner_extranonce2_size"), int64(s.MinMinerExtranonce2Size), 1, 8)
 		v.floatRange(k("min_difficulty"), s.MinDifficulty, 1e-9, 1e15)
 		v.floatRange(k("max_difficulty"), s.MaxDifficulty, s.MinDifficulty, 1e15)
 		v.floatRange(k("initial_difficulty"), s.InitialDifficulty, s.MinDifficulty, s.MaxDifficulty)
@@ -234,7 +246,9 @@ func validatePools(v *validator, pools []Pool) {
 		if p.User == "" {
 			v.addf(k("user"), "must not be empty: it is the account the pool credits")
 		}
-		v.intRange(k("miners_per_session"), int64(p.MinersPerSession), 1, 1<<24)
+		if !p.MinersPerSession.IsAuto() {
+			v.intRange(k("miners_per_session"), int64(p.MinersPerSession), 1, MaxMinersPerSession)
+		}
 		v.positiveDuration(k("submit_timeout"), p.SubmitTimeout)
 		v.intRange(k("level"), int64(p.Level), 0, 16)
 		v.floatRange(k("weight"), p.Weight, 1e-9, 1e9)

@@ -80,11 +80,16 @@ type refusal struct {
 }
 
 // newSessionAuths sizes a session's tables. Names authorized on a session
-// are remembered up to miners_per_session × max_workers_per_connection (the
-// most its miners can be using at once), least recently used dropped first:
-// a dropped name in use is authorized again before its next share.
+// are remembered up to miners_per_session (MaxSessionCapacity with "auto")
+// × max_workers_per_connection (the most its miners can be using at once),
+// least recently used dropped first: a dropped name in use is authorized
+// again before its next share. The table grows only with names in use.
 func newSessionAuths(pl *pool) sessionAuths {
-	known := max(minKnownNames, pl.cfg.MinersPerSession*pl.srv.cfg.MaxWorkersPerConnection)
+	perSession := pl.cfg.MinersPerSession.Limit()
+	if perSession == 0 {
+		perSession = MaxSessionCapacity
+	}
+	known := max(minKnownNames, perSession*pl.srv.cfg.MaxWorkersPerConnection)
 	return sessionAuths{
 		known:   newLRU[*workerAuth](known),
 		pending: map[uint64]*workerAuth{},

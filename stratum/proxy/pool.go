@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -75,6 +76,38 @@ type pool struct {
 	health    poolHealth
 	lostAt    time.Time // when the last working session ended with no other left
 	waiting   int       // miners in acquire waiting for a session still connecting
+
+	// capacity is the capacity of this pool's last subscribed session
+	// (0 before any): with miners_per_session = "auto" it is what a session
+	// still connecting will most likely carry.
+	capacity atomic.Int64
+}
+
+// stormGuess is how many miners a session still connecting is taken to
+// carry with miners_per_session = "auto" before any session of the pool has
+// subscribed: the old fixed default, so that a cold start against a pool
+// with a short extranonce2 still opens sessions side by side.
+const stormGuess = 256
+
+// splitPolicy is what this pool's sessions may do with their extranonce.
+func (pl *pool) splitPolicy() SplitPolicy {
+	return SplitPolicy{
+		MinerExtranonce2Size:    pl.srv.cfg.Extranonce2Size,
+		MinMinerExtranonce2Size: pl.srv.cfg.MinMinerExtranonce2Size,
+		MinersPerSession:        pl.cfg.MinersPerSession.Limit(),
+	}
+}
+
+// perSession is how many miners one session of this pool is expected to
+// carry, for opening sessions in a connect storm.
+func (pl *pool) perSession() int {
+	if n := pl.cfg.MinersPerSession.Limit(); n > 0 {
+		return n
+	}
+	if c := pl.capacity.Load(); c > 0 {
+		return int(c)
+	}
+	return stormGuess
 }
 
 func newPool(p *Proxy, srv *server, cfg config.Pool) (*pool, error) {
@@ -241,7 +274,7 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 		// every session still connecting. In a reconnect storm sessions then
 		// open in parallel, one per miners_per_session miners waiting, rather
 		// than one pool handshake after another; no spare session is opened.
-		if wait == nil || pl.waiting >= connecting*pl.cfg.MinersPerSession {
+		if wait == nil || pl.waiting >= connecting*pl.perSession() {
 			if u := pl.startSessionLocked(pl.proxy.ctx, time.Now()); u != nil {
 				wait = u
 			}

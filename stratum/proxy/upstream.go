@@ -349,7 +349,7 @@ func (u *upstream) onSubscribe(msg *stratum.Message) error {
 	if err != nil {
 		return fmt.Errorf("pool %s sent an unusable subscribe result: %w", u.pool.cfg.Name, err)
 	}
-	split, err := PlanSplit(res.Extranonce2Size, u.pool.srv.cfg.Extranonce2Size, u.pool.cfg.MinersPerSession)
+	split, err := PlanSplit(res.Extranonce2Size, u.pool.splitPolicy())
 	if err != nil {
 		return fmt.Errorf("pool %s: %w", u.pool.cfg.Name, err)
 	}
@@ -358,6 +358,7 @@ func (u *upstream) onSubscribe(msg *stratum.Message) error {
 	u.split = split
 	u.prefixes = newPrefixes(split)
 	u.mu.Unlock()
+	u.pool.capacity.Store(int64(split.Capacity))
 	u.log.Info("pool session subscribed",
 		zap.String("extranonce1", hex.EncodeToString(res.Extranonce1)),
 		zap.Int("pool_extranonce2_size", res.Extranonce2Size),
