@@ -422,7 +422,9 @@ func TestRunProxyBRelays(t *testing.T) {
 			t.Fatalf("%s: %d pool sessions through a relay of %d miners", rr.label(), rr.Bytes.PoolSessions, c.Miners)
 		}
 		want := map[string]string{"one": ra.Addr(), "two": rb.Addr()}[rr.Path]
-		if rr.Target != want || rr.Proxy == nil || rr.Proxy.PID != os.Getpid() || rr.Proxy.PeakRSSPerMinerKiB == 0 {
+		// The "proxy" is this test process, whose RSS need not grow with 24
+		// miners: check the figures were taken, not their size.
+		if rr.Target != want || rr.Proxy == nil || rr.Proxy.PID != os.Getpid() || rr.Proxy.PeakRSSMiB == 0 {
 			t.Fatalf("%s: target %s (want %s), proxy %+v", rr.label(), rr.Target, want, rr.Proxy)
 		}
 	}
