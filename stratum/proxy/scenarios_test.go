@@ -261,13 +261,21 @@ func TestExtranonceChangePaths(t *testing.T) {
 	px := startProxy(t, []*stratumtest.Pool{pool}, "", "")
 	xn := stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: stratumtest.StyleNiceHash, User: "acct.xn"})
 	plain := stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: stratumtest.StyleAntminer, User: "acct.plain", AutoReconnect: true})
+	ctx := ctxFor(t, 30*time.Second)
+	// Both miners hold their first job before the pool changes anything:
+	// NewMiner can return before it arrives, and a first job counted after
+	// the change would pass for the one that applies the new extranonce.
+	for _, m := range []*stratumtest.Miner{xn, plain} {
+		if err := m.WaitFor(ctx, func(s stratumtest.MinerStats) bool { return s.Notifies >= 1 }); err != nil {
+			t.Fatal(err)
+		}
+	}
 	before := xn.Handshake().Extranonce1
+	notifies := xn.Stats().Notifies
 	if n := pool.SetExtranonce(func(id uint64) []byte { return []byte{0xee, 0xee, byte(id), 0x01} }, 8); n == 0 {
 		t.Fatal("pool notified no session")
 	}
-	notifies := xn.Stats().Notifies
 	pool.NewJob(true)
-	ctx := ctxFor(t, 30*time.Second)
 	if err := xn.WaitEvents(ctx, stratumtest.EventSetExtranonce, 1); err != nil {
 		t.Fatal(err)
 	}
