@@ -113,9 +113,18 @@ func TestWorkerNamesPerConnectionBounded(t *testing.T) {
 	if metricValue(t, px, "proxyd_miner_disconnects_total", `reason="protocol_errors"`) != 1 {
 		t.Error("the connection was not dropped for protocol errors")
 	}
-	px.workers.mu.Lock()
-	live, retired := len(px.workers.live), len(px.workers.retired)
-	px.workers.mu.Unlock()
+	// close counts the disconnect before it retires the connection's
+	// workers: wait for the table to settle.
+	var live, retired int
+	for i := 0; i < 500; i++ {
+		px.workers.mu.Lock()
+		live, retired = len(px.workers.live), len(px.workers.retired)
+		px.workers.mu.Unlock()
+		if live == 0 && retired == 4 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if live != 0 || retired != 4 {
 		t.Errorf("worker table holds %d live and %d retired names, want 0 and 4", live, retired)
 	}
