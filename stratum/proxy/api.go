@@ -236,7 +236,7 @@ func (p *Proxy) Pools() []PoolView {
 	now := time.Now()
 	var out []PoolView
 	for _, s := range p.servers {
-		loads := s.poolLoad(now)
+		loads := s.poolLoad(now, false)
 		carrying := s.carrying()
 		var levelHash, levelWeight float64
 		for _, pl := range carrying {

@@ -28,7 +28,7 @@ func (c hashrateCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	var site float64
 	for _, s := range c.p.servers {
-		loads := s.poolLoad(now)
+		loads := s.poolLoad(now, false)
 		for _, pl := range s.pools {
 			h := loads[pl].hashrate
 			site += h

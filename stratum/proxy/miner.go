@@ -812,10 +812,16 @@ func (m *miner) moveTo(to *pool, why string) {
 }
 
 // hashrateLocked estimates the miner's hashrate over all its workers; m.mu held.
-func (m *miner) hashrateLocked(now time.Time) float64 {
+// With routing, it is the damped estimate the weighted split steers by
+// (meter.routingRate); otherwise the one shown to operators.
+func (m *miner) hashrateLocked(now time.Time, routing bool) float64 {
 	var h float64
 	for _, ws := range m.workers {
-		h += ws.meter.hashrate(now)
+		if routing {
+			h += ws.meter.routingRate(now)
+		} else {
+			h += ws.meter.hashrate(now)
+		}
 	}
 	return h
 }

@@ -603,8 +603,10 @@ func (s *server) moveOff(carry []*pool, why string) {
 	}
 }
 
-// poolLoad is a pool's current hashrate and miner count on this listener.
-func (s *server) poolLoad(now time.Time) map[*pool]*load {
+// poolLoad is each pool's current hashrate and miners on this listener: the
+// damped routing estimate for the weighted split (routing), else the one
+// operators see.
+func (s *server) poolLoad(now time.Time, routing bool) map[*pool]*load {
 	out := map[*pool]*load{}
 	for _, pl := range s.pools {
 		out[pl] = &load{}
@@ -613,7 +615,7 @@ func (s *server) poolLoad(now time.Time) map[*pool]*load {
 		m.mu.Lock()
 		if m.up != nil {
 			l := out[m.up.pool]
-			l.miners = append(l.miners, minerLoad{m: m, hashrate: m.hashrateLocked(now)})
+			l.miners = append(l.miners, minerLoad{m: m, hashrate: m.hashrateLocked(now, routing)})
 			l.hashrate += l.miners[len(l.miners)-1].hashrate
 		}
 		m.mu.Unlock()
@@ -676,7 +678,7 @@ func (s *server) pick() *pool {
 // share to the one furthest below, largest fitting miners first.
 func (s *server) rebalance(now time.Time) {
 	pools := s.carrying()
-	loads := s.poolLoad(now)
+	loads := s.poolLoad(now, true)
 	for pl, l := range loads { // refresh the cache pick() reads
 		pl.mu.Lock()
 		pl.health.hashrate, pl.health.miners = l.hashrate, len(l.miners)
