@@ -403,7 +403,7 @@ func chromium(t *testing.T, url string, extra ...string) string {
 	bin := requireChromium(t)
 	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-		"--user-data-dir=" + t.TempDir(), "--window-size=1280,2400", "--virtual-time-budget=10000"}, extra...)
+		"--user-data-dir=" + t.TempDir(), "--window-size=1280,3600", "--virtual-time-budget=10000"}, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append(args, url)...)
@@ -463,12 +463,16 @@ func TestStatusPageInChromium(t *testing.T) {
 		"SERVING_AI", "MINING", // GPUs with their switch state
 		"demo-ai", "2 / 2", // the contract, serving
 		"sim.antminer-", // workers
+		"pid 4",         // GPU processes, each with its owner
 		"transition:",   // the last events
 		`class="badge ok" title="">ready<`,
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("page with the token lacks %q", want)
 		}
+	}
+	if strings.Contains(dom, "[object Object]") {
+		t.Error("the page renders an object as [object Object]")
 	}
 	if m := regexp.MustCompile(`id="t-hashrate" class="value">([^<]*)<`).FindStringSubmatch(dom); m == nil || !strings.Contains(m[1], "H/s") || strings.HasPrefix(m[1], "0.00 ") {
 		t.Errorf("site hashrate tile shows %q, want a non-zero hashrate", m)

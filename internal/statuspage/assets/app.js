@@ -128,7 +128,9 @@
       table("gpus", ["#", "model", "state", "owner", "power", "temp", "util", "processes", "health"], gpus.gpus.map((g) => {
         const t = g.telemetry || {}, sw = g.switch || {};
         const procs = (t.compute_processes || []).concat(t.graphics_processes || []);
-        const ptxt = procs.map((p) => "pid " + p.pid + (p.owner ? " " + (p.owner.kind || p.owner) + (p.owner.contract ? ":" + p.owner.contract : "") : "")).join(", ");
+        const owner = (o) => !o ? "" : typeof o === "string" ? o :
+          (o.class || "") + (o.class === "foreign" || o.class === "unknown" ? " (" + (o.unit || o.container || o.comm || o.reason || "?") + ")" : "");
+        const ptxt = procs.map((p) => "pid " + p.pid + (p.owner ? " " + owner(p.owner) : "")).join(", ");
         const h = g.health || {};
         const healthy = (h.state || h) === "healthy" || h.healthy === true;
         return [g.index, g.name, sw.state || "–", sw.owner || sw.workload || "", (t.power_draw_mw / 1000).toFixed(0) + " / " + (t.power_limit_mw / 1000).toFixed(0) + " W",
