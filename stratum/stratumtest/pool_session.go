@@ -22,6 +22,7 @@ type session struct {
 	connectedAt time.Time
 	maxQueue    int
 	done        chan struct{} // closed by close
+	writerDone  chan struct{} // closed when writeLoop returns
 	closeOnce   sync.Once
 
 	// guarded by Pool.mu
@@ -139,6 +140,7 @@ func (p *Pool) addSession(c net.Conn, stop chan struct{}) {
 		connectedAt: time.Now(),
 		maxQueue:    p.opts.MaxQueuedLines,
 		done:        make(chan struct{}),
+		writerDone:  make(chan struct{}),
 		open:        true,
 		e2size:      p.opts.Extranonce2Size,
 		userSet:     make(map[string]bool),
@@ -180,9 +182,12 @@ func (p *Pool) readLoop(s *session) {
 	}
 }
 
-// endSession closes s and moves it to the closed list.
+// endSession closes s and moves it to the closed list. It waits for the
+// writer first, so a session counted closed has counted every byte it wrote
+// (the peer may have read the last line before the writer counted it).
 func (p *Pool) endSession(s *session) {
 	s.close()
+	<-s.writerDone
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !s.open {
@@ -206,6 +211,7 @@ func (p *Pool) endSession(s *session) {
 // session closes.
 func (p *Pool) writeLoop(s *session) {
 	defer p.wg.Done()
+	defer close(s.writerDone)
 	var bufs net.Buffers
 	var jobs []*poolJob
 	for {
