@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"bytes"
@@ -28,11 +28,11 @@ func (m *Miner) Call(ctx context.Context, method string, params any) (json.RawMe
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("stratumtest: %s: %w", method, r.err)
+			return nil, fmt.Errorf("stratumsim: %s: %w", method, r.err)
 		}
 		return r.result, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("stratumtest: %s: %w", method, ctx.Err())
+		return nil, fmt.Errorf("stratumsim: %s: %w", method, ctx.Err())
 	}
 }
 

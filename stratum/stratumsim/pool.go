@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"errors"
@@ -8,14 +8,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/btcsuite/btcd/chainhash/v2"
 )
 
 // ErrPoolClosed is returned by Pool.Start after Close.
-var ErrPoolClosed = errors.New("stratumtest: pool closed")
+var ErrPoolClosed = errors.New("stratumsim: pool closed")
 
 // PoolOptions configures a Pool. The zero value is a working pool on a free
 // loopback port with realistic defaults.
@@ -111,13 +110,13 @@ func (o *PoolOptions) setDefaults() error {
 		o.Extranonce2Size = 8
 	}
 	if o.Extranonce1Size < 1 || o.Extranonce1Size > 16 || o.Extranonce2Size < 1 || o.Extranonce2Size > 16 {
-		return fmt.Errorf("stratumtest: extranonce sizes %d/%d out of range 1..16", o.Extranonce1Size, o.Extranonce2Size)
+		return fmt.Errorf("stratumsim: extranonce sizes %d/%d out of range 1..16", o.Extranonce1Size, o.Extranonce2Size)
 	}
 	if o.InitialDifficulty == 0 {
 		o.InitialDifficulty = DefaultDifficulty
 	}
 	if !(o.InitialDifficulty > 0) {
-		return fmt.Errorf("stratumtest: initial difficulty %v must be positive", o.InitialDifficulty)
+		return fmt.Errorf("stratumsim: initial difficulty %v must be positive", o.InitialDifficulty)
 	}
 	if o.VersionMask == 0 {
 		o.VersionMask = DefaultVersionMask
@@ -242,18 +241,6 @@ func StartPool(opts PoolOptions) (*Pool, error) {
 	return p, nil
 }
 
-// NewPool starts a pool for a test, failing it on error, and closes the pool
-// in t.Cleanup.
-func NewPool(t testing.TB, opts PoolOptions) *Pool {
-	t.Helper()
-	p, err := StartPool(opts)
-	if err != nil {
-		t.Fatalf("stratumtest: start pool: %v", err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	return p
-}
-
 // Addr returns the listen address "127.0.0.1:port". It stays the same across
 // Stop/Start and Restart.
 func (p *Pool) Addr() string {
@@ -288,7 +275,7 @@ func (p *Pool) Start() error {
 	}
 	ln, err := net.Listen("tcp", p.addr)
 	if err != nil {
-		return fmt.Errorf("stratumtest: pool listen %s: %w", p.addr, err)
+		return fmt.Errorf("stratumsim: pool listen %s: %w", p.addr, err)
 	}
 	p.ln = ln
 	p.addr = ln.Addr().String()

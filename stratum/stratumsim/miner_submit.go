@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"context"
@@ -198,7 +198,7 @@ func (s *Submission) Wait(ctx context.Context) (SubmitResult, error) {
 	case <-s.done:
 		return s.Result(), nil
 	case <-ctx.Done():
-		return s.Result(), fmt.Errorf("stratumtest: waiting for verdict: %w", ctx.Err())
+		return s.Result(), fmt.Errorf("stratumsim: waiting for verdict: %w", ctx.Err())
 	}
 }
 
@@ -393,7 +393,7 @@ func (m *Miner) search(ctx context.Context, w work, kind ShareKind) (SubmitResul
 	if kind == ShareBadVersionBits {
 		ob := outsideBit(w.mask)
 		if ob == 0 {
-			return SubmitResult{}, fmt.Errorf("stratumtest: mask %08x leaves no bit outside it", w.mask)
+			return SubmitResult{}, fmt.Errorf("stratumsim: mask %08x leaves no bit outside it", w.mask)
 		}
 		vb |= ob
 		version = jd.version&^(w.mask|ob) | vb
@@ -434,7 +434,7 @@ func (m *Miner) search(ctx context.Context, w work, kind ShareKind) (SubmitResul
 		}
 		if n&0x3fff == 0 {
 			if err := ctx.Err(); err != nil {
-				return SubmitResult{}, fmt.Errorf("stratumtest: share search: %w", err)
+				return SubmitResult{}, fmt.Errorf("stratumsim: share search: %w", err)
 			}
 		}
 		if n >= limit || nonce == ^uint32(0) {

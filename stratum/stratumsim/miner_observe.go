@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"context"
@@ -314,7 +314,7 @@ func (m *Miner) WaitReady(ctx context.Context) error {
 	select {
 	case <-mc.hs.ready:
 	case <-ctx.Done():
-		return fmt.Errorf("stratumtest: miner %s: handshake: %w", m.opts.User, ctx.Err())
+		return fmt.Errorf("stratumsim: miner %s: handshake: %w", m.opts.User, ctx.Err())
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -373,6 +373,6 @@ func (m *Miner) WaitDisconnected(ctx context.Context) error {
 	case <-mc.lost:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("stratumtest: miner %s: waiting for disconnect: %w", m.opts.User, ctx.Err())
+		return fmt.Errorf("stratumsim: miner %s: waiting for disconnect: %w", m.opts.User, ctx.Err())
 	}
 }

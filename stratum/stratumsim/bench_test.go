@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"context"

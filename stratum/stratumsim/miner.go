@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"bufio"
@@ -10,36 +10,35 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
 // Errors a Miner returns (wrapped).
 var (
 	// ErrMinerClosed: the miner was closed.
-	ErrMinerClosed = errors.New("stratumtest: miner closed")
+	ErrMinerClosed = errors.New("stratumsim: miner closed")
 	// ErrNotConnected: no connection is open (between reconnects, or after
 	// the connection was lost without AutoReconnect).
-	ErrNotConnected = errors.New("stratumtest: miner not connected")
+	ErrNotConnected = errors.New("stratumsim: miner not connected")
 	// ErrNotReady: the handshake of the current connection has not
 	// completed successfully.
-	ErrNotReady = errors.New("stratumtest: miner handshake not complete")
+	ErrNotReady = errors.New("stratumsim: miner handshake not complete")
 	// ErrNoJob: no job has been received on the current connection.
-	ErrNoJob = errors.New("stratumtest: no job received")
+	ErrNoJob = errors.New("stratumsim: no job received")
 	// ErrUnknownJob: SubmitRequest.JobID names a job the miner does not hold.
-	ErrUnknownJob = errors.New("stratumtest: unknown job id")
+	ErrUnknownJob = errors.New("stratumsim: unknown job id")
 	// ErrSearchExhausted: no share found within MaxHashesPerShare hashes
 	// (the difficulty is too high for a simulated miner).
-	ErrSearchExhausted = errors.New("stratumtest: share search exhausted")
+	ErrSearchExhausted = errors.New("stratumsim: share search exhausted")
 	// ErrAuthorizeRejected: mining.authorize answered false or an error.
-	ErrAuthorizeRejected = errors.New("stratumtest: authorize rejected")
+	ErrAuthorizeRejected = errors.New("stratumsim: authorize rejected")
 	// ErrSubscribeFailed: mining.subscribe failed or its result was invalid.
-	ErrSubscribeFailed = errors.New("stratumtest: subscribe failed")
+	ErrSubscribeFailed = errors.New("stratumsim: subscribe failed")
 	// ErrUnrequestedExtension: a mining.configure result held keys for
 	// extensions the miner did not request (a Whatsminer then disconnects).
-	ErrUnrequestedExtension = errors.New("stratumtest: configure result has unrequested extensions")
+	ErrUnrequestedExtension = errors.New("stratumsim: configure result has unrequested extensions")
 	// ErrConnectionLost: the connection ended before an answer.
-	ErrConnectionLost = errors.New("stratumtest: connection lost")
+	ErrConnectionLost = errors.New("stratumsim: connection lost")
 )
 
 // Style is a firmware family: its handshake order, subscribe params and
@@ -343,20 +342,6 @@ func DialMiner(ctx context.Context, addr string, opts MinerOptions) (*Miner, err
 	return dialMiner(ctx, addr, opts, nil)
 }
 
-// NewMiner dials a miner for a test (10s handshake bound), failing the
-// test on error, and closes it in t.Cleanup.
-func NewMiner(t testing.TB, addr string, opts MinerOptions) *Miner {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	m, err := DialMiner(ctx, addr, opts)
-	if err != nil {
-		t.Fatalf("stratumtest: dial miner (%s): %v", opts.Style, err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
-	return m
-}
-
 func dialMiner(ctx context.Context, addr string, opts MinerOptions, cache *jobCache) (*Miner, error) {
 	opts.setDefaults()
 	m := &Miner{
@@ -400,7 +385,7 @@ func (m *Miner) dial(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("stratumtest: miner dial %s: %w", addr, err)
+		return nil, fmt.Errorf("stratumsim: miner dial %s: %w", addr, err)
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
@@ -521,7 +506,7 @@ func (m *Miner) readConn(mc *minerConn) error {
 			if m.ctx.Err() != nil {
 				return ErrMinerClosed
 			}
-			return fmt.Errorf("stratumtest: miner read: %w", err)
+			return fmt.Errorf("stratumsim: miner read: %w", err)
 		}
 		if m.handleLine(mc, line) {
 			return errReconnecting
@@ -530,7 +515,7 @@ func (m *Miner) readConn(mc *minerConn) error {
 }
 
 // errReconnecting ends readConn after a client.reconnect.
-var errReconnecting = errors.New("stratumtest: reconnect requested")
+var errReconnecting = errors.New("stratumsim: reconnect requested")
 
 // connLost ends mc: pending requests fail, the handshake (if unfinished)
 // fails. It returns where to reconnect and whether to.
@@ -644,7 +629,7 @@ func (m *Miner) writeLocked(mc *minerConn, b []byte) error {
 	m.bytesOut.Add(uint64(n))
 	if err != nil {
 		_ = mc.c.Close()
-		return fmt.Errorf("stratumtest: miner write: %w", err)
+		return fmt.Errorf("stratumsim: miner write: %w", err)
 	}
 	return nil
 }
@@ -713,7 +698,7 @@ func (m *Miner) waitLoop(ctx context.Context, what string, cond func() (bool, er
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("stratumtest: miner %s: waiting for %s: %w", m.opts.User, what, ctx.Err())
+			return fmt.Errorf("stratumsim: miner %s: waiting for %s: %w", m.opts.User, what, ctx.Err())
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"context"
@@ -207,7 +207,7 @@ func (p *Pool) WaitFor(ctx context.Context, cond func(PoolStats) bool) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("stratumtest: pool wait (stats %+v): %w", st, ctx.Err())
+			return fmt.Errorf("stratumsim: pool wait (stats %+v): %w", st, ctx.Err())
 		}
 	}
 }

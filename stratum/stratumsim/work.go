@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"bytes"
@@ -377,7 +377,7 @@ func newNonceHasher(hdr [80]byte) *nonceHasher {
 	d.Write(hdr[:64])
 	mid, err := d.(encoding.BinaryMarshaler).MarshalBinary()
 	if err != nil {
-		panic(fmt.Sprintf("stratumtest: sha256 midstate: %v", err))
+		panic(fmt.Sprintf("stratumsim: sha256 midstate: %v", err))
 	}
 	return &nonceHasher{hdr: hdr, mid: mid, d: d, um: d.(encoding.BinaryUnmarshaler)}
 }
@@ -386,7 +386,7 @@ func newNonceHasher(hdr [80]byte) *nonceHasher {
 func (n *nonceHasher) hash(nonce uint32) [32]byte {
 	binary.LittleEndian.PutUint32(n.hdr[76:], nonce)
 	if err := n.um.UnmarshalBinary(n.mid); err != nil {
-		panic(fmt.Sprintf("stratumtest: sha256 midstate: %v", err))
+		panic(fmt.Sprintf("stratumsim: sha256 midstate: %v", err))
 	}
 	n.d.Write(n.hdr[64:])
 	n.d.Sum(n.first[:0])

@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"bytes"
@@ -48,21 +48,21 @@ type templateState struct {
 // newTemplateState checks t and precomputes what every job on it needs.
 func newTemplateState(t *JobTemplate) (*templateState, error) {
 	if t == nil {
-		return nil, errors.New("stratumtest: nil job template")
+		return nil, errors.New("stratumsim: nil job template")
 	}
 	if n := len(t.CoinbaseOutputs); n < 1 || n > 16 {
-		return nil, fmt.Errorf("stratumtest: job template has %d coinbase outputs, want 1..16", n)
+		return nil, fmt.Errorf("stratumsim: job template has %d coinbase outputs, want 1..16", n)
 	}
 	var buf bytes.Buffer
 	if err := wire.WriteVarInt(&buf, 0, uint64(len(t.CoinbaseOutputs))); err != nil {
-		return nil, fmt.Errorf("stratumtest: job template outputs: %w", err)
+		return nil, fmt.Errorf("stratumsim: job template outputs: %w", err)
 	}
 	for i, o := range t.CoinbaseOutputs {
 		if o == nil {
-			return nil, fmt.Errorf("stratumtest: job template coinbase output %d is nil", i)
+			return nil, fmt.Errorf("stratumsim: job template coinbase output %d is nil", i)
 		}
 		if err := wire.WriteTxOut(&buf, 0, 0, o); err != nil {
-			return nil, fmt.Errorf("stratumtest: job template coinbase output %d: %w", i, err)
+			return nil, fmt.Errorf("stratumsim: job template coinbase output %d: %w", i, err)
 		}
 	}
 	st := &templateState{t: t, outputs: buf.Bytes(), branch: make([][32]byte, len(t.Branch))}

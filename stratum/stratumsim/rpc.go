@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"bufio"
@@ -32,7 +32,7 @@ func (e *RPCError) Error() string {
 }
 
 // errLineTooLong is returned by lineReader.next for a line over its cap.
-var errLineTooLong = errors.New("stratumtest: line exceeds the maximum length")
+var errLineTooLong = errors.New("stratumsim: line exceeds the maximum length")
 
 // inMessage is any incoming Stratum line: a request or notification when
 // Method is set, otherwise a response.
@@ -121,7 +121,7 @@ func requestLine(id uint64, method string, params any) []byte {
 	if err != nil {
 		// Params are built by this package from strings, numbers and
 		// nested slices; they always marshal.
-		panic(fmt.Sprintf("stratumtest: marshal %s: %v", method, err))
+		panic(fmt.Sprintf("stratumsim: marshal %s: %v", method, err))
 	}
 	return append(b, '\n')
 }
@@ -134,7 +134,7 @@ func notificationLine(method string, params any) []byte {
 		Params any    `json:"params"`
 	}{nil, method, params})
 	if err != nil {
-		panic(fmt.Sprintf("stratumtest: marshal %s: %v", method, err))
+		panic(fmt.Sprintf("stratumsim: marshal %s: %v", method, err))
 	}
 	return append(b, '\n')
 }
@@ -156,7 +156,7 @@ func responseLine(id json.RawMessage, result any, e *RPCError) []byte {
 		Error  any             `json:"error"`
 	}{id, result, errField})
 	if err != nil {
-		panic(fmt.Sprintf("stratumtest: marshal response: %v", err))
+		panic(fmt.Sprintf("stratumsim: marshal response: %v", err))
 	}
 	return append(b, '\n')
 }

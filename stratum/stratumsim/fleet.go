@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"container/heap"
@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -176,7 +175,7 @@ func StartFleet(ctx context.Context, addr string, opts FleetOptions) (*Fleet, er
 	f.miners = kept
 	if len(f.errs) > 0 && !opts.ContinueOnError {
 		_ = f.Close()
-		return nil, fmt.Errorf("stratumtest: fleet: %d of %d miners failed: %w", len(f.errs), opts.Miners, errors.Join(f.errs[:min(len(f.errs), 5)]...))
+		return nil, fmt.Errorf("stratumsim: fleet: %d of %d miners failed: %w", len(f.errs), opts.Miners, errors.Join(f.errs[:min(len(f.errs), 5)]...))
 	}
 	for range opts.Workers {
 		f.wg.Add(1)
@@ -185,20 +184,6 @@ func StartFleet(ctx context.Context, addr string, opts FleetOptions) (*Fleet, er
 	f.wg.Add(1)
 	go f.scheduler(opts.SharesPerMinute)
 	return f, nil
-}
-
-// NewFleet starts a fleet for a test (60s bound), failing the test on
-// error, and closes it in t.Cleanup.
-func NewFleet(t testing.TB, addr string, opts FleetOptions) *Fleet {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	f, err := StartFleet(ctx, addr, opts)
-	if err != nil {
-		t.Fatalf("stratumtest: start fleet: %v", err)
-	}
-	t.Cleanup(func() { _ = f.Close() })
-	return f
 }
 
 // Miners returns the connected miners (index order, failed dials left
@@ -354,7 +339,7 @@ func (f *Fleet) WaitFor(ctx context.Context, cond func(FleetStats) bool) error {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return fmt.Errorf("stratumtest: fleet wait (ready %d/%d, submitted %d, accepted %d): %w",
+			return fmt.Errorf("stratumsim: fleet wait (ready %d/%d, submitted %d, accepted %d): %w",
 				st.Ready, st.Miners, st.Submitted, st.Accepted, ctx.Err())
 		}
 	}

@@ -1,4 +1,4 @@
-package stratumtest
+package stratumsim
 
 import (
 	"encoding/hex"
@@ -113,7 +113,7 @@ func (m *Miner) hsSendNext(mc *minerConn) {
 		if err := m.sendRequest(mc, st.method, st.params, &pendingReq{kind: reqHandshake, step: i}, nil); err != nil {
 			m.mu.Lock()
 			if !hs.done {
-				m.hsFinishLocked(mc, fmt.Errorf("stratumtest: send %s: %w", st.method, err))
+				m.hsFinishLocked(mc, fmt.Errorf("stratumsim: send %s: %w", st.method, err))
 			}
 			m.mu.Unlock()
 			return
@@ -132,7 +132,7 @@ func (m *Miner) onHandshakeAnswerLocked(mc *minerConn, step int, result json.Raw
 	hs.answered++
 	switch {
 	case err != nil:
-		m.hsFinishLocked(mc, fmt.Errorf("stratumtest: %s: %w", st.method, err))
+		m.hsFinishLocked(mc, fmt.Errorf("stratumsim: %s: %w", st.method, err))
 		return errors.Is(err, ErrUnrequestedExtension)
 	case hs.answered == len(hs.steps):
 		m.hsFinishLocked(mc, nil)
