@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashgate/proxyd/stratum/stratumtest"
+	"github.com/hashgate/proxyd/stratum/stratumsim"
 )
 
 // groupSpec is what one group of miners runs: a contiguous range of the
@@ -17,14 +17,14 @@ type groupSpec struct {
 	Index           int    // group number, for messages
 	Target          string // host:port the miners dial
 	First, Count    int    // global indices of the group's miners: [First, First+Count)
-	Styles          []stratumtest.Style
+	Styles          []stratumsim.Style
 	User            string // worker names are User.w<global index>
 	Password        string
 	SourceIPs       int // loopback source addresses shared by the whole run (0: kernel's choice)
 	DialConcurrency int
 	HashWorkers     int // share-hashing goroutines of the group
 	BadFraction     float64
-	BadKinds        []stratumtest.ShareKind
+	BadKinds        []stratumsim.ShareKind
 	Difficulty      float64 // suggested to miners that send mining.suggest_difficulty
 	Seed            uint64
 	ConnectTimeout  time.Duration // bounds all dials and handshakes of the group
@@ -34,8 +34,8 @@ type groupSpec struct {
 // shareRec is the tool's record of one submit, as its miner saw it. Times
 // are machine-wide CLOCK_MONOTONIC nanoseconds (monoClock).
 type shareRec struct {
-	Kind       stratumtest.ShareKind
-	Verdict    stratumtest.Verdict
+	Kind       stratumsim.ShareKind
+	Verdict    stratumsim.Verdict
 	Code       int
 	Message    string // the rejection message, kept for the first rejection of each code only
 	SentAt     int64
@@ -71,7 +71,7 @@ type groupStatus struct {
 	// received that job.
 	SeqCount map[uint64]int
 	// Fleet is the miners' summed counters (zero until DialDone).
-	Fleet stratumtest.FleetStats
+	Fleet stratumsim.FleetStats
 	// MinDiff and MaxDiff bound the difficulties in force for the jobs the
 	// miners received (0 before any job).
 	MinDiff, MaxDiff float64
@@ -86,10 +86,10 @@ type groupTake struct {
 
 // groupFinal is a group's last word, from close.
 type groupFinal struct {
-	Fleet      stratumtest.FleetStats // after every miner closed (pending submits became lost)
-	Take       groupTake              // records not taken before
-	CPUSeconds float64                // CPU of the miner process (0 in-process)
-	MaxRSSKiB  int64                  // peak RSS of the miner process (0 in-process)
+	Fleet      stratumsim.FleetStats // after every miner closed (pending submits became lost)
+	Take       groupTake             // records not taken before
+	CPUSeconds float64               // CPU of the miner process (0 in-process)
+	MaxRSSKiB  int64                 // peak RSS of the miner process (0 in-process)
 }
 
 // group is a set of miners driven as one, in this process or in a child
@@ -116,7 +116,7 @@ type localGroup struct {
 	done   chan struct{}      // closed when StartFleet has returned
 
 	mu        sync.Mutex // guards every field below
-	fleet     *stratumtest.Fleet
+	fleet     *stratumsim.Fleet
 	startErr  error
 	starts    []int64  // dial start per local miner
 	lastSeq   []uint64 // newest pool job seq recorded per local miner
@@ -156,9 +156,9 @@ func (g *localGroup) dialAll(ctx context.Context) {
 	defer close(g.done)
 	defer g.cancel()
 	s := g.spec
-	opts := stratumtest.FleetOptions{
+	opts := stratumsim.FleetOptions{
 		Miners: s.Count,
-		Miner: stratumtest.MinerOptions{
+		Miner: stratumsim.MinerOptions{
 			Password:          s.Password,
 			HistoryLimit:      -1, // the hooks record what the tool needs
 			SuggestDifficulty: s.Difficulty,
@@ -175,7 +175,7 @@ func (g *localGroup) dialAll(ctx context.Context) {
 		MinerFunc:       g.minerOptions,
 		OnDialed:        g.onDialed,
 	}
-	f, err := stratumtest.StartFleet(ctx, s.Target, opts)
+	f, err := stratumsim.StartFleet(ctx, s.Target, opts)
 	g.mu.Lock()
 	g.fleet, g.startErr = f, err
 	g.mu.Unlock()
@@ -183,14 +183,14 @@ func (g *localGroup) dialAll(ctx context.Context) {
 
 // minerOptions is the fleet's MinerFunc: it runs in miner i's dialing
 // goroutine right before the dial, so its time is the dial start.
-func (g *localGroup) minerOptions(i int, o *stratumtest.MinerOptions) {
+func (g *localGroup) minerOptions(i int, o *stratumsim.MinerOptions) {
 	gi := g.spec.First + i
 	if len(g.spec.Styles) > 0 {
 		o.Style = g.spec.Styles[gi%len(g.spec.Styles)]
 	}
 	o.LocalAddr = minerSourceIP(gi, g.spec.SourceIPs)
-	o.OnEvent = func(_ *stratumtest.Miner, ev stratumtest.Event) { g.onEvent(i, ev) }
-	o.OnVerdict = func(_ *stratumtest.Miner, r stratumtest.SubmitResult) { g.onVerdict(r) }
+	o.OnEvent = func(_ *stratumsim.Miner, ev stratumsim.Event) { g.onEvent(i, ev) }
+	o.OnVerdict = func(_ *stratumsim.Miner, r stratumsim.SubmitResult) { g.onVerdict(r) }
 	now := g.clock.now()
 	g.mu.Lock()
 	g.starts[i] = now
@@ -201,7 +201,7 @@ func (g *localGroup) minerOptions(i int, o *stratumtest.MinerOptions) {
 }
 
 // onDialed records the end of miner i's dial and handshake.
-func (g *localGroup) onDialed(i int, _ *stratumtest.Miner, err error) {
+func (g *localGroup) onDialed(i int, _ *stratumsim.Miner, err error) {
 	now := g.clock.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -221,8 +221,8 @@ func (g *localGroup) onDialed(i int, _ *stratumtest.Miner, err error) {
 
 // onEvent records the first arrival of every pool job at miner i. Pool job
 // sequence numbers only grow, so a seq above the miner's last one is new.
-func (g *localGroup) onEvent(i int, ev stratumtest.Event) {
-	if ev.Kind != stratumtest.EventNotify || ev.PoolJobSeq == 0 {
+func (g *localGroup) onEvent(i int, ev stratumsim.Event) {
+	if ev.Kind != stratumsim.EventNotify || ev.PoolJobSeq == 0 {
 		return
 	}
 	at := g.clock.ns(ev.At)
@@ -255,7 +255,7 @@ func (g *localGroup) onEvent(i int, ev stratumtest.Event) {
 }
 
 // onVerdict records a submit's outcome (accepted, rejected or lost).
-func (g *localGroup) onVerdict(r stratumtest.SubmitResult) {
+func (g *localGroup) onVerdict(r stratumsim.SubmitResult) {
 	rec := shareRec{
 		Kind:       r.Kind,
 		Verdict:    r.Verdict,
@@ -265,12 +265,12 @@ func (g *localGroup) onVerdict(r stratumtest.SubmitResult) {
 		Hash:       r.Hash,
 		ShareDiff:  r.ShareDifficulty,
 	}
-	if r.Verdict == stratumtest.VerdictLost {
+	if r.Verdict == stratumsim.VerdictLost {
 		rec.AnsweredAt = 0
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if r.Verdict == stratumtest.VerdictRejected && !g.codeSeen[r.Code] {
+	if r.Verdict == stratumsim.VerdictRejected && !g.codeSeen[r.Code] {
 		g.codeSeen[r.Code] = true
 		rec.Message = r.Message
 	}

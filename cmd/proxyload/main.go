@@ -25,7 +25,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashgate/proxyd/stratum/stratumtest"
+	"github.com/hashgate/proxyd/stratum/stratumsim"
 )
 
 // Exit statuses.
@@ -59,10 +59,10 @@ type config struct {
 	Rate              float64 // shares per minute per miner
 	Duration          time.Duration
 	Warmup            time.Duration
-	Styles            []stratumtest.Style
+	Styles            []stratumsim.Style
 	StylesText        string
 	BadFraction       float64
-	BadKinds          []stratumtest.ShareKind
+	BadKinds          []stratumsim.ShareKind
 	BadKindsText      string
 	Difficulty        float64
 	PoolDiffFactor    float64
@@ -436,13 +436,13 @@ func (c *config) sessionsEstimate() int {
 // parseStyles parses "antminer,whatsminer=3,..." into a round-robin cycle
 // in which each style appears WEIGHT times, spread evenly (smooth weighted
 // round-robin).
-func parseStyles(text string) ([]stratumtest.Style, error) {
-	byName := map[string]stratumtest.Style{}
-	for _, s := range stratumtest.AllStyles() {
+func parseStyles(text string) ([]stratumsim.Style, error) {
+	byName := map[string]stratumsim.Style{}
+	for _, s := range stratumsim.AllStyles() {
 		byName[s.String()] = s
 	}
 	type entry struct {
-		style        stratumtest.Style
+		style        stratumsim.Style
 		weight, curr int
 	}
 	var es []*entry
@@ -471,7 +471,7 @@ func parseStyles(text string) ([]stratumtest.Style, error) {
 	if len(es) == 0 {
 		return nil, errors.New("no styles")
 	}
-	cycle := make([]stratumtest.Style, 0, total)
+	cycle := make([]stratumsim.Style, 0, total)
 	for range total {
 		var best *entry
 		for _, e := range es {
@@ -487,12 +487,12 @@ func parseStyles(text string) ([]stratumtest.Style, error) {
 }
 
 // parseBadKinds parses a comma-separated list of share kind names.
-func parseBadKinds(text string) ([]stratumtest.ShareKind, error) {
-	byName := map[string]stratumtest.ShareKind{}
-	for _, k := range stratumtest.BadKinds() {
+func parseBadKinds(text string) ([]stratumsim.ShareKind, error) {
+	byName := map[string]stratumsim.ShareKind{}
+	for _, k := range stratumsim.BadKinds() {
 		byName[k.String()] = k
 	}
-	var out []stratumtest.ShareKind
+	var out []stratumsim.ShareKind
 	for part := range strings.SplitSeq(text, ",") {
 		part = strings.ToLower(strings.TrimSpace(part))
 		if part == "" {

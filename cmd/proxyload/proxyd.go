@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashgate/proxyd/stratum/stratumtest"
+	"github.com/hashgate/proxyd/stratum/stratumsim"
 )
 
 // proxydParams are the values of a proxyd config for a load run.
@@ -261,7 +261,7 @@ func waitTargetServes(ctx context.Context, target, user string, timeout time.Dur
 	var last error
 	for {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		m, err := stratumtest.DialMiner(actx, target, stratumtest.MinerOptions{User: user + ".probe"})
+		m, err := stratumsim.DialMiner(actx, target, stratumsim.MinerOptions{User: user + ".probe"})
 		if err == nil {
 			err = m.WaitJob(actx)
 			_ = m.Close()

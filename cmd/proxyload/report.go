@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/hashgate/proxyd/stratum/stratumtest"
+	"github.com/hashgate/proxyd/stratum/stratumsim"
 )
 
 // Report is everything one invocation measured. Latencies are in
@@ -301,23 +301,23 @@ type runData struct {
 	rate, difficulty float64
 	poolDifficulty   float64 // the pool's difficulty for this path's sessions
 	requested        int
-	upstream         *stratumtest.Pool // the pool of this path
+	upstream         *stratumsim.Pool // the pool of this path
 	poolSessions     int
 
 	dial           dialReport
 	readyAtConnect int
 	readyAtFanout  int
 	diffLo, diffHi float64
-	preClose       stratumtest.FleetStats // just before closing the miners
-	final          stratumtest.FleetStats // after closing them
+	preClose       stratumsim.FleetStats // just before closing the miners
+	final          stratumsim.FleetStats // after closing them
 
 	seqs     []uint64
-	jobs     []stratumtest.JobInfo
+	jobs     []stratumsim.JobInfo
 	arrivals map[uint64]*jobArrivals
 	results  []shareRec
 
 	pool      *poolCollector
-	poolDelta stratumtest.PoolStats
+	poolDelta stratumsim.PoolStats
 	poolCodes map[int]uint64
 
 	windowStart, windowEnd        int64
@@ -437,10 +437,10 @@ func (d *runData) fill(rr *RunReport, clock monoClock) {
 		if in(s.SentAt) {
 			sent++
 		}
-		if s.Verdict == stratumtest.VerdictAccepted && in(s.AnsweredAt) {
+		if s.Verdict == stratumsim.VerdictAccepted && in(s.AnsweredAt) {
 			acc++
 		}
-		if s.Kind != stratumtest.ShareGood || s.Verdict != stratumtest.VerdictAccepted || !in(s.SentAt) {
+		if s.Kind != stratumsim.ShareGood || s.Verdict != stratumsim.VerdictAccepted || !in(s.SentAt) {
 			continue
 		}
 		at, ok := d.pool.acc[s.Hash]
@@ -514,11 +514,11 @@ func (d *runData) account(rr *RunReport) {
 		kf.Sent++
 		a.Submitted++
 		switch s.Verdict {
-		case stratumtest.VerdictAccepted:
+		case stratumsim.VerdictAccepted:
 			kf.Accepted++
 			a.Accepted++
 			told[s.Hash] = true
-		case stratumtest.VerdictRejected:
+		case stratumsim.VerdictRejected:
 			kf.Rejected++
 			a.Rejected++
 			code := strconv.Itoa(s.Code)
@@ -532,13 +532,13 @@ func (d *runData) account(rr *RunReport) {
 			a.NoAnswer++
 			continue
 		}
-		r := stratumtest.SubmitResult{Verdict: s.Verdict, Code: s.Code, Expect: s.Kind.ExpectedCode()}
+		r := stratumsim.SubmitResult{Verdict: s.Verdict, Code: s.Code, Expect: s.Kind.ExpectedCode()}
 		if r.AsExpected() {
 			kf.AsExpected++
 		} else {
 			kf.Unexpected++
 			a.Unexpected++
-			if s.Kind == stratumtest.ShareGood {
+			if s.Kind == stratumsim.ShareGood {
 				a.GoodRejected++
 			}
 		}
@@ -580,7 +580,7 @@ func (d *runData) account(rr *RunReport) {
 }
 
 // expectText says what verdict a kind expects.
-func expectText(k stratumtest.ShareKind) string {
+func expectText(k stratumsim.ShareKind) string {
 	if c := k.ExpectedCode(); c != 0 {
 		return "rejected " + strconv.Itoa(c)
 	}
@@ -794,7 +794,7 @@ func (rep *Report) writeRuns(w io.Writer, runs []*RunReport) {
 	add("bad shares as expected / not", func(r *RunReport) string {
 		var ok, bad uint64
 		for k, kf := range r.Accounting.ByKind {
-			if k != stratumtest.ShareGood.String() {
+			if k != stratumsim.ShareGood.String() {
 				ok += kf.AsExpected
 				bad += kf.Unexpected
 			}

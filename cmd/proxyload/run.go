@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashgate/proxyd/stratum/stratumtest"
+	"github.com/hashgate/proxyd/stratum/stratumsim"
 )
 
 // limitsError is a run that cannot fit this machine's limits (file
@@ -66,8 +66,8 @@ type runner struct {
 	log     io.Writer
 	prog    *progress
 	clock   monoClock
-	pools   []*stratumtest.Pool // [0] for direct and proxy A, [1] for proxy B
-	keep    int                 // each pool's KeepShares
+	pools   []*stratumsim.Pool // [0] for direct and proxy A, [1] for proxy B
+	keep    int                // each pool's KeepShares
 	current []*atomic.Pointer[poolCollector]
 	layout  Layout
 	exe     string // this binary, for miner processes
@@ -140,7 +140,7 @@ func (p pathSpec) label() string {
 }
 
 // poolAddrs lists the pools' addresses.
-func poolAddrs(pools []*stratumtest.Pool) []string {
+func poolAddrs(pools []*stratumsim.Pool) []string {
 	var out []string
 	for _, p := range pools {
 		out = append(out, p.Addr())
@@ -231,14 +231,14 @@ func (r *runner) startPool(addr string, paths int) error {
 	perRun := float64(c.Miners)*c.Rate/60*(c.Warmup+c.Duration+c.PhaseTimeout).Seconds()*1.5 + float64(c.Miners)
 	keep := min(2*int(perRun)*paths+100_000, 20_000_000)
 	cur := new(atomic.Pointer[poolCollector])
-	p, err := stratumtest.StartPool(stratumtest.PoolOptions{
+	p, err := stratumsim.StartPool(stratumsim.PoolOptions{
 		Addr:              addr,
 		InitialDifficulty: c.Difficulty,
 		SubscribeDelay:    c.PoolSubDelay,
 		JobInterval:       c.PoolJobInterval,
 		KeepShares:        keep,
 		Seed:              c.Seed,
-		OnShare: func(s stratumtest.Share) {
+		OnShare: func(s stratumsim.Share) {
 			if pc := cur.Load(); pc != nil {
 				pc.add(s)
 			}
@@ -266,7 +266,7 @@ func newPoolCollector(clock monoClock) *poolCollector {
 	return &poolCollector{clock: clock, acc: make(map[[32]byte]int64)}
 }
 
-func (pc *poolCollector) add(s stratumtest.Share) {
+func (pc *poolCollector) add(s stratumsim.Share) {
 	at := pc.clock.ns(s.ReceivedAt)
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
@@ -421,7 +421,7 @@ func (r *runner) runPath(ctx context.Context, p pathSpec) (rr *RunReport, err er
 
 	// The pool's side.
 	poolAfter, codesAfter := pool.Stats(), pool.RejectsByCode()
-	d.poolDelta = stratumtest.PoolStats{
+	d.poolDelta = stratumsim.PoolStats{
 		Submits:  poolAfter.Submits - poolBefore.Submits,
 		Accepted: poolAfter.Accepted - poolBefore.Accepted,
 		Rejected: poolAfter.Rejected - poolBefore.Rejected,
@@ -648,7 +648,7 @@ func (r *runner) submit(ctx context.Context, groups []group, d *runData, ps *pro
 	// Drain: no pending submit, nothing scheduled unsent, and nothing new
 	// between two polls.
 	deadline := time.Now().Add(c.PhaseTimeout)
-	var prev *stratumtest.FleetStats
+	var prev *stratumsim.FleetStats
 	for {
 		st, err := pollAll(ctx, groups, true)
 		if err != nil {
@@ -681,11 +681,11 @@ func (r *runner) submit(ctx context.Context, groups []group, d *runData, ps *pro
 // accepted hashes is bounded; when this run may exceed it, the path's own
 // complete record of the pool's accepted shares decides instead.
 func (r *runner) unaccounted(d *runData, poolAccepted uint64) ([]shareRec, string) {
-	var res []stratumtest.SubmitResult
+	var res []stratumsim.SubmitResult
 	var recs []shareRec
 	for _, s := range d.results {
-		if s.Verdict == stratumtest.VerdictAccepted {
-			res = append(res, stratumtest.SubmitResult{Verdict: s.Verdict, Hash: s.Hash, ShareDifficulty: s.ShareDiff})
+		if s.Verdict == stratumsim.VerdictAccepted {
+			res = append(res, stratumsim.SubmitResult{Verdict: s.Verdict, Hash: s.Hash, ShareDifficulty: s.ShareDiff})
 			recs = append(recs, s)
 		}
 	}
@@ -740,7 +740,7 @@ func pollAll(ctx context.Context, groups []group, full bool) (groupStatus, error
 }
 
 // addFleet sums the fleet counters the tool uses.
-func addFleet(a, b stratumtest.FleetStats) stratumtest.FleetStats {
+func addFleet(a, b stratumsim.FleetStats) stratumsim.FleetStats {
 	a.Miners += b.Miners
 	a.Connected += b.Connected
 	a.Ready += b.Ready

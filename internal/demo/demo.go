@@ -1,6 +1,6 @@
 // Package demo runs a whole mining site on loopback in one process, for
 // `proxyd demo`: a simulated pool and a fleet of simulated ASICs with mixed
-// firmware styles (both from stratum/stratumtest: the miners really hash and
+// firmware styles (both from stratum/stratumsim: the miners really hash and
 // the pool really checks every share), wired to proxyd's real daemon built
 // from the binary's own component list, so the real Stratum proxy, the real
 // GPU inventory (over nvml's simulated backend) and the real HTTP API and
@@ -31,7 +31,7 @@ import (
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/internal/logging"
 	"github.com/hashgate/proxyd/stratum/proxy"
-	"github.com/hashgate/proxyd/stratum/stratumtest"
+	"github.com/hashgate/proxyd/stratum/stratumsim"
 	"github.com/hashgate/proxyd/switcher"
 )
 
@@ -212,11 +212,11 @@ type Site struct {
 	log       *zap.Logger
 	token     string
 	tokenDir  string
-	pool      *stratumtest.Pool
+	pool      *stratumsim.Pool
 	d         *daemon.Daemon
 	comps     []daemon.Component // the daemon's components, captured as built
 	proxy     *proxy.Proxy
-	fleet     *stratumtest.Fleet
+	fleet     *stratumsim.Fleet
 	started   time.Time
 	stopD     context.CancelFunc
 	daemonErr error         // Run's result, set before daemonEnd is closed
@@ -249,7 +249,7 @@ func Start(ctx context.Context, o Options) (_ *Site, err error) {
 	if err := s.writeToken(); err != nil {
 		return nil, err
 	}
-	s.pool, err = stratumtest.StartPool(stratumtest.PoolOptions{
+	s.pool, err = stratumsim.StartPool(stratumsim.PoolOptions{
 		InitialDifficulty: o.Difficulty * poolDifficultyFactor,
 		JobInterval:       o.JobInterval,
 		KeepShares:        -1, // counters only: a long demo keeps no share records
@@ -342,9 +342,9 @@ func Start(ctx context.Context, o Options) (_ *Site, err error) {
 	}
 
 	styles := minerStyles()
-	s.fleet, err = stratumtest.StartFleet(ctx, addr, stratumtest.FleetOptions{
+	s.fleet, err = stratumsim.StartFleet(ctx, addr, stratumsim.FleetOptions{
 		Miners: o.Miners,
-		Miner: stratumtest.MinerOptions{
+		Miner: stratumsim.MinerOptions{
 			SuggestDifficulty: o.Difficulty,
 			AutoReconnect:     true,
 		},
@@ -399,9 +399,9 @@ func waitReady(ctx context.Context, c daemon.Component) error {
 
 // minerStyles are the firmware families the simulated fleet mixes,
 // assigned round-robin.
-func minerStyles() []stratumtest.Style {
-	return []stratumtest.Style{stratumtest.StyleAntminer, stratumtest.StyleWhatsminer, stratumtest.StyleBraiinsOS,
-		stratumtest.StyleBitaxe, stratumtest.StyleNiceHash}
+func minerStyles() []stratumsim.Style {
+	return []stratumsim.Style{stratumsim.StyleAntminer, stratumsim.StyleWhatsminer, stratumsim.StyleBraiinsOS,
+		stratumsim.StyleBitaxe, stratumsim.StyleNiceHash}
 }
 
 // capture wraps a factory so the site keeps the component it builds (the
@@ -552,9 +552,9 @@ func (s *Site) describe() Description {
 	return Description{
 		Simulated: true,
 		SimulatedParts: map[string]string{
-			"pool": fmt.Sprintf("stratumtest pool at %s: a real Stratum V1 server that checks every share independently of proxyd "+
+			"pool": fmt.Sprintf("stratumsim pool at %s: a real Stratum V1 server that checks every share independently of proxyd "+
 				"(difficulty %g, a new job every %s); it is not connected to any blockchain", s.pool.URL(), o.Difficulty*poolDifficultyFactor, o.JobInterval),
-			"miners": fmt.Sprintf("%d stratumtest miners (workers sim.antminer-001, sim.whatsminer-002, ...) that speak like Antminer, Whatsminer, Braiins OS, Bitaxe "+
+			"miners": fmt.Sprintf("%d stratumsim miners (workers sim.antminer-001, sim.whatsminer-002, ...) that speak like Antminer, Whatsminer, Braiins OS, Bitaxe "+
 				"and NiceHash firmware and really hash on this CPU (difficulty %g, %g shares/min each, %g%% deliberately bad)",
 				o.Miners, o.Difficulty, o.SharesPerMinute, o.BadFraction*100),
 			"gpus": gpus,

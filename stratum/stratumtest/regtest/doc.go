@@ -1,5 +1,5 @@
 // Package regtest runs a real btcd node in regression-test mode for
-// end-to-end tests, and drives a stratumtest.Pool from it, so that blocks
+// end-to-end tests, and drives a stratumsim.Pool from it, so that blocks
 // mined through a proxy are judged by a real node.
 //
 // StartNode runs btcd (found by FindBtcd on PATH or in $(go env
@@ -9,7 +9,7 @@
 // submitblock, generate, ...) with btcd's own btcjson types.
 //
 // StartPool takes templates with getblocktemplate (segwit rule,
-// coinbasevalue capability) and gives them to a stratumtest.Pool as
+// coinbasevalue capability) and gives them to a stratumsim.Pool as
 // JobTemplates: a coinbase paying the test key's P2WPKH address with a
 // witness commitment computed here (and checked against the node's), and
 // the merkle branch over the template's txids. Every accepted share that
@@ -26,7 +26,7 @@
 // first 100+ blocks), so templates carry a few dozen real transactions.
 //
 // What it does not do: it is no pool for real money (one public key, no
-// payouts, no share accounting beyond the stratumtest.Pool's), it does not
+// payouts, no share accounting beyond the stratumsim.Pool's), it does not
 // run bitcoind, and it talks to nothing but the node it started on
 // 127.0.0.1. Need decides what a test does without btcd: skip on a
 // developer's machine, fail when CI is set.

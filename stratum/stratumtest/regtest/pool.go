@@ -11,7 +11,7 @@ import (
 	"github.com/btcsuite/btcd/blockchain"
 	"github.com/btcsuite/btcd/btcutil/v2"
 	"github.com/btcsuite/btcd/chainhash/v2"
-	"github.com/hashgate/proxyd/stratum/stratumtest"
+	"github.com/hashgate/proxyd/stratum/stratumsim"
 )
 
 // rpcTimeout bounds the node calls made for one block (submit, refill,
@@ -20,9 +20,9 @@ const rpcTimeout = 60 * time.Second
 
 // PoolOptions configures a Pool.
 type PoolOptions struct {
-	// Stratum configures the stratumtest.Pool. Template is set here;
+	// Stratum configures the stratumsim.Pool. Template is set here;
 	// an OnShare given is called before the Pool's own handling.
-	Stratum stratumtest.PoolOptions
+	Stratum stratumsim.PoolOptions
 	// MempoolTxs is how many transactions the source keeps in the node's
 	// mempool before each template is taken, so that each block carries
 	// about that many; default 30, negative for none (no funding either).
@@ -63,13 +63,13 @@ func (b Block) Accepted() bool { return b.Result == "" }
 // a miner rolled version bits (BIP310).
 func (b Block) Rolled() bool { return b.Version != b.TemplateVersion }
 
-// Pool is a stratumtest.Pool whose jobs come from a btcd regtest node: each
+// Pool is a stratumsim.Pool whose jobs come from a btcd regtest node: each
 // share that meets the network target is assembled into a block and
 // submitted, the mempool is refilled and the next template sent as a clean
-// job. The embedded stratumtest.Pool's knobs (SetDifficulty,
+// job. The embedded stratumsim.Pool's knobs (SetDifficulty,
 // SetExtranonce, ...) work as usual.
 type Pool struct {
-	*stratumtest.Pool
+	*stratumsim.Pool
 	rpc    *Client
 	key    *Key
 	txs    *TxSource // nil with MempoolTxs < 0
@@ -123,14 +123,14 @@ func StartPool(ctx context.Context, rpc *Client, opts PoolOptions) (*Pool, error
 	p.baseHeight = t.height - 1
 	user := opts.Stratum.OnShare
 	opts.Stratum.Template = t.job
-	opts.Stratum.OnShare = func(sh stratumtest.Share) {
+	opts.Stratum.OnShare = func(sh stratumsim.Share) {
 		if user != nil {
 			user(sh)
 		}
 		p.onShare(&sh)
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	sp, err := stratumtest.StartPool(opts.Stratum)
+	sp, err := stratumsim.StartPool(opts.Stratum)
 	if err != nil {
 		p.cancel()
 		return nil, err
@@ -155,17 +155,17 @@ func (p *Pool) nextTemplate(ctx context.Context) (*template, error) {
 }
 
 // Refresh takes a new template now and sends it as a clean job.
-func (p *Pool) Refresh(ctx context.Context) (stratumtest.JobInfo, error) {
+func (p *Pool) Refresh(ctx context.Context) (stratumsim.JobInfo, error) {
 	p.submitMu.Lock()
 	defer p.submitMu.Unlock()
 	return p.refreshLocked(ctx)
 }
 
 // refreshLocked is Refresh with submitMu held.
-func (p *Pool) refreshLocked(ctx context.Context) (stratumtest.JobInfo, error) {
+func (p *Pool) refreshLocked(ctx context.Context) (stratumsim.JobInfo, error) {
 	t, err := p.nextTemplate(ctx)
 	if err != nil {
-		return stratumtest.JobInfo{}, err
+		return stratumsim.JobInfo{}, err
 	}
 	return p.SetTemplate(t.job, true)
 }
@@ -173,7 +173,7 @@ func (p *Pool) refreshLocked(ctx context.Context) (stratumtest.JobInfo, error) {
 // onShare submits the block a share solved and moves the pool to the next
 // template. It runs on the share's session goroutine, after the verdict
 // went out.
-func (p *Pool) onShare(sh *stratumtest.Share) {
+func (p *Pool) onShare(sh *stratumsim.Share) {
 	if sh.Template == nil || !sh.Accepted || !sh.BlockCandidate {
 		return
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/btcsuite/btcd/btcjson"
 	"github.com/btcsuite/btcd/chainhash/v2"
 	"github.com/btcsuite/btcd/wire/v2"
-	"github.com/hashgate/proxyd/stratum/stratumtest"
+	"github.com/hashgate/proxyd/stratum/stratumsim"
 )
 
 // maxTemplateTxs bounds the transactions taken from one template (a
@@ -30,7 +30,7 @@ type template struct {
 	version uint32
 	txs     []*wire.MsgTx // the block's transactions after the coinbase, template order
 	segwit  int           // how many of txs carry witnesses
-	job     *stratumtest.JobTemplate
+	job     *stratumsim.JobTemplate
 }
 
 // newTemplate checks a getblocktemplate answer and builds the job template
@@ -96,7 +96,7 @@ func newTemplate(gbt *btcjson.GetBlockTemplateResult, payScript []byte) (*templa
 	if nc := gbt.DefaultWitnessCommitment; nc != "" && nc != hex.EncodeToString(commitment) && nc != hex.EncodeToString(commitment[len(witnessMagic):]) {
 		return nil, fmt.Errorf("regtest: node's witness commitment %s differs from %x computed from its transactions", nc, commitment)
 	}
-	t.job = &stratumtest.JobTemplate{
+	t.job = &stratumsim.JobTemplate{
 		PrevHash: *prev,
 		Height:   uint32(gbt.Height),
 		Version:  uint32(gbt.Version),
@@ -116,7 +116,7 @@ func newTemplate(gbt *btcjson.GetBlockTemplateResult, payScript []byte) (*templa
 // its coinbase with the witness reserved value (32 zero bytes) as the
 // coinbase witness, which btcd's submitblock does not add, and the
 // template's transactions.
-func (t *template) block(sh *stratumtest.Share) (*wire.MsgBlock, error) {
+func (t *template) block(sh *stratumsim.Share) (*wire.MsgBlock, error) {
 	var hdr wire.BlockHeader
 	if err := hdr.Deserialize(bytes.NewReader(sh.Header[:])); err != nil {
 		return nil, fmt.Errorf("regtest: share header: %w", err)
