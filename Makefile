@@ -24,9 +24,11 @@ test: build ## vet, race-enabled tests, systemd unit verification (what CI runs)
 	$(GO) test -race -count=1 ./...
 	./scripts/verify-systemd.sh bin/proxyd
 
-lint: ## gofmt and go vet
+GOLANGCI_LINT ?= golangci-lint
+lint: ## gofmt, go vet and golangci-lint (.golangci.yml: layering and no testing in production code)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
 
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)

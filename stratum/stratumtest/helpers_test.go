@@ -95,7 +95,7 @@ func TestHelpersFailTheTest(t *testing.T) {
 // TestAliasesAreTheSimulator: stratumtest's names are stratumsim's values,
 // so errors.Is and type identity hold across the two packages.
 func TestAliasesAreTheSimulator(t *testing.T) {
-	var p *stratumsim.Pool = (*Pool)(nil) // compiles only if the types are identical
+	var p *stratumsim.Pool = (*Pool)(nil) //nolint:staticcheck // ST1023: the explicit type is the assertion; this compiles only if the types are identical
 	_ = p
 	if !errors.Is(fmt.Errorf("wrapped: %w", stratumsim.ErrPoolClosed), ErrPoolClosed) {
 		t.Error("ErrPoolClosed is not stratumsim's")
