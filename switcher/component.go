@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/runtime"
@@ -22,33 +21,6 @@ import (
 // DefaultRetryInterval is how often the component retries building the
 // switcher while the GPU backend is not up (or the state is unreadable).
 const DefaultRetryInterval = 5 * time.Second
-
-// Factory returns the switcher's daemon factory. gpu returns the GPU
-// component built before it (nil when the GPU backend is off); it is
-// called at start, after every factory ran. The factory returns (nil, nil)
-// when [switcher] enabled is false.
-func Factory(gpu func() *nvml.Component) daemon.Factory {
-	return func(env daemon.Env) (daemon.Component, error) {
-		if !env.Config.Switcher.Enabled {
-			return nil, nil
-		}
-		c, err := NewComponent(ComponentOptions{
-			Config:  env.Config,
-			GPU:     gpu,
-			Log:     env.Log,
-			Metrics: env.Metrics,
-			Events:  env.Events,
-			Heartbeat: func(name string, maxAge time.Duration) (func(), func()) {
-				b := env.Liveness.Register(name, maxAge)
-				return b.Beat, func() { env.Liveness.Unregister(b) }
-			},
-		})
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	}
-}
 
 // ComponentOptions build a Component.
 type ComponentOptions struct {
@@ -84,7 +56,7 @@ type Component struct {
 	why     error // why there is no switcher yet
 	cancel  context.CancelFunc
 	done    chan struct{}
-	hooked  *nvml.Component
+	known   *nvml.Manager // told the switcher's workloads; told to forget at Stop
 	closers []func() error
 }
 
@@ -185,23 +157,10 @@ func (c *Component) run(ctx context.Context) {
 		if mgr := gc.Manager(); mgr != nil {
 			// Attribution knows the containers proxyd runs; cleared on Stop.
 			mgr.SetKnownWorkloads(sw.KnownWorkloads)
+			c.mu.Lock()
+			c.known = mgr
+			c.mu.Unlock()
 		}
-		gc.SetAPIHooks(nvml.APIHooks{
-			Annotate: func(uuid string) any {
-				st, err := sw.GPUStatus(uuid)
-				if err != nil {
-					return nil
-				}
-				return st
-			},
-			AfterResume: func(_ context.Context, uuid string) error {
-				_, err := sw.Resume(uuid)
-				return err
-			},
-		})
-		c.mu.Lock()
-		c.hooked = gc
-		c.mu.Unlock()
 	}
 	sw.Run(ctx, beat)
 }
@@ -309,14 +268,11 @@ func (c *Component) Ready() error {
 // until ctx, the state is written. Workloads keep running.
 func (c *Component) Stop(ctx context.Context) error {
 	c.mu.Lock()
-	cancel, done, hooked, sw, closers := c.cancel, c.done, c.hooked, c.sw, c.closers
-	c.hooked, c.closers = nil, nil
+	cancel, done, known, sw, closers := c.cancel, c.done, c.known, c.sw, c.closers
+	c.known, c.closers = nil, nil
 	c.mu.Unlock()
-	if hooked != nil {
-		hooked.SetAPIHooks(nvml.APIHooks{})
-		if mgr := hooked.Manager(); mgr != nil {
-			mgr.SetKnownWorkloads(nil)
-		}
+	if known != nil {
+		known.SetKnownWorkloads(nil)
 	}
 	if cancel == nil {
 		return nil
