@@ -18,7 +18,7 @@ import (
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // staticGPUs is a GPU source that only lists GPUs: enough for what the
@@ -95,7 +95,7 @@ func BenchmarkPutContractEnded(b *testing.B) {
 			clock := fakeclock.New(epoch)
 			writeEndedContracts(b, dir, bc.n, epoch.Add(-bc.ago))
 			sw, err := New(Options{Config: testConfig(dir), GPUs: staticGPUs{{Info: nvml.Info{UUID: "GPU-bench-0"}}},
-				Runtimes: []runtime.Runtime{runtime.NewSim(runtime.SimOptions{})}, Clock: clock, Log: zap.NewNop()})
+				Runtimes: []workload.Runtime{workload.NewSim(workload.SimOptions{})}, Clock: clock, Log: zap.NewNop()})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -15,7 +15,7 @@ import (
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // DefaultRetryInterval is how often the component retries building the
@@ -33,7 +33,7 @@ type ComponentOptions struct {
 	Heartbeat func(loop string, maxAge time.Duration) (beat func(), done func())
 	Clock     Clock
 	// Runtimes, if set, replaces the runtimes built from the config.
-	Runtimes func(lib *nvml.Library) ([]runtime.Runtime, error)
+	Runtimes func(lib *nvml.Library) ([]workload.Runtime, error)
 	// RetryInterval: 0 means DefaultRetryInterval.
 	RetryInterval time.Duration
 	// FeedClient polls the demand feed (nil: a default client).
@@ -73,7 +73,7 @@ func NewComponent(o ComponentOptions) (*Component, error) {
 		o.GPU = func() *nvml.Component { return nil }
 	}
 	cfg := o.Config.Switcher
-	if o.Runtimes == nil && slices.Contains(Kinds(cfg), runtime.KindSimulated) && o.Config.GPU.Backend != nvml.BackendSimulated {
+	if o.Runtimes == nil && slices.Contains(Kinds(cfg), workload.KindSimulated) && o.Config.GPU.Backend != nvml.BackendSimulated {
 		return nil, fmt.Errorf("switcher: a workload uses runtime \"simulated\", which runs on simulated GPUs only; "+
 			"set [gpu] backend = \"simulated\" or give the workload a real runtime (docker, exec); [gpu] backend is %q", o.Config.GPU.Backend)
 	}
@@ -179,7 +179,7 @@ func (c *Component) build() (*Switcher, error) {
 		return nil, errors.New("GPU features are off (no NVIDIA driver and [gpu] backend = \"auto\"): the switcher has no GPUs to manage")
 	}
 	lib := gc.Library()
-	var rts []runtime.Runtime
+	var rts []workload.Runtime
 	var closers []func() error
 	if c.opts.Runtimes != nil {
 		var err error
@@ -190,15 +190,15 @@ func (c *Component) build() (*Switcher, error) {
 		cfg := c.opts.Config.Switcher
 		for _, kind := range Kinds(cfg) {
 			switch kind {
-			case runtime.KindSimulated:
+			case workload.KindSimulated:
 				if lib == nil || lib.Sim == nil {
 					return nil, errors.New("the simulated runtime needs the simulated GPU backend")
 				}
-				rts = append(rts, runtime.NewSim(runtime.SimOptions{Server: lib.Sim, Now: c.now}))
-			case runtime.KindExec:
-				rts = append(rts, runtime.NewExec(c.log.Named("exec"), nil))
-			case runtime.KindDocker:
-				d, err := runtime.NewDocker(runtime.DockerOptions{Config: cfg.Docker, Log: c.log.Named("docker"), Now: c.now})
+				rts = append(rts, workload.NewSim(workload.SimOptions{Server: lib.Sim, Now: c.now}))
+			case workload.KindExec:
+				rts = append(rts, workload.NewExec(c.log.Named("exec"), nil))
+			case workload.KindDocker:
+				d, err := workload.NewDocker(workload.DockerOptions{Config: cfg.Docker, Log: c.log.Named("docker"), Now: c.now})
 				if err != nil {
 					return nil, err
 				}

@@ -48,7 +48,7 @@
 // labels, exec status commands, NVML processes) before it acts, adopting
 // its own workloads and quarantining GPUs with foreign processes.
 //
-// Workloads run through runtime.Runtime: Docker (GPU by CDI name, owner
+// Workloads run through workload.Runtime: Docker (GPU by CDI name, owner
 // labels), exec commands, or the simulated runtime used by the demo and the
 // tests. Component plugs the switcher into the daemon.
 package switcher

@@ -15,7 +15,7 @@ import (
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // Test timing: one step is one second of fake time.
@@ -69,7 +69,7 @@ type harness struct {
 	clock     *fakeclock.Clock
 	sim       *nvmlsim.Server
 	mgr       *nvml.Manager
-	rt        *runtime.Sim
+	rt        *workload.Sim
 	cfg       config.Switcher
 	contracts []config.Contract
 	sw        *Switcher
@@ -114,7 +114,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		o.cfg(&cfg)
 	}
 	h := &harness{t: t, clock: clock, sim: sim, mgr: mgr, cfg: cfg, uuids: sim.UUIDs(),
-		rt: runtime.NewSim(runtime.SimOptions{Server: sim, Now: clock.Now})}
+		rt: workload.NewSim(workload.SimOptions{Server: sim, Now: clock.Now})}
 	if o.setup != nil {
 		o.setup(sim)
 	}
@@ -129,7 +129,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 // proxyd would.
 func (h *harness) start() {
 	h.t.Helper()
-	sw, err := New(Options{Config: h.cfg, Contracts: h.contracts, GPUs: h.mgr, Runtimes: []runtime.Runtime{h.rt},
+	sw, err := New(Options{Config: h.cfg, Contracts: h.contracts, GPUs: h.mgr, Runtimes: []workload.Runtime{h.rt},
 		Clock: h.clock, Log: zaptest.NewLogger(h.t).Named(fmt.Sprintf("switcher%d", h.steps))})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
@@ -303,8 +303,8 @@ func containsRun(path, run []State) bool {
 	return false
 }
 
-func (h *harness) calls(op, contract string) []runtime.SimCall {
-	var out []runtime.SimCall
+func (h *harness) calls(op, contract string) []workload.SimCall {
+	var out []workload.SimCall
 	for _, c := range h.rt.Calls() {
 		if c.Op == op && (contract == "*" || c.Instance.Contract == contract) {
 			out = append(out, c)

@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // Bounds of ops that have no workload-specific timeout.
 const (
-	statusOpTimeout = runtime.ProbeTimeout + 30*time.Second
+	statusOpTimeout = workload.ProbeTimeout + 30*time.Second
 	powerOpTimeout  = 30 * time.Second
 )
 
@@ -143,7 +143,7 @@ func (s *Switcher) notFree(g *gpuRec, t *nvml.Telemetry) string {
 
 // miningWantedLocked reports whether g should mine when no contract wants it.
 func (s *Switcher) miningWantedLocked(g *gpuRec, now time.Time) bool {
-	return s.mining != nil && g.Cordon == nil && g.health.State != nvml.Unhealthy && !now.Before(g.Backoff[runtime.MiningWorkload])
+	return s.mining != nil && g.Cordon == nil && g.health.State != nvml.Unhealthy && !now.Before(g.Backoff[workload.MiningWorkload])
 }
 
 func (s *Switcher) backoffLocked(g *gpuRec, key string, now time.Time) {
@@ -259,13 +259,13 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 		case exited:
 			detail := g.status.Detail
 			return begin{g: g, prio: prioRepair, do: func() {
-				s.backoffLocked(g, runtime.MiningWorkload, now)
+				s.backoffLocked(g, workload.MiningWorkload, now)
 				g.Contract = ""
 				s.enter(g, StateStoppingMiner, ReasonMinerExited, "the miner exited ("+detail+"); cleaning up, retrying after "+s.cfg.RetryBackoff.String())
 			}}, true
 		case wrong != "":
 			return begin{g: g, prio: prioRepair, do: func() {
-				s.backoffLocked(g, runtime.MiningWorkload, now)
+				s.backoffLocked(g, workload.MiningWorkload, now)
 				g.Contract = ""
 				s.enterWith(g, StateStoppingMiner, ReasonWrongGPU, wrong+": stopping it; mining is retried after "+s.cfg.RetryBackoff.String(), wrongProcs)
 			}}, true
@@ -406,12 +406,12 @@ func (s *Switcher) launchStopLocked(g *gpuRec, now time.Time) {
 			next = s.powerTarget(c.Workload)
 		}
 	case g.State == StateDrainingAI && s.miningWantedLocked(g, now):
-		next = s.powerTarget(runtime.MiningWorkload)
+		next = s.powerTarget(workload.MiningWorkload)
 	}
 	plan := s.powerPlanLocked(g, next, true)
-	var h *runtime.Handle
-	var spec runtime.Spec
-	var rt runtime.Runtime
+	var h *workload.Handle
+	var spec workload.Spec
+	var rt workload.Runtime
 	if g.Handle != nil {
 		hh := *g.Handle
 		h = &hh
@@ -487,7 +487,7 @@ func (s *Switcher) stepVerifyLocked(g *gpuRec, want string, now time.Time) {
 			g.Contract, g.Workload = want, c.Workload
 			s.enter(g, StateStartingAI, ReasonGPUFree, proof+": starting "+c.Workload+" for contract "+want)
 		case s.miningWantedLocked(g, now):
-			g.Contract, g.Workload = "", runtime.MiningWorkload
+			g.Contract, g.Workload = "", workload.MiningWorkload
 			s.enter(g, StateRestoringMining, ReasonGPUFree, proof+": starting the miner")
 		default:
 			g.Contract, g.Workload = "", ""
@@ -573,7 +573,7 @@ func orUnknown(s string) string {
 }
 
 // launchKillLocked kills a workload of proxyd's on g. Callers hold mu.
-func (s *Switcher) launchKillLocked(g *gpuRec, h runtime.Handle) {
+func (s *Switcher) launchKillLocked(g *gpuRec, h workload.Handle) {
 	g.lastKill = s.clock.Now()
 	rt := s.rts[h.Runtime]
 	spec, _ := s.specFor(h.Workload, h.Runtime)
@@ -590,7 +590,7 @@ func (s *Switcher) launchKillLocked(g *gpuRec, h runtime.Handle) {
 			}
 			// Kept until a sample shows it gone (a kill_command can lie too).
 			s.markReleasedLocked(g, h)
-			g.Strays = slices.DeleteFunc(g.Strays, func(x runtime.Handle) bool { return x.ID == h.ID })
+			g.Strays = slices.DeleteFunc(g.Strays, func(x workload.Handle) bool { return x.ID == h.ID })
 		}
 	})
 }
@@ -690,7 +690,7 @@ func (s *Switcher) stepRestoringLocked(g *gpuRec, now time.Time) {
 		return
 	}
 	fail := func(reason, msg string) {
-		s.backoffLocked(g, runtime.MiningWorkload, now)
+		s.backoffLocked(g, workload.MiningWorkload, now)
 		s.enter(g, StateStoppingMiner, reason, msg+"; cleaning up, mining is retried after "+s.cfg.RetryBackoff.String())
 	}
 	if g.startErr != nil {
@@ -704,7 +704,7 @@ func (s *Switcher) stepRestoringLocked(g *gpuRec, now time.Time) {
 	}
 	switch {
 	case wrong != "":
-		s.backoffLocked(g, runtime.MiningWorkload, now)
+		s.backoffLocked(g, workload.MiningWorkload, now)
 		s.enterWith(g, StateStoppingMiner, ReasonWrongGPU, wrong+": stopping it (check CUDA_VISIBLE_DEVICES / --device in its "+
 			"command); mining is retried after "+s.cfg.RetryBackoff.String(), wrongProcs)
 	case ready && proven:
@@ -724,13 +724,13 @@ func (s *Switcher) stepRestoringLocked(g *gpuRec, now time.Time) {
 
 // launchStartLocked sets the power limit for spec (raised only now, after
 // the old load is proven gone) and starts spec on g. Callers hold mu.
-func (s *Switcher) launchStartLocked(g *gpuRec, spec runtime.Spec, contract string) {
+func (s *Switcher) launchStartLocked(g *gpuRec, spec workload.Spec, contract string) {
 	g.entered = true
 	rt := s.rts[spec.Runtime]
-	in := runtime.Instance{Workload: spec.Name, Contract: contract, GPUUUID: g.UUID, GPUIndex: g.Index}
+	in := workload.Instance{Workload: spec.Name, Contract: contract, GPUUUID: g.UUID, GPUIndex: g.Index}
 	plan := s.powerPlanLocked(g, s.powerTarget(spec.Name), false)
 	timeout := s.cfg.Timeouts.StartAI.D()
-	if spec.Name == runtime.MiningWorkload {
+	if spec.Name == workload.MiningWorkload {
 		timeout = s.cfg.Timeouts.RestoreMining.D()
 	}
 	s.launch(g, "start", timeout+powerOpTimeout, func(ctx context.Context) func(*gpuRec) {

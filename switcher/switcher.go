@@ -17,7 +17,7 @@ import (
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/internal/logkeep"
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // Clock tells the time; tests pass a fake one.
@@ -53,7 +53,7 @@ type Options struct {
 	GPUs      GPUSource
 	// Runtimes run the workloads, one per kind; every runtime a configured
 	// workload names must be here.
-	Runtimes []runtime.Runtime
+	Runtimes []workload.Runtime
 	Clock    Clock
 	Log      *zap.Logger
 	Metrics  *Metrics
@@ -76,7 +76,7 @@ type Options struct {
 // it with step.
 type Switcher struct {
 	gpus       GPUSource
-	rts        map[string]runtime.Runtime
+	rts        map[string]workload.Runtime
 	clock      Clock
 	log        *zap.Logger
 	metrics    *Metrics
@@ -94,8 +94,8 @@ type Switcher struct {
 	// never called with mu held.
 	mu           sync.Mutex
 	cfg          config.Switcher
-	specs        map[string]runtime.Spec // AI workloads by name
-	mining       *runtime.Spec
+	specs        map[string]workload.Spec // AI workloads by name
+	mining       *workload.Spec
 	cfgContracts []Contract
 	apiContracts map[string]Contract
 	feed         *feedSnapshot
@@ -133,7 +133,7 @@ type gpuRec struct {
 	notFree      string // why the last sample was not free
 	foreignPolls int    // consecutive samples with processes on an idle GPU
 
-	status     *runtime.Status // last status of the workload (this state)
+	status     *workload.Status // last status of the workload (this state)
 	statusErr  error
 	lastStatus time.Time
 	startErr   error
@@ -184,7 +184,7 @@ func New(o Options) (*Switcher, error) {
 	}
 	s := &Switcher{
 		gpus:         o.GPUs,
-		rts:          map[string]runtime.Runtime{},
+		rts:          map[string]workload.Runtime{},
 		clock:        o.Clock,
 		log:          o.Log,
 		metrics:      o.Metrics,
@@ -256,19 +256,19 @@ func New(o Options) (*Switcher, error) {
 
 // setConfig installs the live-changeable config. Callers hold mu or own s.
 func (s *Switcher) setConfig(cfg config.Switcher, contracts []config.Contract) error {
-	specs := map[string]runtime.Spec{}
+	specs := map[string]workload.Spec{}
 	for name, w := range cfg.Workloads() {
 		if _, ok := s.rts[w.Runtime]; !ok {
 			return fmt.Errorf("switcher: workload %q uses runtime %q, which is not available", name, w.Runtime)
 		}
-		specs[name] = runtime.Spec{Name: name, Workload: w}
+		specs[name] = workload.Spec{Name: name, Workload: w}
 	}
-	var mining *runtime.Spec
+	var mining *workload.Spec
 	if w, ok := cfg.MiningWorkload(); ok {
 		if _, ok := s.rts[w.Runtime]; !ok {
 			return fmt.Errorf("switcher: [switcher.mining] uses runtime %q, which is not available", w.Runtime)
 		}
-		mining = &runtime.Spec{Name: runtime.MiningWorkload, Workload: w}
+		mining = &workload.Spec{Name: workload.MiningWorkload, Workload: w}
 	}
 	cs := make([]Contract, len(contracts))
 	for i, c := range contracts {
@@ -280,14 +280,14 @@ func (s *Switcher) setConfig(cfg config.Switcher, contracts []config.Contract) e
 
 // specFor returns the spec of a workload by name; ok is false for a
 // workload no longer configured (a fallback that can still stop it).
-func (s *Switcher) specFor(name, runtimeKind string) (runtime.Spec, bool) {
-	if name == runtime.MiningWorkload && s.mining != nil {
+func (s *Switcher) specFor(name, runtimeKind string) (workload.Spec, bool) {
+	if name == workload.MiningWorkload && s.mining != nil {
 		return *s.mining, true
 	}
 	if sp, ok := s.specs[name]; ok {
 		return sp, true
 	}
-	return runtime.Spec{Name: name, Workload: config.Workload{Runtime: runtimeKind, StopTimeout: config.Duration(30 * time.Second)}}, false
+	return workload.Spec{Name: name, Workload: config.Workload{Runtime: runtimeKind, StopTimeout: config.Duration(30 * time.Second)}}, false
 }
 
 // Wake asks the loop for a pass now.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // State is where a GPU stands in its switch between mining and AI work.
@@ -121,7 +121,7 @@ type GPUStatus struct {
 	// running (no process of it on the GPU yet).
 	ProofOfStart string          `json:"proof_of_start,omitempty"`
 	Cordon       *Cordon         `json:"cordon"`
-	Handle       *runtime.Handle `json:"workload_handle,omitempty"`
+	Handle       *workload.Handle `json:"workload_handle,omitempty"`
 	// PowerSnapshot is the power limit the GPU had before its first
 	// profile, restored exactly when it goes idle.
 	PowerSnapshot *nvml.PowerSnapshot `json:"power_snapshot,omitempty"`

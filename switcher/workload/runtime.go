@@ -1,4 +1,4 @@
-// Package runtime starts, watches and stops the switcher's workloads, one
+// Package workload starts, watches and stops the switcher's workloads, one
 // instance per GPU, behind one small interface with three implementations:
 //
 //   - Docker: the Docker Engine API (Docker or podman), the GPU attached by
@@ -19,7 +19,7 @@
 // the handle's marker. A container's processes are known by the container
 // they run in (its cgroup names the ID, which is the handle's ID): the
 // container's env stays what the workload's config says.
-package runtime
+package workload
 
 import (
 	"bytes"
