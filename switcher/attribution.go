@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/hashgate/proxyd/gpuproc"
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/workload"
 )
@@ -152,7 +151,7 @@ func (s *Switcher) provenFreeLocked(g *gpuRec) {
 
 // proofRequired reports whether a workload must show a process on its GPU
 // before it counts as running.
-func proofRequired(spec workload.Spec) bool { return spec.ProofOfStart != config.ProofNone }
+func proofRequired(spec workload.Spec) bool { return spec.ProofOfStart != workload.ProofNone }
 
 // proofLocked checks g's started workload against the GPUs: wrong is set
 // when its processes hold another GPU (a CUDA_VISIBLE_DEVICES mistake);

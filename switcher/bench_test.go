@@ -15,7 +15,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
 	"github.com/hashgate/proxyd/switcher/workload"
@@ -61,10 +60,7 @@ func writeEndedContracts(tb testing.TB, dir string, n int, end time.Time) {
 // apiOver returns the switcher's routes over sw.
 func apiOver(tb testing.TB, sw *Switcher) *http.ServeMux {
 	tb.Helper()
-	cfg := config.Default()
-	cfg.Switcher = sw.cfg
-	cfg.GPU.Backend = "simulated"
-	c, err := NewComponent(ComponentOptions{Config: cfg})
+	c, err := NewComponent(ComponentOptions{Config: sw.cfg, GPUBackend: "simulated", Drivers: simDrivers(tb)})
 	if err != nil {
 		tb.Fatal(err)
 	}

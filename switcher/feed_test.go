@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
 	"github.com/hashgate/proxyd/switcher/workload"
@@ -132,7 +131,7 @@ func TestDemandURLSecretsNeverShown(t *testing.T) {
 // the ended ones past the bound are ignored, oldest end first.
 func TestFeedContractLimit(t *testing.T) {
 	feed := newFakeFeed(t)
-	a := newAPIHarness(t, harnessOpts{noRun: true, cfg: func(c *config.Switcher) {
+	a := newAPIHarness(t, harnessOpts{noRun: true, cfg: func(c *Config) {
 		c.DemandURL = feed.srv.URL
 		c.MaxContracts = 3
 	}})

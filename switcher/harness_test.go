@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
@@ -31,30 +30,29 @@ var epoch = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 // testConfig is a switcher with simulated mining and one simulated AI
 // workload "llm" (250 W), two GPUs in transition at most.
-func testConfig(dir string) config.Switcher {
-	cfg := config.Default().Switcher
-	cfg.Enabled = true
+func testConfig(dir string) Config {
+	cfg := DefaultConfig()
 	cfg.StateDir = dir
 	cfg.MaxParallel = 2
 	cfg.FreePolls = 2
-	cfg.StatusInterval = config.Duration(5 * time.Second)
-	cfg.RetryBackoff = config.Duration(5 * time.Minute)
-	cfg.Timeouts = config.SwitcherTimeouts{
-		StopMiner:     config.Duration(30 * time.Second),
-		VerifyFree:    config.Duration(20 * time.Second),
-		StartAI:       config.Duration(60 * time.Second),
-		DrainAI:       config.Duration(30 * time.Second),
-		RestoreMining: config.Duration(30 * time.Second),
+	cfg.StatusInterval = time.Duration(5 * time.Second)
+	cfg.RetryBackoff = time.Duration(5 * time.Minute)
+	cfg.Timeouts = Timeouts{
+		StopMiner:     time.Duration(30 * time.Second),
+		VerifyFree:    time.Duration(20 * time.Second),
+		StartAI:       time.Duration(60 * time.Second),
+		DrainAI:       time.Duration(30 * time.Second),
+		RestoreMining: time.Duration(30 * time.Second),
 	}
-	cfg.Mining = &config.Workload{Runtime: config.RuntimeSimulated, StopTimeout: config.Duration(10 * time.Second),
-		Readiness: config.ReadinessRunning, SimMemoryMiB: 2048, SimLoad: 0.8,
-		SimStartDelay: config.Duration(tick), SimReadyDelay: config.Duration(2 * tick), SimStopDelay: config.Duration(tick)}
-	cfg.Workload = &config.WorkloadTable{"llm": {Runtime: config.RuntimeSimulated, PowerLimitW: aiLimitW,
-		StopTimeout: config.Duration(10 * time.Second), Readiness: config.ReadinessRunning, SimMemoryMiB: 30000, SimLoad: 0.95,
-		SimStartDelay: config.Duration(2 * tick), SimReadyDelay: config.Duration(8 * tick), SimStopDelay: config.Duration(2 * tick)},
-		"llm2": {Runtime: config.RuntimeSimulated, PowerLimitW: 200, StopTimeout: config.Duration(10 * time.Second),
-			Readiness: config.ReadinessRunning, SimMemoryMiB: 20000, SimLoad: 0.9, SimStartDelay: config.Duration(tick),
-			SimReadyDelay: config.Duration(3 * tick), SimStopDelay: config.Duration(tick)}}
+	cfg.Mining = &workload.Definition{Runtime: workload.KindSimulated, StopTimeout: time.Duration(10 * time.Second),
+		Readiness: workload.ReadinessRunning, SimMemoryMiB: 2048, SimLoad: 0.8,
+		SimStartDelay: time.Duration(tick), SimReadyDelay: time.Duration(2 * tick), SimStopDelay: time.Duration(tick)}
+	cfg.Workload = map[string]workload.Definition{"llm": {Runtime: workload.KindSimulated, PowerLimitW: aiLimitW,
+		StopTimeout: time.Duration(10 * time.Second), Readiness: workload.ReadinessRunning, SimMemoryMiB: 30000, SimLoad: 0.95,
+		SimStartDelay: time.Duration(2 * tick), SimReadyDelay: time.Duration(8 * tick), SimStopDelay: time.Duration(2 * tick)},
+		"llm2": {Runtime: workload.KindSimulated, PowerLimitW: 200, StopTimeout: time.Duration(10 * time.Second),
+			Readiness: workload.ReadinessRunning, SimMemoryMiB: 20000, SimLoad: 0.9, SimStartDelay: time.Duration(tick),
+			SimReadyDelay: time.Duration(3 * tick), SimStopDelay: time.Duration(tick)}}
 	return cfg
 }
 
@@ -70,8 +68,8 @@ type harness struct {
 	sim       *nvmlsim.Server
 	mgr       *nvml.Manager
 	rt        *workload.Sim
-	cfg       config.Switcher
-	contracts []config.Contract
+	cfg       Config
+	contracts []Contract
 	sw        *Switcher
 	uuids     []string
 	steps     int
@@ -81,7 +79,7 @@ type harness struct {
 }
 
 type harnessOpts struct {
-	cfg   func(*config.Switcher)
+	cfg   func(*Config)
 	setup func(*nvmlsim.Server) // before the switcher first looks
 	noRun bool                  // do not bring the GPUs to mining
 }

@@ -153,7 +153,7 @@ func (s *Switcher) backoffLocked(g *gpuRec, key string, now time.Time) {
 	if g.Backoff == nil {
 		g.Backoff = map[string]time.Time{}
 	}
-	g.Backoff[key] = now.Add(s.cfg.RetryBackoff.D())
+	g.Backoff[key] = now.Add(s.cfg.RetryBackoff)
 	for k, until := range g.Backoff {
 		if !now.Before(until) {
 			delete(g.Backoff, k)
@@ -285,7 +285,7 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 				s.enter(g, StateStoppingMiner, ReasonMiningOff, "[switcher.mining] is no longer configured: stopping the miner")
 			}}, true
 		}
-		s.statusCheckLocked(g, now, s.cfg.StatusInterval.D())
+		s.statusCheckLocked(g, now, s.cfg.StatusInterval)
 
 	case StateStoppingMiner, StateDrainingAI:
 		if !g.entered {
@@ -325,7 +325,7 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 			reason, msg := s.releaseReasonLocked(g, now)
 			return begin{g: g, prio: prioAIStop, do: func() { s.enter(g, StateDrainingAI, reason, msg) }}, true
 		}
-		s.statusCheckLocked(g, now, s.cfg.StatusInterval.D())
+		s.statusCheckLocked(g, now, s.cfg.StatusInterval)
 
 	case StateRestoringMining:
 		s.stepRestoringLocked(g, now)
@@ -394,9 +394,9 @@ func (s *Switcher) statusCheckLocked(g *gpuRec, now time.Time, every time.Durati
 // Callers hold mu.
 func (s *Switcher) launchStopLocked(g *gpuRec, now time.Time) {
 	g.entered = true
-	timeout := s.cfg.Timeouts.StopMiner.D()
+	timeout := s.cfg.Timeouts.StopMiner
 	if g.State == StateDrainingAI {
-		timeout = s.cfg.Timeouts.DrainAI.D()
+		timeout = s.cfg.Timeouts.DrainAI
 	}
 	// What comes next decides the limit to lower to before the load moves.
 	next := uint32(0)
@@ -501,7 +501,7 @@ func (s *Switcher) stepVerifyLocked(g *gpuRec, want string, now time.Time) {
 		}
 		return
 	}
-	elapsed, verify := now.Sub(g.stepFrom), s.cfg.Timeouts.VerifyFree.D()
+	elapsed, verify := now.Sub(g.stepFrom), s.cfg.Timeouts.VerifyFree
 	if !g.Escalated && g.Handle != nil {
 		h := *g.Handle
 		spec, _ := s.specFor(h.Workload, h.Runtime)
@@ -510,7 +510,7 @@ func (s *Switcher) stepVerifyLocked(g *gpuRec, want string, now time.Time) {
 		for _, r := range s.order {
 			lingering = append(lingering, where[r]...)
 		}
-		grace := min(spec.StopTimeout.D(), verify)
+		grace := min(spec.StopTimeout, verify)
 		if elapsed >= verify || (len(lingering) > 0 && elapsed >= grace) {
 			g.Escalated = true
 			g.stepFrom = now
@@ -577,7 +577,7 @@ func (s *Switcher) launchKillLocked(g *gpuRec, h workload.Handle) {
 	g.lastKill = s.clock.Now()
 	rt := s.rts[h.Runtime]
 	spec, _ := s.specFor(h.Workload, h.Runtime)
-	s.launch(g, "kill", spec.StopTimeout.D()+powerOpTimeout, func(ctx context.Context) func(*gpuRec) {
+	s.launch(g, "kill", spec.StopTimeout+powerOpTimeout, func(ctx context.Context) func(*gpuRec) {
 		err := errors.New("its runtime " + h.Runtime + " is not configured any more")
 		if rt != nil {
 			err = rt.Stop(ctx, spec, h, true)
@@ -601,7 +601,7 @@ func (s *Switcher) killStrayLocked(g *gpuRec, now time.Time) {
 	if now.Before(g.strayRetry) {
 		return
 	}
-	g.strayRetry = now.Add(s.cfg.StatusInterval.D())
+	g.strayRetry = now.Add(s.cfg.StatusInterval)
 	s.launchKillLocked(g, g.Strays[0])
 }
 
@@ -656,7 +656,7 @@ func (s *Switcher) stepStartingLocked(g *gpuRec, want string, forced bool, now t
 		s.backoffLocked(g, g.Contract, now)
 		s.failures[g.Contract] = fmt.Sprintf("GPU %d: the workload exited while starting (%s)", g.Index, detail)
 		s.enter(g, StateDrainingAI, ReasonAIExited, "the AI workload exited before it was ready: "+detail)
-	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.StartAI.D():
+	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.StartAI:
 		detail := "no readiness"
 		if ready {
 			detail = "ready, but " + wait
@@ -711,7 +711,7 @@ func (s *Switcher) stepRestoringLocked(g *gpuRec, now time.Time) {
 		s.enter(g, StateMining, ReasonMiningStarted, "the miner runs")
 	case g.status != nil && !g.status.Running:
 		fail(ReasonMinerExited, "the miner exited while starting: "+g.status.Detail)
-	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.RestoreMining.D():
+	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.RestoreMining:
 		why := ""
 		if ready {
 			why = " (its status says it runs, but " + wait + ")"
@@ -729,9 +729,9 @@ func (s *Switcher) launchStartLocked(g *gpuRec, spec workload.Spec, contract str
 	rt := s.rts[spec.Runtime]
 	in := workload.Instance{Workload: spec.Name, Contract: contract, GPUUUID: g.UUID, GPUIndex: g.Index}
 	plan := s.powerPlanLocked(g, s.powerTarget(spec.Name), false)
-	timeout := s.cfg.Timeouts.StartAI.D()
+	timeout := s.cfg.Timeouts.StartAI
 	if spec.Name == workload.MiningWorkload {
-		timeout = s.cfg.Timeouts.RestoreMining.D()
+		timeout = s.cfg.Timeouts.RestoreMining
 	}
 	s.launch(g, "start", timeout+powerOpTimeout, func(ctx context.Context) func(*gpuRec) {
 		pw := s.doPower(ctx, plan)
@@ -757,7 +757,7 @@ func (s *Switcher) launchStartLocked(g *gpuRec, spec workload.Spec, contract str
 // gone and the GPU proves free again. Callers hold mu.
 func (s *Switcher) stepQuarantinedLocked(g *gpuRec, now time.Time) {
 	if g.Handle != nil {
-		if g.lastKill.IsZero() || now.Sub(g.lastKill) >= s.cfg.StatusInterval.D() {
+		if g.lastKill.IsZero() || now.Sub(g.lastKill) >= s.cfg.StatusInterval {
 			s.launchKillLocked(g, *g.Handle)
 		}
 		return

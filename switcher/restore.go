@@ -59,7 +59,7 @@ func (s *Switcher) reconcileOnStart(ctx context.Context) {
 	for k := range s.rts {
 		kinds = append(kinds, k)
 	}
-	timeout := s.cfg.Docker.APITimeout.D() * 2
+	timeout := s.listTimeout
 	s.mu.Unlock()
 	sort.Strings(kinds)
 

@@ -1,13 +1,16 @@
 package components
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
@@ -17,6 +20,34 @@ import (
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher"
 )
+
+// DemoSwitcher is what an operator could write: it passes the config's own
+// validation.
+func TestDemoSwitcherIsValid(t *testing.T) {
+	var buf bytes.Buffer
+	doc := struct {
+		GPU      config.GPU      `toml:"gpu"`
+		Switcher config.Switcher `toml:"switcher"`
+	}{config.Default().GPU, DemoSwitcher("/var/lib/proxyd-demo")}
+	doc.GPU.Backend = "simulated"
+	if err := toml.NewEncoder(&buf).Encode(doc); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(buf.Bytes())
+	if err != nil {
+		t.Fatalf("DemoSwitcher does not validate: %v\n%s", err, buf.String())
+	}
+	if !cfg.Switcher.Enabled || cfg.Switcher.Workloads()[switcher.DemoWorkload].PowerLimitW != 300 {
+		t.Errorf("decoded %+v", cfg.Switcher)
+	}
+}
+
+// The switcher library's defaults are the config file's.
+func TestSwitcherDefaults(t *testing.T) {
+	if got, want := switcherConfig(config.Default().Switcher), switcher.DefaultConfig(); !reflect.DeepEqual(got, want) {
+		t.Errorf("converted defaults\n%+v\nlibrary defaults\n%+v", got, want)
+	}
+}
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -36,7 +67,7 @@ func TestComponentOnSimulatedGPUs(t *testing.T) {
 	cfg := config.Default()
 	cfg.GPU.Backend = nvml.BackendSimulated
 	cfg.GPU.PollInterval = config.Duration(100 * time.Millisecond)
-	cfg.Switcher = switcher.DemoConfig(t.TempDir())
+	cfg.Switcher = DemoSwitcher(t.TempDir())
 	log := zaptest.NewLogger(t)
 	live := daemon.NewLiveness()
 	reg := prometheus.NewRegistry()

@@ -123,7 +123,7 @@ func (e *Exec) run(ctx context.Context, what string, argv []string, timeout time
 
 // Start implements Runtime: start_command must exit 0.
 func (e *Exec) Start(ctx context.Context, spec Spec, in Instance) (Handle, error) {
-	res, err := e.run(ctx, "start_command", ExpandAll(spec.StartCommand, spec, in), spec.CommandTimeout.D(), in)
+	res, err := e.run(ctx, "start_command", ExpandAll(spec.StartCommand, spec, in), spec.CommandTimeout, in)
 	if err != nil {
 		return Handle{}, fmt.Errorf("starting %s: %w", in, err)
 	}
@@ -138,7 +138,7 @@ func (e *Exec) Status(ctx context.Context, spec Spec, h Handle) (Status, error) 
 	if len(spec.StatusCommand) == 0 {
 		return Status{}, fmt.Errorf("%s: workload %q is no longer configured; check it by hand", h.Instance, h.Workload)
 	}
-	res, err := e.run(ctx, "status_command", ExpandAll(spec.StatusCommand, spec, h.Instance), spec.CommandTimeout.D(), h.Instance)
+	res, err := e.run(ctx, "status_command", ExpandAll(spec.StatusCommand, spec, h.Instance), spec.CommandTimeout, h.Instance)
 	if err != nil {
 		return Status{}, fmt.Errorf("status of %s: %w", h.Instance, err)
 	}
@@ -170,7 +170,7 @@ func (e *Exec) Stop(ctx context.Context, spec Spec, h Handle, force bool) error 
 	if len(argv) == 0 {
 		return fmt.Errorf("%s: workload %q is no longer configured; stop it by hand", h.Instance, h.Workload)
 	}
-	res, err := e.run(ctx, what, ExpandAll(argv, spec, h.Instance), spec.CommandTimeout.D()+spec.StopTimeout.D(), h.Instance)
+	res, err := e.run(ctx, what, ExpandAll(argv, spec, h.Instance), spec.CommandTimeout+spec.StopTimeout, h.Instance)
 	if err != nil {
 		return fmt.Errorf("stopping %s: %w", h.Instance, err)
 	}
@@ -195,7 +195,7 @@ func (e *Exec) killMarked(ctx context.Context, spec Spec, h Handle) (done bool, 
 		return false, nil
 	}
 	e.log.Info("forced stop: SIGKILL sent to the workload's processes", fields...)
-	wctx, cancel := context.WithTimeout(ctx, spec.CommandTimeout.D()+spec.StopTimeout.D())
+	wctx, cancel := context.WithTimeout(ctx, spec.CommandTimeout+spec.StopTimeout)
 	defer cancel()
 	if left := e.procs.WaitGone(wctx, res.Killed, 20*time.Millisecond); len(left) > 0 {
 		return true, fmt.Errorf("killing %s: pid(s) %v still run after SIGKILL (stuck in the kernel?)", h.Instance, left)
@@ -244,7 +244,7 @@ func (e *Exec) List(ctx context.Context, q ListQuery) ([]Listed, error) {
 		if !ok {
 			continue
 		}
-		res, err := e.run(ctx, "status_command", ExpandAll(spec.StatusCommand, spec, in), spec.CommandTimeout.D(), in)
+		res, err := e.run(ctx, "status_command", ExpandAll(spec.StatusCommand, spec, in), spec.CommandTimeout, in)
 		if err != nil {
 			return nil, fmt.Errorf("listing exec workloads: %w", err)
 		}

@@ -140,7 +140,7 @@ func (s *Sim) Start(ctx context.Context, spec Spec, in Instance) (Handle, error)
 	if f := s.faults[in.GPUUUID]; f.LandOn != "" {
 		on = f.LandOn
 	}
-	inst := &simInst{h: h, on: on, pid: pid, readyAt: now.Add(spec.SimReadyDelay.D()), neverReady: spec.SimNeverReady}
+	inst := &simInst{h: h, on: on, pid: pid, readyAt: now.Add(spec.SimReadyDelay), neverReady: spec.SimNeverReady}
 	s.inst[h.ID] = inst
 	s.mu.Unlock()
 	s.record(SimCall{Op: "start", Instance: in, PowerLimitMW: st.PowerLimitMW, Processes: len(st.Processes), At: now})
@@ -148,7 +148,7 @@ func (s *Sim) Start(ctx context.Context, spec Spec, in Instance) (Handle, error)
 	mem := uint64(spec.SimMemoryMiB) << 20
 	load := spec.SimLoad
 	proc := nvmlsim.Process{PID: pid, UsedMemory: mem, Comm: spec.Name, Env: MarkerEnv(h.Marker(), in)}
-	cancel, err := s.srv.Schedule(spec.SimStartDelay.D(), on, func(g *nvmlsim.GPUState) {
+	cancel, err := s.srv.Schedule(spec.SimStartDelay, on, func(g *nvmlsim.GPUState) {
 		g.AddProcess(proc)
 		g.SetLoad(load)
 	})
@@ -241,7 +241,7 @@ func (s *Sim) Stop(ctx context.Context, spec Spec, h Handle, force bool) error {
 	if force || spec.SimStopDelay <= 0 {
 		return s.srv.Update(inst.on, leave)
 	}
-	_, err = s.srv.Schedule(spec.SimStopDelay.D(), inst.on, leave)
+	_, err = s.srv.Schedule(spec.SimStopDelay, inst.on, leave)
 	return err
 }
 
