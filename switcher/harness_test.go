@@ -44,15 +44,15 @@ func testConfig(dir string) Config {
 		DrainAI:       time.Duration(30 * time.Second),
 		RestoreMining: time.Duration(30 * time.Second),
 	}
-	cfg.Mining = &workload.Definition{Runtime: workload.KindSimulated, StopTimeout: time.Duration(10 * time.Second),
-		Readiness: workload.ReadinessRunning, SimMemoryMiB: 2048, SimLoad: 0.8,
-		SimStartDelay: time.Duration(tick), SimReadyDelay: time.Duration(2 * tick), SimStopDelay: time.Duration(tick)}
+	cfg.Mining = &workload.Definition{Runtime: workload.KindSimulated, StopTimeout: 10 * time.Second,
+		Readiness: workload.ReadinessRunning, Params: workload.SimParams{MemoryMiB: 2048, Load: 0.8,
+			StartDelay: tick, ReadyDelay: 2 * tick, StopDelay: tick}}
 	cfg.Workload = map[string]workload.Definition{"llm": {Runtime: workload.KindSimulated, PowerLimitW: aiLimitW,
-		StopTimeout: time.Duration(10 * time.Second), Readiness: workload.ReadinessRunning, SimMemoryMiB: 30000, SimLoad: 0.95,
-		SimStartDelay: time.Duration(2 * tick), SimReadyDelay: time.Duration(8 * tick), SimStopDelay: time.Duration(2 * tick)},
-		"llm2": {Runtime: workload.KindSimulated, PowerLimitW: 200, StopTimeout: time.Duration(10 * time.Second),
-			Readiness: workload.ReadinessRunning, SimMemoryMiB: 20000, SimLoad: 0.9, SimStartDelay: time.Duration(tick),
-			SimReadyDelay: time.Duration(3 * tick), SimStopDelay: time.Duration(tick)}}
+		StopTimeout: 10 * time.Second, Readiness: workload.ReadinessRunning, Params: workload.SimParams{MemoryMiB: 30000, Load: 0.95,
+			StartDelay: 2 * tick, ReadyDelay: 8 * tick, StopDelay: 2 * tick}},
+		"llm2": {Runtime: workload.KindSimulated, PowerLimitW: 200, StopTimeout: 10 * time.Second,
+			Readiness: workload.ReadinessRunning, Params: workload.SimParams{MemoryMiB: 20000, Load: 0.9, StartDelay: tick,
+				ReadyDelay: 3 * tick, StopDelay: tick}}}
 	return cfg
 }
 

@@ -1,6 +1,8 @@
 package switcher
 
 import (
+	"github.com/hashgate/proxyd/switcher/workload"
+
 	"context"
 	"errors"
 	"strings"
@@ -261,7 +263,9 @@ func TestScenarioCriticalXIDWhileServing(t *testing.T) {
 func TestScenarioAIReadinessNeverComes(t *testing.T) {
 	h := newHarness(t, harnessOpts{cfg: func(c *Config) {
 		w := c.Workload["llm"]
-		w.SimNeverReady = true
+		p := w.Params.(workload.SimParams)
+		p.NeverReady = true
+		w.Params = p
 		c.Workload["llm"] = w
 	}})
 	c := contract("slow", 1, h.clock.Now(), time.Hour)

@@ -131,9 +131,10 @@ func switcherConfig(s config.Switcher) switcher.Config {
 	return out
 }
 
-// definition converts one workload table.
+// definition converts one workload table; its runtime's driver converts
+// the runtime's own keys into the Params the runtime reads.
 func definition(w config.Workload) workload.Definition {
-	return workload.Definition{
+	d := workload.Definition{
 		Runtime:         w.Runtime,
 		PowerLimitW:     w.PowerLimitW,
 		StopTimeout:     w.StopTimeout.D(),
@@ -146,23 +147,11 @@ func definition(w config.Workload) workload.Definition {
 		Port:            w.Port,
 		PortPerGPU:      w.PortPerGPU,
 		ProofOfStart:    w.ProofOfStart,
-		Image:           w.Image,
-		Cmd:             slices.Clone(w.Cmd),
-		Env:             slices.Clone(w.Env),
-		Binds:           slices.Clone(w.Binds),
-		Network:         w.Network,
-		StartCommand:    slices.Clone(w.StartCommand),
-		StopCommand:     slices.Clone(w.StopCommand),
-		StatusCommand:   slices.Clone(w.StatusCommand),
-		KillCommand:     slices.Clone(w.KillCommand),
-		CommandTimeout:  w.CommandTimeout.D(),
-		SimMemoryMiB:    w.SimMemoryMiB,
-		SimLoad:         w.SimLoad,
-		SimStartDelay:   w.SimStartDelay.D(),
-		SimReadyDelay:   w.SimReadyDelay.D(),
-		SimStopDelay:    w.SimStopDelay.D(),
-		SimNeverReady:   w.SimNeverReady,
 	}
+	if k, ok := shippedKinds()[w.Runtime]; ok {
+		d.Params = k.params(w)
+	}
+	return d
 }
 
 // contracts converts the [[contract]] tables.
@@ -175,36 +164,69 @@ func contracts(cs []config.Contract) []switcher.Contract {
 	return out
 }
 
-// workloadDrivers registers the runtime kinds proxyd ships. A new kind is
-// a package with its runtime, a Register call here and its sub-table in
-// internal/config.
-func workloadDrivers(s config.Switcher) (*workload.Registry, error) {
-	r := workload.NewRegistry()
-	docker := s.Docker
-	for kind, d := range map[string]workload.Driver{
+// kind is one runtime kind proxyd ships: how its driver is made from
+// [switcher] and how a workload's own keys become the runtime's Params.
+type kind struct {
+	driver func(s config.Switcher) workload.Driver
+	params func(w config.Workload) any
+}
+
+// shippedKinds are the runtime kinds proxyd ships. A new kind is a package
+// with its runtime, an entry here and its sub-table in internal/config.
+func shippedKinds() map[string]kind {
+	return map[string]kind{
 		workload.KindDocker: {
-			New: func(env workload.Env) (workload.Runtime, error) {
-				return workload.NewDocker(workload.DockerOptions{Host: docker.Host, DeviceMode: docker.DeviceMode,
-					APITimeout: docker.APITimeout.D(), Log: env.Log, Now: env.Now})
+			driver: func(s config.Switcher) workload.Driver {
+				docker := s.Docker
+				return workload.Driver{
+					New: func(env workload.Env) (workload.Runtime, error) {
+						return workload.NewDocker(workload.DockerOptions{Host: docker.Host, DeviceMode: docker.DeviceMode,
+							APITimeout: docker.APITimeout.D(), Log: env.Log, Now: env.Now})
+					},
+					// A docker call may take its API timeout twice (a stop
+					// and the inspect after it).
+					CallBound: 2 * docker.APITimeout.D(),
+				}
 			},
-			// A docker call may take its API timeout twice (a stop and the
-			// inspect after it).
-			CallBound: 2 * docker.APITimeout.D(),
+			params: func(w config.Workload) any {
+				return workload.DockerParams{Image: w.Image, Cmd: slices.Clone(w.Cmd), Env: slices.Clone(w.Env),
+					Binds: slices.Clone(w.Binds), Network: w.Network}
+			},
 		},
 		workload.KindExec: {
-			New: func(env workload.Env) (workload.Runtime, error) { return workload.NewExec(env.Log, nil), nil },
+			driver: func(config.Switcher) workload.Driver {
+				return workload.Driver{New: func(env workload.Env) (workload.Runtime, error) { return workload.NewExec(env.Log, nil), nil }}
+			},
+			params: func(w config.Workload) any {
+				return workload.ExecParams{StartCommand: slices.Clone(w.StartCommand), StopCommand: slices.Clone(w.StopCommand),
+					StatusCommand: slices.Clone(w.StatusCommand), KillCommand: slices.Clone(w.KillCommand), CommandTimeout: w.CommandTimeout.D()}
+			},
 		},
 		workload.KindSimulated: {
-			New: func(env workload.Env) (workload.Runtime, error) {
-				if env.Sim == nil {
-					return nil, errSimNeedsSimGPUs
+			driver: func(config.Switcher) workload.Driver {
+				return workload.Driver{
+					New: func(env workload.Env) (workload.Runtime, error) {
+						if env.Sim == nil {
+							return nil, errSimNeedsSimGPUs
+						}
+						return workload.NewSim(workload.SimOptions{Server: env.Sim, Now: env.Now}), nil
+					},
+					SimulatedOnly: true,
 				}
-				return workload.NewSim(workload.SimOptions{Server: env.Sim, Now: env.Now}), nil
 			},
-			SimulatedOnly: true,
+			params: func(w config.Workload) any {
+				return workload.SimParams{MemoryMiB: w.SimMemoryMiB, Load: w.SimLoad, StartDelay: w.SimStartDelay.D(),
+					ReadyDelay: w.SimReadyDelay.D(), StopDelay: w.SimStopDelay.D(), NeverReady: w.SimNeverReady}
+			},
 		},
-	} {
-		if err := r.Register(kind, d); err != nil {
+	}
+}
+
+// workloadDrivers registers every kind's driver in a registry of its own.
+func workloadDrivers(s config.Switcher) (*workload.Registry, error) {
+	r := workload.NewRegistry()
+	for name, k := range shippedKinds() {
+		if err := r.Register(name, k.driver(s)); err != nil {
 			return nil, err
 		}
 	}

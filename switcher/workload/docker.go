@@ -189,22 +189,23 @@ func (d *Docker) Start(ctx context.Context, spec Spec, in Instance) (Handle, err
 		}
 	}
 	name := ContainerName(in)
+	p := ParamsOf[DockerParams](spec.Definition)
 	secs := stopSeconds(spec)
 	withInit := true
 	opts := client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
-			Image:       spec.Image,
-			Cmd:         ExpandAll(spec.Cmd, spec, in),
-			Env:         ExpandAll(spec.Env, spec, in),
+			Image:       p.Image,
+			Cmd:         ExpandAll(p.Cmd, spec, in),
+			Env:         ExpandAll(p.Env, spec, in),
 			Labels:      Labels(in),
 			StopTimeout: &secs,
 		},
 		HostConfig: &container.HostConfig{
-			NetworkMode:   container.NetworkMode(spec.Network),
+			NetworkMode:   container.NetworkMode(p.Network),
 			RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 			Init:          &withInit,
-			Binds:         ExpandAll(spec.Binds, spec, in),
+			Binds:         ExpandAll(p.Binds, spec, in),
 			Resources:     container.Resources{DeviceRequests: d.deviceRequests(in.GPUUUID)},
 		},
 	}
@@ -221,7 +222,7 @@ func (d *Docker) Start(ctx context.Context, spec Spec, in Instance) (Handle, err
 			break
 		}
 		if !cerrdefs.IsConflict(err) || attempt > 0 {
-			return Handle{}, d.wrap(fmt.Sprintf("creating container %s for %s from image %s", name, in, spec.Image), err)
+			return Handle{}, d.wrap(fmt.Sprintf("creating container %s for %s from image %s", name, in, p.Image), err)
 		}
 		// A container of that name exists: ours from a run that crashed?
 		h, reuse, err := d.resolveConflict(ctx, name, in)
@@ -246,7 +247,7 @@ func (d *Docker) Start(ctx context.Context, spec Spec, in Instance) (Handle, err
 		return Handle{}, err
 	}
 	d.log.Info("container started", zap.String("container", name), zap.String("id", shortID(id)),
-		zap.String("image", spec.Image), zap.String("gpu", in.GPUUUID), zap.String("contract", in.Contract))
+		zap.String("image", p.Image), zap.String("gpu", in.GPUUUID), zap.String("contract", in.Contract))
 	return Handle{Runtime: KindDocker, ID: id, Instance: in, StartedAt: d.now()}, nil
 }
 

@@ -221,9 +221,9 @@ func newTestDocker(t *testing.T, f *fakeDocker, mode string) *Docker {
 }
 
 func vllmSpec() Spec {
-	return Spec{Name: "vllm", Definition: Definition{Runtime: KindDocker, Image: "vllm/vllm-openai:v0.6.3",
+	return Spec{Name: "vllm", Definition: Definition{Runtime: KindDocker, Params: DockerParams{Image: "vllm/vllm-openai:v0.6.3",
 		Cmd: []string{"--model", "m", "--port", "{port}", "--served-model-name", "{contract}"}, Env: []string{"GPU={gpu_uuid}", "IDX={gpu_index}"},
-		Binds: []string{"/models:/models:ro"}, Network: "host", StopTimeout: time.Duration(90 * time.Second),
+		Binds: []string{"/models:/models:ro"}, Network: "host"}, StopTimeout: time.Duration(90 * time.Second),
 		Readiness: ReadinessRunning, Port: 8000, PortPerGPU: true}}
 }
 

@@ -212,8 +212,8 @@ func TestDockerRuntimeAgainstPodman(t *testing.T) {
 	defer cancel()
 
 	port := freePort(t)
-	spec := Spec{Name: "probe", Definition: Definition{Runtime: KindDocker, Image: img, Cmd: []string{"/probe", "{port}"},
-		Network: "host", StopTimeout: time.Duration(5 * time.Second), Readiness: ReadinessHTTP, ReadinessPath: "/health",
+	spec := Spec{Name: "probe", Definition: Definition{Runtime: KindDocker, Params: DockerParams{Image: img, Cmd: []string{"/probe", "{port}"},
+		Network: "host"}, StopTimeout: time.Duration(5 * time.Second), Readiness: ReadinessHTTP, ReadinessPath: "/health",
 		ReadinessStatus: 200, Port: port}}
 	in := Instance{Workload: "probe", Contract: "acme", GPUUUID: "GPU-00000000-0000-0000-0000-000000000001", GPUIndex: 0}
 	h, err := d.Start(ctx, spec, in)
@@ -240,7 +240,9 @@ func TestDockerRuntimeAgainstPodman(t *testing.T) {
 
 	// A workload that exits: the runtime sees it with its code.
 	exiting := spec
-	exiting.Name, exiting.Cmd, exiting.Readiness, exiting.ReadinessPath, exiting.ReadinessStatus = "exiter", []string{"/probe", "exit=7"},
+	exitingParams := ParamsOf[DockerParams](spec.Definition)
+	exitingParams.Cmd = []string{"/probe", "exit=7"}
+	exiting.Name, exiting.Params, exiting.Readiness, exiting.ReadinessPath, exiting.ReadinessStatus = "exiter", exitingParams,
 		ReadinessRunning, "", 0
 	in2 := Instance{Workload: "exiter", Contract: "acme", GPUUUID: "GPU-00000000-0000-0000-0000-000000000002", GPUIndex: 1}
 	h2, err := d.Start(ctx, exiting, in2)

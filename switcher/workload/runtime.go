@@ -113,27 +113,51 @@ type Definition struct {
 	// ProofOfStart is ProofProcess or ProofNone.
 	ProofOfStart string
 
-	// docker
-	Image   string
+	// Params are the runtime's own settings for this workload: DockerParams,
+	// ExecParams, SimParams, or another kind's own type. The switcher does
+	// not read them; a runtime given another kind's (or none) sees its zero
+	// value, as when it stops a workload no longer configured.
+	Params any
+}
+
+// ParamsOf returns a definition's Params as a runtime's own type (its zero
+// value when they are of another type or absent).
+func ParamsOf[T any](d Definition) T {
+	p, _ := d.Params.(T)
+	return p
+}
+
+// DockerParams are a docker workload's settings ([...docker] sub-table).
+type DockerParams struct {
+	Image string
+	// Cmd and Env may hold placeholders (see Expand).
 	Cmd     []string
 	Env     []string
 	Binds   []string
 	Network string
+}
 
-	// exec: argv lists with placeholders (see Expand).
+// ExecParams are an exec workload's settings ([...exec] sub-table): argv
+// lists, run without a shell, with placeholders (see Expand).
+// StatusCommand exits 0 while the workload runs; KillCommand (optional)
+// forces it off.
+type ExecParams struct {
 	StartCommand   []string
 	StopCommand    []string
 	StatusCommand  []string
 	KillCommand    []string
 	CommandTimeout time.Duration
+}
 
-	// simulated
-	SimMemoryMiB  int
-	SimLoad       float64
-	SimStartDelay time.Duration
-	SimReadyDelay time.Duration
-	SimStopDelay  time.Duration
-	SimNeverReady bool
+// SimParams are what a simulated workload does to its simulated GPU
+// ([...simulated] sub-table).
+type SimParams struct {
+	MemoryMiB  int
+	Load       float64
+	StartDelay time.Duration
+	ReadyDelay time.Duration
+	StopDelay  time.Duration
+	NeverReady bool
 }
 
 // PortFor is the port the instance on a GPU serves on (0: none).
