@@ -189,8 +189,9 @@ func shippedKinds() map[string]kind {
 				}
 			},
 			params: func(w config.Workload) any {
-				return workload.DockerParams{Image: w.Image, Cmd: slices.Clone(w.Cmd), Env: slices.Clone(w.Env),
-					Binds: slices.Clone(w.Binds), Network: w.Network}
+				d := deref(w.Docker)
+				return workload.DockerParams{Image: d.Image, Cmd: slices.Clone(d.Cmd), Env: slices.Clone(d.Env),
+					Binds: slices.Clone(d.Binds), Network: d.Network}
 			},
 		},
 		workload.KindExec: {
@@ -198,8 +199,9 @@ func shippedKinds() map[string]kind {
 				return workload.Driver{New: func(env workload.Env) (workload.Runtime, error) { return workload.NewExec(env.Log, nil), nil }}
 			},
 			params: func(w config.Workload) any {
-				return workload.ExecParams{StartCommand: slices.Clone(w.StartCommand), StopCommand: slices.Clone(w.StopCommand),
-					StatusCommand: slices.Clone(w.StatusCommand), KillCommand: slices.Clone(w.KillCommand), CommandTimeout: w.CommandTimeout.D()}
+				e := deref(w.Exec)
+				return workload.ExecParams{StartCommand: slices.Clone(e.StartCommand), StopCommand: slices.Clone(e.StopCommand),
+					StatusCommand: slices.Clone(e.StatusCommand), KillCommand: slices.Clone(e.KillCommand), CommandTimeout: e.CommandTimeout.D()}
 			},
 		},
 		workload.KindSimulated: {
@@ -215,8 +217,9 @@ func shippedKinds() map[string]kind {
 				}
 			},
 			params: func(w config.Workload) any {
-				return workload.SimParams{MemoryMiB: w.SimMemoryMiB, Load: w.SimLoad, StartDelay: w.SimStartDelay.D(),
-					ReadyDelay: w.SimReadyDelay.D(), StopDelay: w.SimStopDelay.D(), NeverReady: w.SimNeverReady}
+				sim := deref(w.Simulated)
+				return workload.SimParams{MemoryMiB: sim.MemoryMiB, Load: sim.Load, StartDelay: sim.StartDelay.D(),
+					ReadyDelay: sim.ReadyDelay.D(), StopDelay: sim.StopDelay.D(), NeverReady: sim.NeverReady}
 			},
 		},
 	}
@@ -231,6 +234,16 @@ func workloadDrivers(s config.Switcher) (*workload.Registry, error) {
 		}
 	}
 	return r, nil
+}
+
+// deref returns *p, or the zero value for nil (a runtime sub-table the
+// file left out).
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
 }
 
 var errSimNeedsSimGPUs = errors.New("the simulated runtime needs the simulated GPU backend")
@@ -260,26 +273,30 @@ func DemoSwitcher(stateDir string) config.Switcher {
 		RestoreMining: d(10 * time.Second),
 	}
 	cfg.Mining = &config.Workload{
-		Runtime:       config.RuntimeSimulated,
-		StopTimeout:   d(5 * time.Second),
-		Readiness:     config.ReadinessRunning,
-		SimMemoryMiB:  2048,
-		SimLoad:       0.85,
-		SimStartDelay: d(200 * time.Millisecond),
-		SimReadyDelay: d(300 * time.Millisecond),
-		SimStopDelay:  d(200 * time.Millisecond),
+		Runtime:     config.RuntimeSimulated,
+		StopTimeout: d(5 * time.Second),
+		Readiness:   config.ReadinessRunning,
+		Simulated: &config.SimulatedWorkload{
+			MemoryMiB:  2048,
+			Load:       0.85,
+			StartDelay: d(200 * time.Millisecond),
+			ReadyDelay: d(300 * time.Millisecond),
+			StopDelay:  d(200 * time.Millisecond),
+		},
 	}
 	cfg.Workload = &config.WorkloadTable{
 		switcher.DemoWorkload: {
-			Runtime:       config.RuntimeSimulated,
-			PowerLimitW:   300,
-			StopTimeout:   d(5 * time.Second),
-			Readiness:     config.ReadinessRunning,
-			SimMemoryMiB:  30000,
-			SimLoad:       0.95,
-			SimStartDelay: d(300 * time.Millisecond),
-			SimReadyDelay: d(1500 * time.Millisecond),
-			SimStopDelay:  d(300 * time.Millisecond),
+			Runtime:     config.RuntimeSimulated,
+			PowerLimitW: 300,
+			StopTimeout: d(5 * time.Second),
+			Readiness:   config.ReadinessRunning,
+			Simulated: &config.SimulatedWorkload{
+				MemoryMiB:  30000,
+				Load:       0.95,
+				StartDelay: d(300 * time.Millisecond),
+				ReadyDelay: d(1500 * time.Millisecond),
+				StopDelay:  d(300 * time.Millisecond),
+			},
 		},
 	}
 	return cfg
