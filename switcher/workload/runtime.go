@@ -1,24 +1,3 @@
-// Package workload starts, watches and stops the switcher's workloads, one
-// instance per GPU, behind one small interface with three implementations:
-//
-//   - Docker: the Docker Engine API (Docker or podman), the GPU attached by
-//     CDI name, every container labelled with its owner, GPU and contract;
-//   - Exec: start, stop and status commands (systemctl, vendor tools);
-//   - Sim: a simulated workload on nvmlsim's simulated GPUs, for the demo
-//     and tests.
-//
-// A runtime only ever stops what it started: Docker refuses to stop or
-// remove a container without proxyd's owner label.
-//
-// Exec and simulated workloads carry proxyd's environment markers
-// (MarkerEnv: PROXYD_WORKLOAD=<the handle's Marker>, PROXYD_CONTRACT,
-// PROXYD_GPU_UUID): exec commands run with them and their children inherit
-// them, simulated processes show them. Package gpuproc reads them back from
-// /proc to tell which GPU process is whose, and a forced stop of an exec
-// workload without kill_command SIGKILLs exactly the processes that carry
-// the handle's marker. A container's processes are known by the container
-// they run in (its cgroup names the ID, which is the handle's ID): the
-// container's env stays what the workload's config says.
 package workload
 
 import (
