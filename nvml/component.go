@@ -10,39 +10,24 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-
-	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
 )
 
 // DefaultRetryInterval is how often the component retries a backend that
 // failed to open (the driver's module often loads after proxyd at boot).
 const DefaultRetryInterval = 30 * time.Second
 
-// Factory builds the GPU component for the daemon; it returns (nil, nil)
-// when [gpu] backend is "off".
-func Factory(env daemon.Env) (daemon.Component, error) {
-	c, err := NewComponent(ComponentOptions{
-		Config:  env.Config.GPU,
-		Log:     env.Log,
-		Metrics: env.Metrics,
-		Heartbeat: func(name string, maxAge time.Duration) (func(), func()) {
-			b := env.Liveness.Register(name, maxAge)
-			return b.Beat, func() { env.Liveness.Unregister(b) }
-		},
-	})
-	if c == nil || err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
 // ComponentOptions build a Component.
 type ComponentOptions struct {
-	Config  config.GPU
-	Log     *zap.Logger
-	Metrics prometheus.Registerer
-	// Heartbeat registers loops with the daemon's liveness board (see
+	// Backend is BackendAuto, BackendNVML, BackendSimulated or BackendOff.
+	Backend string
+	// PollInterval, AppXIDs and SlowdownSustain are the Manager's Options
+	// (zero values: the Manager's defaults).
+	PollInterval    time.Duration
+	AppXIDs         []uint64
+	SlowdownSustain time.Duration
+	Log             *zap.Logger
+	Metrics         prometheus.Registerer
+	// Heartbeat registers loops with a liveness board (see
 	// Options.Heartbeat); nil: none.
 	Heartbeat func(loop string, maxAge time.Duration) (beat func(), done func())
 	// Library configures how backends are opened (tests substitute the
@@ -73,13 +58,12 @@ type Component struct {
 	off         string // why GPU features are off by configuration
 	cancel      context.CancelFunc
 	retryDone   chan struct{}
-	hooks       APIHooks
 }
 
 // NewComponent builds the component; nil (and no error) when the config
 // turns GPU features off. Nothing is opened before Start.
 func NewComponent(o ComponentOptions) (*Component, error) {
-	if o.Config.Backend == BackendOff {
+	if o.Backend == BackendOff {
 		return nil, nil
 	}
 	if o.Log == nil {
@@ -97,7 +81,7 @@ func NewComponent(o ComponentOptions) (*Component, error) {
 	return c, nil
 }
 
-// Name implements the daemon's Component.
+// Name is the component's name in logs, /readyz and metrics.
 func (c *Component) Name() string { return "gpu" }
 
 // Manager returns the running Manager, or nil while the backend is
@@ -119,7 +103,7 @@ func (c *Component) Library() *Library {
 // Start opens the backend and starts monitoring. It fails only on a
 // programming error: an absent or broken NVML leaves proxyd running.
 func (c *Component) Start(ctx context.Context) error {
-	backend := c.opts.Config.Backend
+	backend := c.opts.Backend
 	err := c.open(ctx)
 	if err == nil {
 		return nil
@@ -145,27 +129,27 @@ func (c *Component) Start(ctx context.Context) error {
 
 // open opens the library and starts a Manager on it.
 func (c *Component) open(ctx context.Context) error {
-	cfg := c.opts.Config
-	lib, err := OpenLibrary(cfg.Backend, c.opts.Library)
+	o := c.opts
+	lib, err := OpenLibrary(o.Backend, o.Library)
 	if err != nil {
 		return err
 	}
 	mgr, err := New(lib, Options{
 		Backend:         lib.Backend,
-		PollInterval:    cfg.PollInterval.D(),
-		AppXIDs:         slices.Clone(cfg.AppXIDs),
-		SlowdownSustain: cfg.SlowdownSustain.D(),
-		EventWait:       c.opts.EventWait,
-		Clock:           c.opts.Clock,
+		PollInterval:    o.PollInterval,
+		AppXIDs:         slices.Clone(o.AppXIDs),
+		SlowdownSustain: o.SlowdownSustain,
+		EventWait:       o.EventWait,
+		Clock:           o.Clock,
 		Log:             c.log,
-		Heartbeat:       c.opts.Heartbeat,
+		Heartbeat:       o.Heartbeat,
 	})
 	if err == nil {
 		err = mgr.Start(ctx)
 	}
 	if err != nil {
 		_ = lib.Close()
-		return fmt.Errorf("GPU backend %q: %w", cfg.Backend, err)
+		return fmt.Errorf("GPU backend %q: %w", o.Backend, err)
 	}
 	c.mu.Lock()
 	c.lib, c.mgr, c.unavailable = lib, mgr, nil
@@ -191,7 +175,7 @@ func (c *Component) retry(ctx context.Context) {
 		}
 		err := c.open(ctx)
 		if err == nil {
-			c.log.Info("GPU backend is up", zap.String("backend", c.opts.Config.Backend))
+			c.log.Info("GPU backend is up", zap.String("backend", c.opts.Backend))
 			return
 		}
 		c.mu.Lock()
@@ -201,7 +185,7 @@ func (c *Component) retry(ctx context.Context) {
 	}
 }
 
-// Ready implements the daemon's Component: nil while GPUs are monitored or
+// Ready is nil while GPUs are monitored or
 // GPU features are off by configuration, else why not (naming a missing
 // libnvidia-ml.so.1, for one).
 func (c *Component) Ready() error {
@@ -234,7 +218,7 @@ func (c *Component) unavailableReason() (*Manager, error) {
 	return nil, errors.New("GPU backend not started")
 }
 
-// Stop implements the daemon's Component: it stops the retries and the
+// Stop stops the retries and the
 // Manager, then closes the library.
 func (c *Component) Stop(ctx context.Context) error {
 	c.mu.Lock()
@@ -259,23 +243,4 @@ func (c *Component) Stop(ctx context.Context) error {
 		return err // the loops may still use the library: leave it open
 	}
 	return lib.Close()
-}
-
-// Reload implements the daemon's Reloader: every [gpu] key needs a restart.
-func (c *Component) Reload(cfg *config.Config) ([]string, error) {
-	old, now := c.opts.Config, cfg.GPU
-	var restart []string
-	if old.Backend != now.Backend {
-		restart = append(restart, "gpu.backend")
-	}
-	if old.PollInterval != now.PollInterval {
-		restart = append(restart, "gpu.poll_interval")
-	}
-	if !slices.Equal(old.AppXIDs, now.AppXIDs) {
-		restart = append(restart, "gpu.app_xids")
-	}
-	if old.SlowdownSustain != now.SlowdownSustain {
-		restart = append(restart, "gpu.slowdown_sustain")
-	}
-	return restart, nil
 }

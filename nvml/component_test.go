@@ -15,16 +15,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
 )
-
-func gpuConfig(backend string) config.GPU {
-	g := config.Default().GPU
-	g.Backend = backend
-	return g
-}
 
 // startComponent starts a component and stops it at cleanup.
 func startComponent(t *testing.T, o ComponentOptions) *Component {
@@ -53,39 +45,9 @@ func startComponent(t *testing.T, o ComponentOptions) *Component {
 }
 
 func TestComponentOff(t *testing.T) {
-	c, err := NewComponent(ComponentOptions{Config: gpuConfig(BackendOff)})
+	c, err := NewComponent(ComponentOptions{Backend: BackendOff})
 	if c != nil || err != nil {
 		t.Errorf("backend off: %v, %v; want nil, nil", c, err)
-	}
-	dc, err := Factory(daemon.Env{Config: &config.Config{GPU: gpuConfig(BackendOff)}, Log: zaptest.NewLogger(t), Liveness: daemon.NewLiveness()})
-	if dc != nil || err != nil {
-		t.Errorf("Factory with backend off: %v, %v; want a nil interface", dc, err)
-	}
-}
-
-func TestFactorySimulated(t *testing.T) {
-	live := daemon.NewLiveness()
-	reg := prometheus.NewRegistry()
-	cfg := config.Default()
-	cfg.GPU.Backend = BackendSimulated
-	dc, err := Factory(daemon.Env{Config: cfg, Log: zaptest.NewLogger(t), Metrics: reg, Liveness: live})
-	if err != nil || dc == nil || dc.Name() != "gpu" {
-		t.Fatalf("Factory: %v, %v", dc, err)
-	}
-	if err := dc.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := dc.Ready(); err != nil {
-		t.Errorf("Ready: %v", err)
-	}
-	if n := len(live.Names()); n != 2 {
-		t.Errorf("liveness loops %v, want telemetry and events", live.Names())
-	}
-	if err := dc.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(live.Names()); n != 0 {
-		t.Errorf("loops still registered after Stop: %v", live.Names())
 	}
 }
 
@@ -105,7 +67,7 @@ func TestComponentMissingLibrary(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.backend, func(t *testing.T) {
-			c := startComponent(t, ComponentOptions{Config: gpuConfig(tc.backend), Library: LibraryOptions{Real: missing}})
+			c := startComponent(t, ComponentOptions{Backend: tc.backend, Library: LibraryOptions{Real: missing}})
 			err := c.Ready()
 			if (err == nil) != tc.wantReady {
 				t.Errorf("Ready: %v, want ready %v", err, tc.wantReady)
@@ -131,7 +93,7 @@ func TestComponentRetriesUntilDriverLoads(t *testing.T) {
 	sim := nvmlsim.New(nvmlsim.Options{})
 	sim.FailInit(gonvml.ERROR_DRIVER_NOT_LOADED)
 	c := startComponent(t, ComponentOptions{
-		Config:        gpuConfig(BackendNVML),
+		Backend:       BackendNVML,
 		Library:       LibraryOptions{Real: func() gonvml.Interface { return sim }},
 		RetryInterval: 10 * time.Millisecond,
 	})
@@ -147,7 +109,7 @@ func TestComponentRetriesUntilDriverLoads(t *testing.T) {
 }
 
 func TestComponentAPI(t *testing.T) {
-	c := startComponent(t, ComponentOptions{Config: gpuConfig(BackendSimulated)})
+	c := startComponent(t, ComponentOptions{Backend: BackendSimulated})
 	if err := c.Ready(); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
@@ -203,7 +165,7 @@ func TestComponentAPI(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	c := startComponent(t, ComponentOptions{Config: gpuConfig(BackendSimulated), Metrics: reg})
+	c := startComponent(t, ComponentOptions{Backend: BackendSimulated, Metrics: reg})
 	sim := c.Library().Sim
 	uuids := sim.UUIDs()
 	_ = sim.Update(uuids[0], func(g *nvmlsim.GPUState) { g.SetLoad(1); g.StartProcess(7, 3<<30) })
@@ -282,20 +244,6 @@ func TestMetrics(t *testing.T) {
 	// A stopped component exports nothing per GPU (and gathers cleanly).
 	if families, err := reg.Gather(); err != nil || len(families) != 0 {
 		t.Errorf("after Stop: %d families, %v", len(families), err)
-	}
-}
-
-func TestReloadNeedsRestart(t *testing.T) {
-	c, _ := NewComponent(ComponentOptions{Config: gpuConfig(BackendSimulated)})
-	cfg := config.Default()
-	cfg.GPU.Backend = BackendSimulated
-	if need, err := c.Reload(cfg); err != nil || len(need) != 0 {
-		t.Errorf("unchanged: %v, %v", need, err)
-	}
-	cfg.GPU.Backend = BackendNVML
-	cfg.GPU.AppXIDs = []uint64{13}
-	if need, _ := c.Reload(cfg); strings.Join(need, ",") != "gpu.backend,gpu.app_xids" {
-		t.Errorf("need restart %v", need)
 	}
 }
 

@@ -13,9 +13,10 @@ import (
 // loop (one event wait) and one telemetry read.
 const resumeTimeout = 30 * time.Second
 
-// APIHooks let another component (the switcher) take part in the GPU
-// routes without registering them a second time.
-type APIHooks struct {
+// APIExtension lets the wiring show another component's view of each GPU
+// (the switcher's) in the GPU routes. It is fixed when the routes are
+// registered: nothing is installed into a running component.
+type APIExtension struct {
 	// Annotate returns extra fields for one GPU, shown under "switch" in
 	// GET /api/v1/gpus and /api/v1/gpus/{uuid}; nil shows nothing. It runs
 	// inside the request and must not block.
@@ -26,33 +27,20 @@ type APIHooks struct {
 	AfterResume func(ctx context.Context, uuid string) error
 }
 
-// SetAPIHooks installs hooks (the zero value removes them).
-func (c *Component) SetAPIHooks(h APIHooks) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.hooks = h
-}
-
-func (c *Component) apiHooks() APIHooks {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.hooks
-}
-
-// annotatedGPU is a GPU with the hooks' extra fields.
+// annotatedGPU is a GPU with the extension's extra fields.
 type annotatedGPU struct {
 	GPU
 	Switch any `json:"switch,omitempty"`
 }
 
-// annotatedNode is a Node whose GPUs carry the hooks' extra fields; its GPUs
+// annotatedNode is a Node whose GPUs carry the extension's extra fields; its GPUs
 // field hides the embedded one.
 type annotatedNode struct {
 	Node
 	GPUs []annotatedGPU `json:"gpus"`
 }
 
-func (h APIHooks) gpu(g GPU) annotatedGPU {
+func (h APIExtension) gpu(g GPU) annotatedGPU {
 	a := annotatedGPU{GPU: g}
 	if h.Annotate != nil {
 		a.Switch = h.Annotate(g.UUID)
@@ -60,7 +48,7 @@ func (h APIHooks) gpu(g GPU) annotatedGPU {
 	return a
 }
 
-func (h APIHooks) node(n Node) annotatedNode {
+func (h APIExtension) node(n Node) annotatedNode {
 	out := annotatedNode{Node: n, GPUs: make([]annotatedGPU, len(n.GPUs))}
 	for i, g := range n.GPUs {
 		out.GPUs[i] = h.gpu(g)
@@ -68,37 +56,45 @@ func (h APIHooks) node(n Node) annotatedNode {
 	return out
 }
 
-// RegisterAPI implements the daemon's APIProvider:
+// RegisterAPI registers the GPU routes without an extension:
 //
 //	GET  /api/v1/gpus                 the node: driver, every GPU, problems
 //	GET  /api/v1/gpus/{uuid}          one GPU: inventory, latest telemetry, health
 //	POST /api/v1/gpus/{uuid}/resume   probe an unhealthy GPU and return it to service
-//
-// With APIHooks installed, every GPU also shows the hook's fields and a
-// resume goes through AfterResume.
-func (c *Component) RegisterAPI(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/gpus", c.listGPUs)
-	mux.HandleFunc("GET /api/v1/gpus/{uuid}", c.getGPU)
-	mux.HandleFunc("POST /api/v1/gpus/{uuid}/resume", c.resumeGPU)
+func (c *Component) RegisterAPI(mux *http.ServeMux) { c.RegisterAPIWith(mux, APIExtension{}) }
+
+// RegisterAPIWith registers the GPU routes; every GPU also shows ext's
+// fields and a resume goes through ext.AfterResume.
+func (c *Component) RegisterAPIWith(mux *http.ServeMux, ext APIExtension) {
+	api := &gpuAPI{c: c, ext: ext}
+	mux.HandleFunc("GET /api/v1/gpus", api.listGPUs)
+	mux.HandleFunc("GET /api/v1/gpus/{uuid}", api.getGPU)
+	mux.HandleFunc("POST /api/v1/gpus/{uuid}/resume", api.resumeGPU)
+}
+
+// gpuAPI serves the GPU routes of one component with one extension.
+type gpuAPI struct {
+	c   *Component
+	ext APIExtension
 }
 
 // manager answers 503 and returns nil when there is no Manager to ask.
-func (c *Component) managerOr503(w http.ResponseWriter) *Manager {
-	m, why := c.unavailableReason()
+func (a *gpuAPI) managerOr503(w http.ResponseWriter) *Manager {
+	m, why := a.c.unavailableReason()
 	if m == nil {
 		apijson.Error(w, http.StatusServiceUnavailable, "%v", why)
 	}
 	return m
 }
 
-func (c *Component) listGPUs(w http.ResponseWriter, _ *http.Request) {
-	if m := c.managerOr503(w); m != nil {
-		apijson.Write(w, http.StatusOK, c.apiHooks().node(m.Node()))
+func (a *gpuAPI) listGPUs(w http.ResponseWriter, _ *http.Request) {
+	if m := a.managerOr503(w); m != nil {
+		apijson.Write(w, http.StatusOK, a.ext.node(m.Node()))
 	}
 }
 
-func (c *Component) getGPU(w http.ResponseWriter, r *http.Request) {
-	m := c.managerOr503(w)
+func (a *gpuAPI) getGPU(w http.ResponseWriter, r *http.Request) {
+	m := a.managerOr503(w)
 	if m == nil {
 		return
 	}
@@ -108,11 +104,11 @@ func (c *Component) getGPU(w http.ResponseWriter, r *http.Request) {
 		apijson.Error(w, http.StatusNotFound, "no GPU with UUID %q on this node (GET /api/v1/gpus lists them)", uuid)
 		return
 	}
-	apijson.Write(w, http.StatusOK, c.apiHooks().gpu(g))
+	apijson.Write(w, http.StatusOK, a.ext.gpu(g))
 }
 
-func (c *Component) resumeGPU(w http.ResponseWriter, r *http.Request) {
-	m := c.managerOr503(w)
+func (a *gpuAPI) resumeGPU(w http.ResponseWriter, r *http.Request) {
+	m := a.managerOr503(w)
 	if m == nil {
 		return
 	}
@@ -134,13 +130,12 @@ func (c *Component) resumeGPU(w http.ResponseWriter, r *http.Request) {
 		apijson.Error(w, http.StatusServiceUnavailable, "resume did not finish: %v", err)
 		return
 	}
-	hooks := c.apiHooks()
-	if hooks.AfterResume != nil {
-		if err := hooks.AfterResume(ctx, uuid); err != nil {
+	if a.ext.AfterResume != nil {
+		if err := a.ext.AfterResume(ctx, uuid); err != nil {
 			apijson.Error(w, http.StatusConflict, "GPU probed fit for work, but it was not returned to service: %v", err)
 			return
 		}
 	}
 	g, _ := m.GPU(uuid)
-	apijson.Write(w, http.StatusOK, hooks.gpu(g))
+	apijson.Write(w, http.StatusOK, a.ext.gpu(g))
 }

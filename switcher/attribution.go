@@ -5,9 +5,8 @@ import (
 	"strings"
 
 	"github.com/hashgate/proxyd/gpuproc"
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // What the switcher does with the owner of each GPU process (nvml gives
@@ -29,7 +28,7 @@ import (
 const ReasonWrongGPU = "wrong_gpu"
 
 // belongs reports whether p is one of h's processes.
-func belongs(p nvml.Process, h *runtime.Handle) bool {
+func belongs(p nvml.Process, h *workload.Handle) bool {
 	return h != nil && p.Owner.Workload != "" && p.Owner.Workload == h.Marker()
 }
 
@@ -39,7 +38,7 @@ func procsOn(g *gpuRec) ([]nvml.Process, bool) { return g.tel.Processes() }
 
 // whereLocked returns h's processes on every GPU, from the latest samples.
 // Callers hold mu.
-func (s *Switcher) whereLocked(h runtime.Handle) map[*gpuRec][]nvml.Process {
+func (s *Switcher) whereLocked(h workload.Handle) map[*gpuRec][]nvml.Process {
 	out := map[*gpuRec][]nvml.Process{}
 	for _, r := range s.order {
 		procs, _ := procsOn(r)
@@ -124,7 +123,7 @@ func (s *Switcher) settleHandleLocked(g *gpuRec) {
 // markReleasedLocked records that g's workload h reported itself stopped
 // (or killed); settleHandleLocked forgets it once the GPU agrees. Callers
 // hold mu.
-func (s *Switcher) markReleasedLocked(g *gpuRec, h runtime.Handle) {
+func (s *Switcher) markReleasedLocked(g *gpuRec, h workload.Handle) {
 	if g.Handle == nil || g.Handle.ID != h.ID {
 		return
 	}
@@ -152,7 +151,7 @@ func (s *Switcher) provenFreeLocked(g *gpuRec) {
 
 // proofRequired reports whether a workload must show a process on its GPU
 // before it counts as running.
-func proofRequired(spec runtime.Spec) bool { return spec.ProofOfStart != config.ProofNone }
+func proofRequired(spec workload.Spec) bool { return spec.ProofOfStart != workload.ProofNone }
 
 // proofLocked checks g's started workload against the GPUs: wrong is set
 // when its processes hold another GPU (a CUDA_VISIBLE_DEVICES mistake);
@@ -208,9 +207,9 @@ func (s *Switcher) KnownWorkloads() []gpuproc.Known {
 // hold mu.
 func (s *Switcher) publishKnownLocked() {
 	var out []gpuproc.Known
-	add := func(h runtime.Handle) {
+	add := func(h workload.Handle) {
 		k := gpuproc.Known{Marker: h.Marker(), Contract: h.Contract, GPU: h.GPUUUID}
-		if h.Runtime == runtime.KindDocker {
+		if h.Runtime == workload.KindDocker {
 			k.Container = h.ID
 		}
 		out = append(out, k)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 func (h *harness) events(gpu, reason string) []Event {
@@ -33,7 +33,7 @@ func pinned(id string, uuid string, start time.Time) Contract {
 func TestScenarioLyingStopIsEscalated(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	u := h.uuids[0]
-	h.rt.SetFault(u, runtime.SimFault{StopLies: true})
+	h.rt.SetFault(u, workload.SimFault{StopLies: true})
 	h.put(pinned("acme", u, h.clock.Now()))
 	h.runUntil("GPU 0 serving acme", 120, func() bool { return h.gpu(0).State == StateServingAI })
 	kills := h.events(u, ReasonKillOwned)
@@ -57,7 +57,7 @@ func TestScenarioLyingStopIsEscalated(t *testing.T) {
 func TestScenarioLyingStopBesideForeignProcess(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	u := h.uuids[0]
-	h.rt.SetFault(u, runtime.SimFault{StopLies: true})
+	h.rt.SetFault(u, workload.SimFault{StopLies: true})
 	h.put(pinned("acme", u, h.clock.Now()))
 	h.runUntil("GPU 0 stopping its miner", 30, func() bool { return h.gpu(0).State == StateStoppingMiner })
 	_ = h.sim.StartProcess(u, 6229, 2566<<20)
@@ -117,10 +117,10 @@ func TestScenarioSelfBlockedQuarantineRecovers(t *testing.T) {
 func TestScenarioWrongGPU(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	u0, u1 := h.uuids[0], h.uuids[1]
-	h.rt.SetFault(u0, runtime.SimFault{LandOn: u1})
+	h.rt.SetFault(u0, workload.SimFault{LandOn: u1})
 	h.put(pinned("acme", u0, h.clock.Now()))
 	h.runUntil("wrong_gpu reported", 120, func() bool { return len(h.events(u0, ReasonWrongGPU)) > 0 })
-	h.rt.SetFault(u0, runtime.SimFault{}) // the miner's command is right
+	h.rt.SetFault(u0, workload.SimFault{}) // the miner's command is right
 	e := h.events(u0, ReasonWrongGPU)[0]
 	if e.From != StateStartingAI || e.To != StateDrainingAI || len(e.Processes) != 1 || e.Processes[0].Owner.Class != "ai:acme" ||
 		!strings.Contains(e.Message, "GPU 1") {
@@ -150,9 +150,9 @@ func TestScenarioProofOfStart(t *testing.T) {
 	h := newHarness(t, harnessOpts{noRun: true})
 	h.step() // the reconcile pass: the switcher has its first samples
 	u := h.uuids[2]
-	in := runtime.Instance{Workload: "llm", Contract: "acme", GPUUUID: u, GPUIndex: 2}
+	in := workload.Instance{Workload: "llm", Contract: "acme", GPUUUID: u, GPUIndex: 2}
 	spec := h.sw.specs["llm"]
-	hd := runtime.Handle{Runtime: runtime.KindSimulated, ID: "sim-x", Instance: in}
+	hd := workload.Handle{Runtime: workload.KindSimulated, ID: "sim-x", Instance: in}
 	h.sw.mu.Lock()
 	g := h.sw.recs[u]
 	g.Handle = &hd

@@ -15,10 +15,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // staticGPUs is a GPU source that only lists GPUs: enough for what the
@@ -61,10 +60,7 @@ func writeEndedContracts(tb testing.TB, dir string, n int, end time.Time) {
 // apiOver returns the switcher's routes over sw.
 func apiOver(tb testing.TB, sw *Switcher) *http.ServeMux {
 	tb.Helper()
-	cfg := config.Default()
-	cfg.Switcher = sw.cfg
-	cfg.GPU.Backend = "simulated"
-	c, err := NewComponent(ComponentOptions{Config: cfg})
+	c, err := NewComponent(ComponentOptions{Config: sw.cfg, GPUBackend: "simulated", Drivers: simDrivers(tb)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -95,7 +91,7 @@ func BenchmarkPutContractEnded(b *testing.B) {
 			clock := fakeclock.New(epoch)
 			writeEndedContracts(b, dir, bc.n, epoch.Add(-bc.ago))
 			sw, err := New(Options{Config: testConfig(dir), GPUs: staticGPUs{{Info: nvml.Info{UUID: "GPU-bench-0"}}},
-				Runtimes: []runtime.Runtime{runtime.NewSim(runtime.SimOptions{})}, Clock: clock, Log: zap.NewNop()})
+				Runtimes: []workload.Runtime{workload.NewSim(workload.SimOptions{})}, Clock: clock, Log: zap.NewNop()})
 			if err != nil {
 				b.Fatal(err)
 			}

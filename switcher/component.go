@@ -4,64 +4,43 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
-	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // DefaultRetryInterval is how often the component retries building the
 // switcher while the GPU backend is not up (or the state is unreadable).
 const DefaultRetryInterval = 5 * time.Second
 
-// Factory returns the switcher's daemon factory. gpu returns the GPU
-// component built before it (nil when the GPU backend is off); it is
-// called at start, after every factory ran. The factory returns (nil, nil)
-// when [switcher] enabled is false.
-func Factory(gpu func() *nvml.Component) daemon.Factory {
-	return func(env daemon.Env) (daemon.Component, error) {
-		if !env.Config.Switcher.Enabled {
-			return nil, nil
-		}
-		c, err := NewComponent(ComponentOptions{
-			Config:  env.Config,
-			GPU:     gpu,
-			Log:     env.Log,
-			Metrics: env.Metrics,
-			Events:  env.Events,
-			Heartbeat: func(name string, maxAge time.Duration) (func(), func()) {
-				b := env.Liveness.Register(name, maxAge)
-				return b.Beat, func() { env.Liveness.Unregister(b) }
-			},
-		})
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	}
-}
-
 // ComponentOptions build a Component.
 type ComponentOptions struct {
-	Config *config.Config
+	Config Config
+	// Contracts are the contracts declared in the config file.
+	Contracts []Contract
+	// GPUBackend is the GPU component's backend (nvml.Backend*): a runtime
+	// whose driver is SimulatedOnly needs nvml.BackendSimulated.
+	GPUBackend string
 	// GPU returns the GPU component (nil: GPU backend off).
-	GPU     func() *nvml.Component
+	GPU func() *nvml.Component
+	// Drivers make the runtimes the workloads name, by kind.
+	Drivers *workload.Registry
 	Log     *zap.Logger
 	Metrics prometheus.Registerer
-	// Heartbeat registers the loop with the daemon's liveness board; nil: none.
+	// Heartbeat registers the loop with a liveness board; nil: none.
 	Heartbeat func(loop string, maxAge time.Duration) (beat func(), done func())
 	Clock     Clock
-	// Runtimes, if set, replaces the runtimes built from the config.
-	Runtimes func(lib *nvml.Library) ([]runtime.Runtime, error)
+	// Runtimes, if set, replaces the runtimes Drivers would build.
+	Runtimes func(lib *nvml.Library) ([]workload.Runtime, error)
 	// RetryInterval: 0 means DefaultRetryInterval.
 	RetryInterval time.Duration
 	// FeedClient polls the demand feed (nil: a default client).
@@ -84,7 +63,7 @@ type Component struct {
 	why     error // why there is no switcher yet
 	cancel  context.CancelFunc
 	done    chan struct{}
-	hooked  *nvml.Component
+	known   *nvml.Manager // told the switcher's workloads; told to forget at Stop
 	closers []func() error
 }
 
@@ -100,13 +79,25 @@ func NewComponent(o ComponentOptions) (*Component, error) {
 	if o.GPU == nil {
 		o.GPU = func() *nvml.Component { return nil }
 	}
-	cfg := o.Config.Switcher
-	if o.Runtimes == nil && slices.Contains(Kinds(cfg), runtime.KindSimulated) && o.Config.GPU.Backend != nvml.BackendSimulated {
-		return nil, fmt.Errorf("switcher: a workload uses runtime \"simulated\", which runs on simulated GPUs only; "+
-			"set [gpu] backend = \"simulated\" or give the workload a real runtime (docker, exec); [gpu] backend is %q", o.Config.GPU.Backend)
+	if o.Drivers == nil {
+		o.Drivers = workload.NewRegistry()
+	}
+	cfg := o.Config
+	if o.Runtimes == nil {
+		for _, kind := range Kinds(cfg) {
+			d, ok := o.Drivers.Lookup(kind)
+			if !ok {
+				return nil, fmt.Errorf("switcher: a workload uses runtime %q, which this build does not have (known: %s)",
+					kind, strings.Join(o.Drivers.Kinds(), ", "))
+			}
+			if d.SimulatedOnly && o.GPUBackend != nvml.BackendSimulated {
+				return nil, fmt.Errorf("switcher: a workload uses runtime %q, which runs on simulated GPUs only; "+
+					"set [gpu] backend = \"simulated\" or give the workload a real runtime (docker, exec); [gpu] backend is %q", kind, o.GPUBackend)
+			}
+		}
 	}
 	workloads := cfg.Workloads()
-	for i, c := range o.Config.Contracts {
+	for i, c := range o.Contracts {
 		if _, ok := workloads[c.Workload]; !ok {
 			return nil, fmt.Errorf("switcher: contract[%d] %q names workload %q, but there is no [switcher.workload.%s]",
 				i, c.ID, c.Workload, c.Workload)
@@ -144,8 +135,8 @@ func (c *Component) Start(context.Context) error {
 }
 
 func (c *Component) maxAge() time.Duration {
-	cfg := c.opts.Config.Switcher
-	return max(time.Minute, 5*cfg.ReconcileInterval.D(), 5*c.opts.RetryInterval) + 2*cfg.Docker.APITimeout.D()
+	cfg := c.opts.Config
+	return max(time.Minute, 5*cfg.ReconcileInterval, 5*c.opts.RetryInterval) + c.opts.Drivers.MaxCallBound()
 }
 
 func (c *Component) run(ctx context.Context) {
@@ -180,28 +171,15 @@ func (c *Component) run(ctx context.Context) {
 	c.mu.Lock()
 	c.sw, c.why = sw, nil
 	c.mu.Unlock()
-	c.log.Info("switcher running", zap.Int("gpus", len(sw.GPUStatuses())), zap.Strings("runtimes", Kinds(c.opts.Config.Switcher)))
+	c.log.Info("switcher running", zap.Int("gpus", len(sw.GPUStatuses())), zap.Strings("runtimes", Kinds(c.opts.Config)))
 	if gc := c.opts.GPU(); gc != nil {
 		if mgr := gc.Manager(); mgr != nil {
 			// Attribution knows the containers proxyd runs; cleared on Stop.
 			mgr.SetKnownWorkloads(sw.KnownWorkloads)
+			c.mu.Lock()
+			c.known = mgr
+			c.mu.Unlock()
 		}
-		gc.SetAPIHooks(nvml.APIHooks{
-			Annotate: func(uuid string) any {
-				st, err := sw.GPUStatus(uuid)
-				if err != nil {
-					return nil
-				}
-				return st
-			},
-			AfterResume: func(_ context.Context, uuid string) error {
-				_, err := sw.Resume(uuid)
-				return err
-			},
-		})
-		c.mu.Lock()
-		c.hooked = gc
-		c.mu.Unlock()
 	}
 	sw.Run(ctx, beat)
 }
@@ -220,7 +198,7 @@ func (c *Component) build() (*Switcher, error) {
 		return nil, errors.New("GPU features are off (no NVIDIA driver and [gpu] backend = \"auto\"): the switcher has no GPUs to manage")
 	}
 	lib := gc.Library()
-	var rts []runtime.Runtime
+	var rts []workload.Runtime
 	var closers []func() error
 	if c.opts.Runtimes != nil {
 		var err error
@@ -228,36 +206,40 @@ func (c *Component) build() (*Switcher, error) {
 			return nil, err
 		}
 	} else {
-		cfg := c.opts.Config.Switcher
-		for _, kind := range Kinds(cfg) {
-			switch kind {
-			case runtime.KindSimulated:
-				if lib == nil || lib.Sim == nil {
-					return nil, errors.New("the simulated runtime needs the simulated GPU backend")
+		env := workload.Env{Now: c.now}
+		if lib != nil {
+			env.Sim = lib.Sim
+		}
+		for _, kind := range Kinds(c.opts.Config) {
+			d, ok := c.opts.Drivers.Lookup(kind)
+			if !ok {
+				return nil, fmt.Errorf("no driver for runtime %q", kind)
+			}
+			env.Log = c.log.Named(kind)
+			rt, err := d.New(env)
+			if err != nil {
+				for _, cl := range closers {
+					_ = cl()
 				}
-				rts = append(rts, runtime.NewSim(runtime.SimOptions{Server: lib.Sim, Now: c.now}))
-			case runtime.KindExec:
-				rts = append(rts, runtime.NewExec(c.log.Named("exec"), nil))
-			case runtime.KindDocker:
-				d, err := runtime.NewDocker(runtime.DockerOptions{Config: cfg.Docker, Log: c.log.Named("docker"), Now: c.now})
-				if err != nil {
-					return nil, err
-				}
-				rts = append(rts, d)
-				closers = append(closers, d.Close)
+				return nil, err
+			}
+			rts = append(rts, rt)
+			if cl, ok := rt.(io.Closer); ok {
+				closers = append(closers, cl.Close)
 			}
 		}
 	}
 	sw, err := New(Options{
-		Config:     c.opts.Config.Switcher,
-		Contracts:  c.opts.Config.Contracts,
-		GPUs:       mgr,
-		Runtimes:   rts,
-		Clock:      c.opts.Clock,
-		Log:        c.log,
-		Metrics:    c.metrics,
-		FeedClient: c.opts.FeedClient,
-		Events:     c.opts.Events,
+		Config:      c.opts.Config,
+		Contracts:   c.opts.Contracts,
+		ListTimeout: c.opts.Drivers.MaxCallBound(),
+		GPUs:        mgr,
+		Runtimes:    rts,
+		Clock:       c.opts.Clock,
+		Log:         c.log,
+		Metrics:     c.metrics,
+		FeedClient:  c.opts.FeedClient,
+		Events:      c.opts.Events,
 	})
 	if err != nil {
 		for _, cl := range closers {
@@ -309,14 +291,11 @@ func (c *Component) Ready() error {
 // until ctx, the state is written. Workloads keep running.
 func (c *Component) Stop(ctx context.Context) error {
 	c.mu.Lock()
-	cancel, done, hooked, sw, closers := c.cancel, c.done, c.hooked, c.sw, c.closers
-	c.hooked, c.closers = nil, nil
+	cancel, done, known, sw, closers := c.cancel, c.done, c.known, c.sw, c.closers
+	c.known, c.closers = nil, nil
 	c.mu.Unlock()
-	if hooked != nil {
-		hooked.SetAPIHooks(nvml.APIHooks{})
-		if mgr := hooked.Manager(); mgr != nil {
-			mgr.SetKnownWorkloads(nil)
-		}
+	if known != nil {
+		known.SetKnownWorkloads(nil)
 	}
 	if cancel == nil {
 		return nil
@@ -337,14 +316,12 @@ func (c *Component) Stop(ctx context.Context) error {
 	return err
 }
 
-// Reload implements the daemon's Reloader.
-func (c *Component) Reload(cfg *config.Config) ([]string, error) {
-	if !cfg.Switcher.Enabled {
-		return []string{"switcher.enabled"}, nil
-	}
+// Reload applies a new config to the running switcher (see
+// Switcher.Reload); ok is false while there is no switcher yet.
+func (c *Component) Reload(cfg Config, contracts []Contract) (ok bool, err error) {
 	sw := c.Switcher()
 	if sw == nil {
-		return []string{"switcher"}, nil
+		return false, nil
 	}
-	return sw.Reload(cfg)
+	return true, sw.Reload(cfg, contracts)
 }

@@ -1,144 +1,29 @@
 package switcher
 
 import (
-	"bytes"
-	"context"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/BurntSushi/toml"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
-
-	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
-	"github.com/hashgate/proxyd/internal/events"
-	"github.com/hashgate/proxyd/nvml"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
-// DemoConfig is what an operator could write: it passes the config's own
-// validation.
-func TestDemoConfigIsValid(t *testing.T) {
-	var buf bytes.Buffer
-	doc := struct {
-		GPU      config.GPU      `toml:"gpu"`
-		Switcher config.Switcher `toml:"switcher"`
-	}{config.Default().GPU, DemoConfig("/var/lib/proxyd-demo")}
-	doc.GPU.Backend = "simulated"
-	if err := toml.NewEncoder(&buf).Encode(doc); err != nil {
+// A workload whose runtime kind no driver was registered for is refused
+// before anything starts, naming the kinds this build has.
+func TestComponentRefusesUnregisteredRuntime(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	w := cfg.Workload["llm"]
+	w.Runtime = "kubernetes"
+	cfg.Workload["llm"] = w
+	_, err := NewComponent(ComponentOptions{Config: cfg, GPUBackend: "simulated", Drivers: simDrivers(t)})
+	if err == nil || !strings.Contains(err.Error(), `runtime "kubernetes", which this build does not have (known: simulated)`) {
+		t.Errorf("unregistered runtime: %v", err)
+	}
+	// Registered, it is accepted.
+	d := simDrivers(t)
+	if err := d.Register("kubernetes", workload.Driver{New: func(workload.Env) (workload.Runtime, error) { return nil, nil }}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(buf.Bytes())
-	if err != nil {
-		t.Fatalf("DemoConfig does not validate: %v\n%s", err, buf.String())
+	if _, err := NewComponent(ComponentOptions{Config: cfg, GPUBackend: "simulated", Drivers: d}); err != nil {
+		t.Errorf("registered runtime refused: %v", err)
 	}
-	if !cfg.Switcher.Enabled || cfg.Switcher.Workloads()[DemoWorkload].PowerLimitW != 300 {
-		t.Errorf("decoded %+v", cfg.Switcher)
-	}
-}
-
-// The component in real time, as the daemon runs it (and under -race): it
-// waits for the GPU component, reconciles, mines, serves a contract
-// through its API hooks and stops cleanly, leaving the workloads running.
-func TestComponentOnSimulatedGPUs(t *testing.T) {
-	cfg := config.Default()
-	cfg.GPU.Backend = nvml.BackendSimulated
-	cfg.GPU.PollInterval = config.Duration(100 * time.Millisecond)
-	cfg.Switcher = DemoConfig(t.TempDir())
-	log := zaptest.NewLogger(t)
-	live := daemon.NewLiveness()
-	reg := prometheus.NewRegistry()
-	journal := events.New(0)
-	env := daemon.Env{Config: cfg, Log: log, Metrics: reg, Liveness: live, Events: journal}
-
-	var gpu *nvml.Component
-	gc, err := nvml.Factory(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gpu = gc.(*nvml.Component)
-	sc, err := Factory(func() *nvml.Component { return gpu })(env)
-	if err != nil || sc == nil {
-		t.Fatalf("factory: %v %v", sc, err)
-	}
-	c := sc.(*Component)
-	if err := c.Ready(); err == nil {
-		t.Error("ready before start")
-	}
-	ctx := context.Background()
-	// The switcher starts first here: it must wait for the GPUs, not fail.
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := gpu.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := c.Stop(sctx); err != nil {
-			t.Errorf("switcher stop: %v", err)
-		}
-		if err := gpu.Stop(sctx); err != nil {
-			t.Errorf("gpu stop: %v", err)
-		}
-	}()
-	eventually(t, "switcher ready", func() bool { return c.Ready() == nil })
-	if !strings.Contains(strings.Join(live.Names(), ","), "switcher") {
-		t.Errorf("no liveness beat: %v", live.Names())
-	}
-	sw := c.Switcher()
-	eventually(t, "all mining", func() bool { return sw.Summary().States[StateMining] == 8 })
-	if _, _, err := sw.PutContract(DemoContract("demo", 2, time.Now().Add(-time.Minute), time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "2 serving", func() bool { st, _ := sw.ContractStatus("demo"); return st.Serving == 2 })
-	if got := c.Summary().String(); !strings.Contains(got, "SERVING_AI 2") || !strings.Contains(got, "demo 2/2 serving") {
-		t.Errorf("summary %q", got)
-	}
-	if n := len(journal.List(events.Query{Component: "switcher"})); n == 0 {
-		t.Error("nothing in the daemon's journal")
-	}
-
-	// The GPU API shows the switch state, and resume goes through the switcher.
-	mux := http.NewServeMux()
-	gpu.RegisterAPI(mux)
-	c.RegisterAPI(mux)
-	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/gpus", nil))
-	if body := rec.Body.String(); rec.Code != 200 || strings.Count(body, `"state": "SERVING_AI"`) != 2 {
-		t.Errorf("GET /api/v1/gpus: %d, %d serving", rec.Code, strings.Count(body, `"state": "SERVING_AI"`))
-	}
-	lib := gpu.Library()
-	victim := lib.Sim.UUIDs()[7]
-	if _, err := lib.Sim.InjectXID(victim, 79); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the XID quarantines the GPU", func() bool {
-		g, _ := sw.GPUStatus(victim)
-		return g.State == StateQuarantined && g.Reason == ReasonUnhealthy
-	})
-	eventually(t, "its miner killed", func() bool { g, _ := sw.GPUStatus(victim); return g.Handle == nil })
-	rec = httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest("POST", "/api/v1/gpus/"+victim+"/resume", nil))
-	if rec.Code != 200 {
-		t.Fatalf("resume: %d %s", rec.Code, rec.Body.String())
-	}
-	eventually(t, "back to mining", func() bool { g, _ := sw.GPUStatus(victim); return g.State == StateMining })
-
-	// Reload: a lower price floor applies live; a new state_dir needs a restart.
-	next := *cfg
-	next.Switcher.MinPriceUSDPerGPUHour = 5
-	next.Switcher.StateDir = "/elsewhere"
-	need, err := c.Reload(&next)
-	if err != nil || strings.Join(need, ",") != "switcher.state_dir" {
-		t.Errorf("reload: %v %v", need, err)
-	}
-	eventually(t, "the contract refused under the new floor and drained", func() bool {
-		st, _ := sw.ContractStatus("demo")
-		return st.State == ContractRefused && sw.Summary().States[StateMining] == 8
-	})
 }

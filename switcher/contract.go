@@ -9,8 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // FieldError is a problem with one field of a request or contract.
@@ -143,7 +141,7 @@ func (b contractBody) toContract(pathID string) (Contract, error) {
 		if err != nil {
 			return c, &FieldError{Field: "lead_time", Msg: quote(*b.LeadTime) + " is not a duration such as \"10m\""}
 		}
-		c.LeadTime = config.Duration(d)
+		c.LeadTime = Duration(d)
 	}
 	return c, validateContract(c)
 }

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // Errors of the control methods, for errors.Is.
@@ -69,15 +67,15 @@ func (s *Switcher) deadlineLocked(g *gpuRec) (time.Time, bool) {
 	var d time.Duration
 	switch g.State {
 	case StateStoppingMiner:
-		d = t.StopMiner.D()
+		d = t.StopMiner
 	case StateDrainingAI:
-		d = t.DrainAI.D()
+		d = t.DrainAI
 	case StateVerifyingFree:
-		d = t.VerifyFree.D()
+		d = t.VerifyFree
 	case StateStartingAI:
-		d = t.StartAI.D()
+		d = t.StartAI
 	case StateRestoringMining:
-		d = t.RestoreMining.D()
+		d = t.RestoreMining
 	default:
 		return time.Time{}, false
 	}
@@ -365,50 +363,31 @@ func (s *Switcher) Summary() Summary {
 	return sum
 }
 
-// Reload applies a new config: contracts, the price floor, max_parallel,
-// timeouts and intervals change live; the keys returned need a restart
-// (their old values stay in force).
-func (s *Switcher) Reload(cfg *config.Config) (needRestart []string, err error) {
+// Reload applies a new config live: contracts, the price floor,
+// max_parallel, timeouts and the status interval. What needs a restart
+// (state directory, workloads, the demand feed, the reconcile interval)
+// keeps its old value; the caller tells the operator which of those
+// changed. An error means the old config stays in force.
+func (s *Switcher) Reload(cfg Config, contracts []Contract) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, now := s.cfg, cfg.Switcher
-	if old.StateDir != now.StateDir {
-		needRestart = append(needRestart, "switcher.state_dir")
-	}
-	if !reflect.DeepEqual(old.Workloads(), now.Workloads()) {
-		needRestart = append(needRestart, "switcher.workload")
-	}
-	om, _ := old.MiningWorkload()
-	nm, _ := now.MiningWorkload()
-	if (old.Mining == nil) != (now.Mining == nil) || !reflect.DeepEqual(om, nm) {
-		needRestart = append(needRestart, "switcher.mining")
-	}
-	if old.Docker != now.Docker {
-		needRestart = append(needRestart, "switcher.docker")
-	}
-	if old.DemandURL != now.DemandURL || old.DemandTokenFile != now.DemandTokenFile || old.DemandPollInterval != now.DemandPollInterval {
-		needRestart = append(needRestart, "switcher.demand_url")
-	}
-	if old.ReconcileInterval != now.ReconcileInterval {
-		needRestart = append(needRestart, "switcher.reconcile_interval")
-	}
-	// Live: keep what needs a restart as it is.
-	live := now
-	live.StateDir, live.Workload, live.Mining, live.Docker = old.StateDir, old.Workload, old.Mining, old.Docker
+	old := s.cfg
+	live := cfg
+	live.StateDir, live.Workload, live.Mining = old.StateDir, old.Workload, old.Mining
 	live.DemandURL, live.DemandTokenFile, live.DemandPollInterval = old.DemandURL, old.DemandTokenFile, old.DemandPollInterval
 	live.ReconcileInterval = old.ReconcileInterval
-	if err := s.setConfig(live, cfg.Contracts); err != nil {
-		return nil, err
+	if err := s.setConfig(live, contracts); err != nil {
+		return err
 	}
 	clear(s.refusals)
 	s.event(Event{Reason: "config_reloaded", Message: fmt.Sprintf("config reloaded: %d contract(s) from the file, price floor $%.4g, max_parallel %d",
-		len(cfg.Contracts), live.MinPriceUSDPerGPUHour, live.MaxParallel)})
+		len(contracts), live.MinPriceUSDPerGPUHour, live.MaxParallel)})
 	s.wakeLocked()
-	return needRestart, nil
+	return nil
 }
 
 // Kinds returns the runtime kinds the configured workloads use.
-func Kinds(cfg config.Switcher) []string {
+func Kinds(cfg Config) []string {
 	set := map[string]bool{}
 	for _, w := range cfg.Workloads() {
 		set[w.Runtime] = true

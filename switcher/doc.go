@@ -48,7 +48,34 @@
 // labels, exec status commands, NVML processes) before it acts, adopting
 // its own workloads and quarantining GPUs with foreign processes.
 //
-// Workloads run through runtime.Runtime: Docker (GPU by CDI name, owner
+// Workloads run through workload.Runtime: Docker (GPU by CDI name, owner
 // labels), exec commands, or the simulated runtime used by the demo and the
-// tests. Component plugs the switcher into the daemon.
+// tests; Component builds them from the drivers of a workload.Registry.
+// Component runs a Switcher in a long-running process: it waits for the GPU
+// backend, builds the runtimes and the switcher, and serves the API.
+//
+// # What it does not do
+//
+// It does not watch GPUs itself (it reads package nvml's Manager and its
+// health changes), never stops a process or container it did not start,
+// never preempts a running contract for a higher-priority one, and knows
+// nothing of the daemon or the config file: it takes Config, Contracts and
+// a workload.Registry, liveness arrives as a Heartbeat func, and
+// internal/components converts [switcher] and [[contract]], registers the
+// runtime kinds and names the keys a reload cannot apply. It does not
+// serve the GPU routes: the wiring adds each GPU's switch state to them.
+//
+// # Goroutines and locks
+//
+// One loop goroutine (Run) owns the decisions: each pass derives the
+// desired owners and steps every GPU, under Switcher.mu. Everything that
+// talks to a runtime or to NVML runs as an op, one goroutine per GPU at
+// most, launched only after the state file records the intent and joined
+// by Shutdown; an op hands its result back to the loop over a channel, and
+// mu is never held while a runtime or NVML is called. The demand feed is
+// polled by one goroutine that Run starts and joins. API handlers take mu
+// briefly. Component.mu guards which Switcher runs and why none does yet;
+// its run goroutine is joined by Stop. Component.mu and Switcher.mu are
+// never held together; nvml.Manager's locks are only taken inside its own
+// methods, which the switcher calls without holding mu.
 package switcher

@@ -60,7 +60,7 @@ func (s *Switcher) FeedStatus() FeedStatus {
 // runFeed polls the demand feed every demand_poll_interval until ctx ends.
 func (s *Switcher) runFeed(ctx context.Context) {
 	s.mu.Lock()
-	interval := s.cfg.DemandPollInterval.D()
+	interval := s.cfg.DemandPollInterval
 	s.mu.Unlock()
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -136,7 +136,7 @@ func (s *Switcher) pollFeed(ctx context.Context) error {
 // max_contracts (oldest end first), are ignored; more than max_contracts
 // live ones is an error, and the whole answer is refused. Callers hold mu.
 func (s *Switcher) limitFeedLocked(cs []Contract, invalid map[string]string, now time.Time) ([]Contract, int, error) {
-	keep, dropped, live := limitContracts(cs, now, s.cfg.ContractRetention.D(), s.cfg.MaxContracts)
+	keep, dropped, live := limitContracts(cs, now, s.cfg.ContractRetention, s.cfg.MaxContracts)
 	if live > s.cfg.MaxContracts {
 		return nil, 0, fmt.Errorf("the demand feed lists %d contracts that have not ended, more than [switcher] max_contracts (%d): "+
 			"the whole answer is refused; raise max_contracts or have the feed send less", live, s.cfg.MaxContracts)

@@ -15,10 +15,9 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // Issue 12 #4: user:password@ or ?api_key= in demand_url showed in logs,
@@ -56,7 +55,7 @@ func TestDemandURLSecretsNeverShown(t *testing.T) {
 	cfg := testConfig(t.TempDir())
 	cfg.DemandURL = withCreds(srv.URL, "/contracts")
 	sw, err := New(Options{Config: cfg, GPUs: staticGPUs{{Info: nvml.Info{UUID: "GPU-0"}}},
-		Runtimes: []runtime.Runtime{runtime.NewSim(runtime.SimOptions{})}, Clock: fakeclock.New(epoch), Log: zap.New(core)})
+		Runtimes: []workload.Runtime{workload.NewSim(workload.SimOptions{})}, Clock: fakeclock.New(epoch), Log: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +131,7 @@ func TestDemandURLSecretsNeverShown(t *testing.T) {
 // the ended ones past the bound are ignored, oldest end first.
 func TestFeedContractLimit(t *testing.T) {
 	feed := newFakeFeed(t)
-	a := newAPIHarness(t, harnessOpts{noRun: true, cfg: func(c *config.Switcher) {
+	a := newAPIHarness(t, harnessOpts{noRun: true, cfg: func(c *Config) {
 		c.DemandURL = feed.srv.URL
 		c.MaxContracts = 3
 	}})

@@ -10,12 +10,11 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // Test timing: one step is one second of fake time.
@@ -31,30 +30,29 @@ var epoch = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 // testConfig is a switcher with simulated mining and one simulated AI
 // workload "llm" (250 W), two GPUs in transition at most.
-func testConfig(dir string) config.Switcher {
-	cfg := config.Default().Switcher
-	cfg.Enabled = true
+func testConfig(dir string) Config {
+	cfg := DefaultConfig()
 	cfg.StateDir = dir
 	cfg.MaxParallel = 2
 	cfg.FreePolls = 2
-	cfg.StatusInterval = config.Duration(5 * time.Second)
-	cfg.RetryBackoff = config.Duration(5 * time.Minute)
-	cfg.Timeouts = config.SwitcherTimeouts{
-		StopMiner:     config.Duration(30 * time.Second),
-		VerifyFree:    config.Duration(20 * time.Second),
-		StartAI:       config.Duration(60 * time.Second),
-		DrainAI:       config.Duration(30 * time.Second),
-		RestoreMining: config.Duration(30 * time.Second),
+	cfg.StatusInterval = time.Duration(5 * time.Second)
+	cfg.RetryBackoff = time.Duration(5 * time.Minute)
+	cfg.Timeouts = Timeouts{
+		StopMiner:     time.Duration(30 * time.Second),
+		VerifyFree:    time.Duration(20 * time.Second),
+		StartAI:       time.Duration(60 * time.Second),
+		DrainAI:       time.Duration(30 * time.Second),
+		RestoreMining: time.Duration(30 * time.Second),
 	}
-	cfg.Mining = &config.Workload{Runtime: config.RuntimeSimulated, StopTimeout: config.Duration(10 * time.Second),
-		Readiness: config.ReadinessRunning, SimMemoryMiB: 2048, SimLoad: 0.8,
-		SimStartDelay: config.Duration(tick), SimReadyDelay: config.Duration(2 * tick), SimStopDelay: config.Duration(tick)}
-	cfg.Workload = &config.WorkloadTable{"llm": {Runtime: config.RuntimeSimulated, PowerLimitW: aiLimitW,
-		StopTimeout: config.Duration(10 * time.Second), Readiness: config.ReadinessRunning, SimMemoryMiB: 30000, SimLoad: 0.95,
-		SimStartDelay: config.Duration(2 * tick), SimReadyDelay: config.Duration(8 * tick), SimStopDelay: config.Duration(2 * tick)},
-		"llm2": {Runtime: config.RuntimeSimulated, PowerLimitW: 200, StopTimeout: config.Duration(10 * time.Second),
-			Readiness: config.ReadinessRunning, SimMemoryMiB: 20000, SimLoad: 0.9, SimStartDelay: config.Duration(tick),
-			SimReadyDelay: config.Duration(3 * tick), SimStopDelay: config.Duration(tick)}}
+	cfg.Mining = &workload.Definition{Runtime: workload.KindSimulated, StopTimeout: 10 * time.Second,
+		Readiness: workload.ReadinessRunning, Params: workload.SimParams{MemoryMiB: 2048, Load: 0.8,
+			StartDelay: tick, ReadyDelay: 2 * tick, StopDelay: tick}}
+	cfg.Workload = map[string]workload.Definition{"llm": {Runtime: workload.KindSimulated, PowerLimitW: aiLimitW,
+		StopTimeout: 10 * time.Second, Readiness: workload.ReadinessRunning, Params: workload.SimParams{MemoryMiB: 30000, Load: 0.95,
+			StartDelay: 2 * tick, ReadyDelay: 8 * tick, StopDelay: 2 * tick}},
+		"llm2": {Runtime: workload.KindSimulated, PowerLimitW: 200, StopTimeout: 10 * time.Second,
+			Readiness: workload.ReadinessRunning, Params: workload.SimParams{MemoryMiB: 20000, Load: 0.9, StartDelay: tick,
+				ReadyDelay: 3 * tick, StopDelay: tick}}}
 	return cfg
 }
 
@@ -69,9 +67,9 @@ type harness struct {
 	clock     *fakeclock.Clock
 	sim       *nvmlsim.Server
 	mgr       *nvml.Manager
-	rt        *runtime.Sim
-	cfg       config.Switcher
-	contracts []config.Contract
+	rt        *workload.Sim
+	cfg       Config
+	contracts []Contract
 	sw        *Switcher
 	uuids     []string
 	steps     int
@@ -81,7 +79,7 @@ type harness struct {
 }
 
 type harnessOpts struct {
-	cfg   func(*config.Switcher)
+	cfg   func(*Config)
 	setup func(*nvmlsim.Server) // before the switcher first looks
 	noRun bool                  // do not bring the GPUs to mining
 }
@@ -114,7 +112,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		o.cfg(&cfg)
 	}
 	h := &harness{t: t, clock: clock, sim: sim, mgr: mgr, cfg: cfg, uuids: sim.UUIDs(),
-		rt: runtime.NewSim(runtime.SimOptions{Server: sim, Now: clock.Now})}
+		rt: workload.NewSim(workload.SimOptions{Server: sim, Now: clock.Now})}
 	if o.setup != nil {
 		o.setup(sim)
 	}
@@ -129,7 +127,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 // proxyd would.
 func (h *harness) start() {
 	h.t.Helper()
-	sw, err := New(Options{Config: h.cfg, Contracts: h.contracts, GPUs: h.mgr, Runtimes: []runtime.Runtime{h.rt},
+	sw, err := New(Options{Config: h.cfg, Contracts: h.contracts, GPUs: h.mgr, Runtimes: []workload.Runtime{h.rt},
 		Clock: h.clock, Log: zaptest.NewLogger(h.t).Named(fmt.Sprintf("switcher%d", h.steps))})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
@@ -303,8 +301,8 @@ func containsRun(path, run []State) bool {
 	return false
 }
 
-func (h *harness) calls(op, contract string) []runtime.SimCall {
-	var out []runtime.SimCall
+func (h *harness) calls(op, contract string) []workload.SimCall {
+	var out []workload.SimCall
 	for _, c := range h.rt.Calls() {
 		if c.Op == op && (contract == "*" || c.Instance.Contract == contract) {
 			out = append(out, c)

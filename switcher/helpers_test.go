@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // eventually polls cond (real time: for the nvml event goroutine) for up
@@ -69,4 +71,20 @@ func (f *fakeFeed) lastAuth() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.auth
+}
+
+// simDrivers registers the simulated runtime, as the wiring does.
+func simDrivers(tb testing.TB) *workload.Registry {
+	tb.Helper()
+	r := workload.NewRegistry()
+	err := r.Register(workload.KindSimulated, workload.Driver{
+		New: func(env workload.Env) (workload.Runtime, error) {
+			return workload.NewSim(workload.SimOptions{Server: env.Sim, Now: env.Now}), nil
+		},
+		SimulatedOnly: true,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
 }

@@ -27,8 +27,9 @@ const maxBodyBytes = 1 << 20
 // short prefix of the input.
 //
 // GET /api/v1/gpus and POST /api/v1/gpus/{uuid}/resume stay the GPU
-// component's; the switcher adds its fields to the first and its
-// quarantine release to the second through nvml.APIHooks. Its decisions
+// component's; the wiring (internal/components) adds the switcher's
+// GPUStatus to the first and its Resume to the second through an
+// nvml.APIExtension when it registers them. Its decisions
 // and transitions are in the daemon's journal, GET
 // /api/v1/events?component=switcher (subject: the GPU UUID, or the
 // contract id for decisions about a contract).

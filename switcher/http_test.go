@@ -13,8 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // apiHarness serves the switcher's routes over a step-driven switcher.
@@ -28,10 +26,8 @@ type apiHarness struct {
 func newAPIHarness(t *testing.T, o harnessOpts) *apiHarness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	cfg := config.Default()
-	cfg.Switcher = testConfig(t.TempDir())
-	cfg.GPU.Backend = "simulated"
-	c, err := NewComponent(ComponentOptions{Config: cfg, Log: zaptest.NewLogger(t), Metrics: reg})
+	c, err := NewComponent(ComponentOptions{Config: testConfig(t.TempDir()), GPUBackend: "simulated", Drivers: simDrivers(t),
+		Log: zaptest.NewLogger(t), Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,8 +164,8 @@ func TestAPIContracts(t *testing.T) {
 }
 
 func TestAPIPriceFloorAndConfigContracts(t *testing.T) {
-	a := newAPIHarness(t, harnessOpts{cfg: func(c *config.Switcher) { c.MinPriceUSDPerGPUHour = 1 }})
-	a.contracts = []config.Contract{{ID: "from-file", GPUs: 1, Start: epoch, End: epoch.Add(time.Hour), PriceUSDPerGPUHour: 2, Workload: "llm"}}
+	a := newAPIHarness(t, harnessOpts{cfg: func(c *Config) { c.MinPriceUSDPerGPUHour = 1 }})
+	a.contracts = []Contract{{ID: "from-file", GPUs: 1, Start: epoch, End: epoch.Add(time.Hour), PriceUSDPerGPUHour: 2, Workload: "llm"}}
 	a.restart()
 	a.c.mu.Lock()
 	a.c.sw = a.sw
@@ -190,14 +186,12 @@ func TestAPIPriceFloorAndConfigContracts(t *testing.T) {
 }
 
 func TestAPIWithoutSwitcher(t *testing.T) {
-	cfg := config.Default()
-	cfg.Switcher = testConfig(t.TempDir())
-	cfg.GPU.Backend = "off"
-	if _, err := NewComponent(ComponentOptions{Config: cfg, RetryInterval: time.Millisecond}); err == nil {
+	o := ComponentOptions{Config: testConfig(t.TempDir()), GPUBackend: "off", Drivers: simDrivers(t), RetryInterval: time.Millisecond}
+	if _, err := NewComponent(o); err == nil {
 		t.Fatalf("a simulated runtime without the simulated backend was accepted")
 	}
-	cfg.GPU.Backend = "simulated"
-	c, err := NewComponent(ComponentOptions{Config: cfg, RetryInterval: time.Millisecond})
+	o.GPUBackend = "simulated"
+	c, err := NewComponent(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,11 +213,9 @@ func TestAPIWithoutSwitcher(t *testing.T) {
 }
 
 func TestComponentRefusesUnknownWorkloadInConfig(t *testing.T) {
-	cfg := config.Default()
-	cfg.Switcher = testConfig(t.TempDir())
-	cfg.GPU.Backend = "simulated"
-	cfg.Contracts = []config.Contract{{ID: "x", GPUs: 1, Start: epoch, End: epoch.Add(time.Hour), Workload: "gpt"}}
-	if _, err := NewComponent(ComponentOptions{Config: cfg}); err == nil || !strings.Contains(err.Error(), `[switcher.workload.gpt]`) {
+	o := ComponentOptions{Config: testConfig(t.TempDir()), GPUBackend: "simulated", Drivers: simDrivers(t),
+		Contracts: []Contract{{ID: "x", GPUs: 1, Start: epoch, End: epoch.Add(time.Hour), Workload: "gpt"}}}
+	if _, err := NewComponent(o); err == nil || !strings.Contains(err.Error(), `[switcher.workload.gpt]`) {
 		t.Errorf("unknown workload: %v", err)
 	}
 }

@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // Bounds of ops that have no workload-specific timeout.
 const (
-	statusOpTimeout = runtime.ProbeTimeout + 30*time.Second
+	statusOpTimeout = workload.ProbeTimeout + 30*time.Second
 	powerOpTimeout  = 30 * time.Second
 )
 
@@ -143,7 +143,7 @@ func (s *Switcher) notFree(g *gpuRec, t *nvml.Telemetry) string {
 
 // miningWantedLocked reports whether g should mine when no contract wants it.
 func (s *Switcher) miningWantedLocked(g *gpuRec, now time.Time) bool {
-	return s.mining != nil && g.Cordon == nil && g.health.State != nvml.Unhealthy && !now.Before(g.Backoff[runtime.MiningWorkload])
+	return s.mining != nil && g.Cordon == nil && g.health.State != nvml.Unhealthy && !now.Before(g.Backoff[workload.MiningWorkload])
 }
 
 func (s *Switcher) backoffLocked(g *gpuRec, key string, now time.Time) {
@@ -153,7 +153,7 @@ func (s *Switcher) backoffLocked(g *gpuRec, key string, now time.Time) {
 	if g.Backoff == nil {
 		g.Backoff = map[string]time.Time{}
 	}
-	g.Backoff[key] = now.Add(s.cfg.RetryBackoff.D())
+	g.Backoff[key] = now.Add(s.cfg.RetryBackoff)
 	for k, until := range g.Backoff {
 		if !now.Before(until) {
 			delete(g.Backoff, k)
@@ -259,13 +259,13 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 		case exited:
 			detail := g.status.Detail
 			return begin{g: g, prio: prioRepair, do: func() {
-				s.backoffLocked(g, runtime.MiningWorkload, now)
+				s.backoffLocked(g, workload.MiningWorkload, now)
 				g.Contract = ""
 				s.enter(g, StateStoppingMiner, ReasonMinerExited, "the miner exited ("+detail+"); cleaning up, retrying after "+s.cfg.RetryBackoff.String())
 			}}, true
 		case wrong != "":
 			return begin{g: g, prio: prioRepair, do: func() {
-				s.backoffLocked(g, runtime.MiningWorkload, now)
+				s.backoffLocked(g, workload.MiningWorkload, now)
 				g.Contract = ""
 				s.enterWith(g, StateStoppingMiner, ReasonWrongGPU, wrong+": stopping it; mining is retried after "+s.cfg.RetryBackoff.String(), wrongProcs)
 			}}, true
@@ -285,7 +285,7 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 				s.enter(g, StateStoppingMiner, ReasonMiningOff, "[switcher.mining] is no longer configured: stopping the miner")
 			}}, true
 		}
-		s.statusCheckLocked(g, now, s.cfg.StatusInterval.D())
+		s.statusCheckLocked(g, now, s.cfg.StatusInterval)
 
 	case StateStoppingMiner, StateDrainingAI:
 		if !g.entered {
@@ -325,7 +325,7 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 			reason, msg := s.releaseReasonLocked(g, now)
 			return begin{g: g, prio: prioAIStop, do: func() { s.enter(g, StateDrainingAI, reason, msg) }}, true
 		}
-		s.statusCheckLocked(g, now, s.cfg.StatusInterval.D())
+		s.statusCheckLocked(g, now, s.cfg.StatusInterval)
 
 	case StateRestoringMining:
 		s.stepRestoringLocked(g, now)
@@ -394,9 +394,9 @@ func (s *Switcher) statusCheckLocked(g *gpuRec, now time.Time, every time.Durati
 // Callers hold mu.
 func (s *Switcher) launchStopLocked(g *gpuRec, now time.Time) {
 	g.entered = true
-	timeout := s.cfg.Timeouts.StopMiner.D()
+	timeout := s.cfg.Timeouts.StopMiner
 	if g.State == StateDrainingAI {
-		timeout = s.cfg.Timeouts.DrainAI.D()
+		timeout = s.cfg.Timeouts.DrainAI
 	}
 	// What comes next decides the limit to lower to before the load moves.
 	next := uint32(0)
@@ -406,12 +406,12 @@ func (s *Switcher) launchStopLocked(g *gpuRec, now time.Time) {
 			next = s.powerTarget(c.Workload)
 		}
 	case g.State == StateDrainingAI && s.miningWantedLocked(g, now):
-		next = s.powerTarget(runtime.MiningWorkload)
+		next = s.powerTarget(workload.MiningWorkload)
 	}
 	plan := s.powerPlanLocked(g, next, true)
-	var h *runtime.Handle
-	var spec runtime.Spec
-	var rt runtime.Runtime
+	var h *workload.Handle
+	var spec workload.Spec
+	var rt workload.Runtime
 	if g.Handle != nil {
 		hh := *g.Handle
 		h = &hh
@@ -487,7 +487,7 @@ func (s *Switcher) stepVerifyLocked(g *gpuRec, want string, now time.Time) {
 			g.Contract, g.Workload = want, c.Workload
 			s.enter(g, StateStartingAI, ReasonGPUFree, proof+": starting "+c.Workload+" for contract "+want)
 		case s.miningWantedLocked(g, now):
-			g.Contract, g.Workload = "", runtime.MiningWorkload
+			g.Contract, g.Workload = "", workload.MiningWorkload
 			s.enter(g, StateRestoringMining, ReasonGPUFree, proof+": starting the miner")
 		default:
 			g.Contract, g.Workload = "", ""
@@ -501,7 +501,7 @@ func (s *Switcher) stepVerifyLocked(g *gpuRec, want string, now time.Time) {
 		}
 		return
 	}
-	elapsed, verify := now.Sub(g.stepFrom), s.cfg.Timeouts.VerifyFree.D()
+	elapsed, verify := now.Sub(g.stepFrom), s.cfg.Timeouts.VerifyFree
 	if !g.Escalated && g.Handle != nil {
 		h := *g.Handle
 		spec, _ := s.specFor(h.Workload, h.Runtime)
@@ -510,7 +510,7 @@ func (s *Switcher) stepVerifyLocked(g *gpuRec, want string, now time.Time) {
 		for _, r := range s.order {
 			lingering = append(lingering, where[r]...)
 		}
-		grace := min(spec.StopTimeout.D(), verify)
+		grace := min(spec.StopTimeout, verify)
 		if elapsed >= verify || (len(lingering) > 0 && elapsed >= grace) {
 			g.Escalated = true
 			g.stepFrom = now
@@ -573,11 +573,11 @@ func orUnknown(s string) string {
 }
 
 // launchKillLocked kills a workload of proxyd's on g. Callers hold mu.
-func (s *Switcher) launchKillLocked(g *gpuRec, h runtime.Handle) {
+func (s *Switcher) launchKillLocked(g *gpuRec, h workload.Handle) {
 	g.lastKill = s.clock.Now()
 	rt := s.rts[h.Runtime]
 	spec, _ := s.specFor(h.Workload, h.Runtime)
-	s.launch(g, "kill", spec.StopTimeout.D()+powerOpTimeout, func(ctx context.Context) func(*gpuRec) {
+	s.launch(g, "kill", spec.StopTimeout+powerOpTimeout, func(ctx context.Context) func(*gpuRec) {
 		err := errors.New("its runtime " + h.Runtime + " is not configured any more")
 		if rt != nil {
 			err = rt.Stop(ctx, spec, h, true)
@@ -590,7 +590,7 @@ func (s *Switcher) launchKillLocked(g *gpuRec, h runtime.Handle) {
 			}
 			// Kept until a sample shows it gone (a kill_command can lie too).
 			s.markReleasedLocked(g, h)
-			g.Strays = slices.DeleteFunc(g.Strays, func(x runtime.Handle) bool { return x.ID == h.ID })
+			g.Strays = slices.DeleteFunc(g.Strays, func(x workload.Handle) bool { return x.ID == h.ID })
 		}
 	})
 }
@@ -601,7 +601,7 @@ func (s *Switcher) killStrayLocked(g *gpuRec, now time.Time) {
 	if now.Before(g.strayRetry) {
 		return
 	}
-	g.strayRetry = now.Add(s.cfg.StatusInterval.D())
+	g.strayRetry = now.Add(s.cfg.StatusInterval)
 	s.launchKillLocked(g, g.Strays[0])
 }
 
@@ -656,7 +656,7 @@ func (s *Switcher) stepStartingLocked(g *gpuRec, want string, forced bool, now t
 		s.backoffLocked(g, g.Contract, now)
 		s.failures[g.Contract] = fmt.Sprintf("GPU %d: the workload exited while starting (%s)", g.Index, detail)
 		s.enter(g, StateDrainingAI, ReasonAIExited, "the AI workload exited before it was ready: "+detail)
-	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.StartAI.D():
+	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.StartAI:
 		detail := "no readiness"
 		if ready {
 			detail = "ready, but " + wait
@@ -690,7 +690,7 @@ func (s *Switcher) stepRestoringLocked(g *gpuRec, now time.Time) {
 		return
 	}
 	fail := func(reason, msg string) {
-		s.backoffLocked(g, runtime.MiningWorkload, now)
+		s.backoffLocked(g, workload.MiningWorkload, now)
 		s.enter(g, StateStoppingMiner, reason, msg+"; cleaning up, mining is retried after "+s.cfg.RetryBackoff.String())
 	}
 	if g.startErr != nil {
@@ -704,14 +704,14 @@ func (s *Switcher) stepRestoringLocked(g *gpuRec, now time.Time) {
 	}
 	switch {
 	case wrong != "":
-		s.backoffLocked(g, runtime.MiningWorkload, now)
+		s.backoffLocked(g, workload.MiningWorkload, now)
 		s.enterWith(g, StateStoppingMiner, ReasonWrongGPU, wrong+": stopping it (check CUDA_VISIBLE_DEVICES / --device in its "+
 			"command); mining is retried after "+s.cfg.RetryBackoff.String(), wrongProcs)
 	case ready && proven:
 		s.enter(g, StateMining, ReasonMiningStarted, "the miner runs")
 	case g.status != nil && !g.status.Running:
 		fail(ReasonMinerExited, "the miner exited while starting: "+g.status.Detail)
-	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.RestoreMining.D():
+	case now.Sub(g.stepFrom) >= s.cfg.Timeouts.RestoreMining:
 		why := ""
 		if ready {
 			why = " (its status says it runs, but " + wait + ")"
@@ -724,14 +724,14 @@ func (s *Switcher) stepRestoringLocked(g *gpuRec, now time.Time) {
 
 // launchStartLocked sets the power limit for spec (raised only now, after
 // the old load is proven gone) and starts spec on g. Callers hold mu.
-func (s *Switcher) launchStartLocked(g *gpuRec, spec runtime.Spec, contract string) {
+func (s *Switcher) launchStartLocked(g *gpuRec, spec workload.Spec, contract string) {
 	g.entered = true
 	rt := s.rts[spec.Runtime]
-	in := runtime.Instance{Workload: spec.Name, Contract: contract, GPUUUID: g.UUID, GPUIndex: g.Index}
+	in := workload.Instance{Workload: spec.Name, Contract: contract, GPUUUID: g.UUID, GPUIndex: g.Index}
 	plan := s.powerPlanLocked(g, s.powerTarget(spec.Name), false)
-	timeout := s.cfg.Timeouts.StartAI.D()
-	if spec.Name == runtime.MiningWorkload {
-		timeout = s.cfg.Timeouts.RestoreMining.D()
+	timeout := s.cfg.Timeouts.StartAI
+	if spec.Name == workload.MiningWorkload {
+		timeout = s.cfg.Timeouts.RestoreMining
 	}
 	s.launch(g, "start", timeout+powerOpTimeout, func(ctx context.Context) func(*gpuRec) {
 		pw := s.doPower(ctx, plan)
@@ -757,7 +757,7 @@ func (s *Switcher) launchStartLocked(g *gpuRec, spec runtime.Spec, contract stri
 // gone and the GPU proves free again. Callers hold mu.
 func (s *Switcher) stepQuarantinedLocked(g *gpuRec, now time.Time) {
 	if g.Handle != nil {
-		if g.lastKill.IsZero() || now.Sub(g.lastKill) >= s.cfg.StatusInterval.D() {
+		if g.lastKill.IsZero() || now.Sub(g.lastKill) >= s.cfg.StatusInterval {
 			s.launchKillLocked(g, *g.Handle)
 		}
 		return

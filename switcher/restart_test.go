@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // kill -9 at every step of the AI round trip, between two passes or in the
@@ -147,11 +147,11 @@ func TestReconcileOnStartRules(t *testing.T) {
 			h := newHarness(t, harnessOpts{noRun: true, setup: func(s *nvmlsim.Server) {}})
 			h.allowViolations = true
 			u := h.uuids[0]
-			in := runtime.Instance{GPUUUID: u, GPUIndex: 0}
-			mining, _ := h.sw.specFor(runtime.MiningWorkload, "")
+			in := workload.Instance{GPUUUID: u, GPUIndex: 0}
+			mining, _ := h.sw.specFor(workload.MiningWorkload, "")
 			if tc.real.miner {
 				mi := in
-				mi.Workload = runtime.MiningWorkload
+				mi.Workload = workload.MiningWorkload
 				if _, err := h.rt.Start(t.Context(), mining, mi); err != nil {
 					t.Fatal(err)
 				}

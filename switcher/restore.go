@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // reconcileOnStart compares the state file with reality before the
@@ -36,9 +36,9 @@ import (
 func (s *Switcher) reconcileOnStart(ctx context.Context) {
 	views := s.gpus.GPUs()
 	s.mu.Lock()
-	q := runtime.ListQuery{Specs: map[string]runtime.Spec{}}
+	q := workload.ListQuery{Specs: map[string]workload.Spec{}}
 	for _, g := range s.order {
-		q.GPUs = append(q.GPUs, runtime.GPURef{UUID: g.UUID, Index: g.Index})
+		q.GPUs = append(q.GPUs, workload.GPURef{UUID: g.UUID, Index: g.Index})
 		// Indexes can change across a reboot; UUIDs do not.
 		if g.Handle != nil {
 			g.Handle.GPUIndex = g.Index
@@ -53,17 +53,17 @@ func (s *Switcher) reconcileOnStart(ctx context.Context) {
 		q.Specs[n] = sp
 	}
 	if s.mining != nil {
-		q.Specs[runtime.MiningWorkload] = *s.mining
+		q.Specs[workload.MiningWorkload] = *s.mining
 	}
 	kinds := make([]string, 0, len(s.rts))
 	for k := range s.rts {
 		kinds = append(kinds, k)
 	}
-	timeout := s.cfg.Docker.APITimeout.D() * 2
+	timeout := s.listTimeout
 	s.mu.Unlock()
 	sort.Strings(kinds)
 
-	found := map[string][]runtime.Listed{}
+	found := map[string][]workload.Listed{}
 	for _, k := range kinds {
 		lctx, cancel := context.WithTimeout(ctx, timeout)
 		l, err := s.rts[k].List(lctx, q)
@@ -101,7 +101,7 @@ func (s *Switcher) reconcileOnStart(ctx context.Context) {
 	for _, g := range s.order {
 		v := byUUID[g.UUID]
 		g.health, g.tel = v.Health, v.Telemetry
-		var running []runtime.Handle
+		var running []workload.Handle
 		for _, x := range found[g.UUID] {
 			h := x.Handle
 			h.GPUIndex = g.Index
@@ -126,7 +126,7 @@ func (s *Switcher) reconcileOnStart(ctx context.Context) {
 	s.log.Info("switcher reconciled its state with the GPUs", zap.Int("gpus", len(s.order)), zap.Int("workloads_found", countListed(found)))
 }
 
-func countListed(m map[string][]runtime.Listed) int {
+func countListed(m map[string][]workload.Listed) int {
 	n := 0
 	for _, l := range m {
 		n += len(l)
@@ -134,7 +134,7 @@ func countListed(m map[string][]runtime.Listed) int {
 	return n
 }
 
-func appendHandle(hs []runtime.Handle, h runtime.Handle) []runtime.Handle {
+func appendHandle(hs []workload.Handle, h workload.Handle) []workload.Handle {
 	for _, x := range hs {
 		if x.ID == h.ID {
 			return hs
@@ -145,7 +145,7 @@ func appendHandle(hs []runtime.Handle, h runtime.Handle) []runtime.Handle {
 
 // reconcileGPULocked applies the rules of reconcileOnStart to one GPU.
 // Callers hold mu.
-func (s *Switcher) reconcileGPULocked(g *gpuRec, running []runtime.Handle) {
+func (s *Switcher) reconcileGPULocked(g *gpuRec, running []workload.Handle) {
 	prev := g.State
 	prevContract := g.Contract
 	headingAI := prevContract != "" && (prev == StateStoppingMiner || prev == StateVerifyingFree ||
@@ -201,7 +201,7 @@ func (s *Switcher) reconcileGPULocked(g *gpuRec, running []runtime.Handle) {
 		g.Handle = &h
 		switch prev {
 		case "", StateIdle, StateMining, StateRestoringMining:
-			g.Contract, g.Workload = "", runtime.MiningWorkload
+			g.Contract, g.Workload = "", workload.MiningWorkload
 			to := StateMining
 			if prev == StateRestoringMining {
 				to = StateRestoringMining
@@ -211,7 +211,7 @@ func (s *Switcher) reconcileGPULocked(g *gpuRec, running []runtime.Handle) {
 			if !headingAI {
 				g.Contract = ""
 			}
-			g.Workload = runtime.MiningWorkload
+			g.Workload = workload.MiningWorkload
 			set(StateStoppingMiner, ReasonReconcileStop, fmt.Sprintf("the miner runs, but the state file says %s: stopping it", orNone(prev)))
 		}
 
@@ -249,7 +249,7 @@ func (s *Switcher) reconcileGPULocked(g *gpuRec, running []runtime.Handle) {
 			// proxyd's own, though no runtime lists it (a status_command
 			// that lies): prove the GPU free, force it off if it stays.
 			for _, p := range procs {
-				if h, ok := runtime.ExecHandleFromMarker(p.Owner.Workload); ok && s.rts[runtime.KindExec] != nil && g.Handle == nil {
+				if h, ok := workload.ExecHandleFromMarker(p.Owner.Workload); ok && s.rts[workload.KindExec] != nil && g.Handle == nil {
 					h.GPUIndex = g.Index
 					g.Handle = &h
 				}

@@ -38,7 +38,7 @@ type forgotten struct {
 // expires: it is shown refused for as long as the feed sends it. Callers
 // hold mu.
 func (s *Switcher) expiredLocked(c Contract, now time.Time) bool {
-	return !c.End.IsZero() && !now.Before(c.End.Add(s.cfg.ContractRetention.D()))
+	return !c.End.IsZero() && !now.Before(c.End.Add(s.cfg.ContractRetention))
 }
 
 // limitContracts returns cs without the contracts that ended
@@ -82,7 +82,7 @@ func limitContracts(cs []Contract, now time.Time, retention time.Duration, limit
 // first), with an event for each. Config-file contracts are the
 // operator's and stay. The caller persists. Callers hold mu.
 func (s *Switcher) pruneLocked(now time.Time) {
-	retention, limit := s.cfg.ContractRetention.D(), s.cfg.MaxContracts
+	retention, limit := s.cfg.ContractRetention, s.cfg.MaxContracts
 	var gone []forgotten
 	if s.anyToPruneLocked(len(s.apiContracts), maps.Values(s.apiContracts), now) {
 		ids := make([]string, 0, len(s.apiContracts))

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // seriesCount counts the series of one metric family.
@@ -67,7 +65,7 @@ func eventsWith(sw *Switcher, contract, reason string) []Event {
 // contract_pruned event that keeps their end in the journal.
 func TestContractRetention(t *testing.T) {
 	feed := newFakeFeed(t)
-	a := newAPIHarness(t, harnessOpts{cfg: func(c *config.Switcher) { c.DemandURL = feed.srv.URL }})
+	a := newAPIHarness(t, harnessOpts{cfg: func(c *Config) { c.DemandURL = feed.srv.URL }})
 	now := a.clock.Now()
 	a.put(contract("api-short", 1, now, 2*time.Minute))
 	a.put(contract("api-long", 1, now, 30*24*time.Hour))
@@ -143,7 +141,7 @@ func TestContractRetention(t *testing.T) {
 func TestContractRetentionOnLoad(t *testing.T) {
 	dir := t.TempDir()
 	writeEndedContracts(t, dir, 50, epoch.Add(-8*24*time.Hour))
-	h := newHarness(t, harnessOpts{noRun: true, cfg: func(c *config.Switcher) { c.StateDir = dir }})
+	h := newHarness(t, harnessOpts{noRun: true, cfg: func(c *Config) { c.StateDir = dir }})
 	if cs := h.sw.Contracts(); len(cs) != 0 {
 		t.Errorf("%d contracts that ended 8 days ago kept", len(cs))
 	}
@@ -173,7 +171,7 @@ func TestContractRetentionOnLoad(t *testing.T) {
 // ended one makes room (the one that ended first), a live one never does,
 // and past that a new contract gets 409. Replacing a kept one always works.
 func TestAPIContractLimit(t *testing.T) {
-	a := newAPIHarness(t, harnessOpts{noRun: true, cfg: func(c *config.Switcher) { c.MaxContracts = 3 }})
+	a := newAPIHarness(t, harnessOpts{noRun: true, cfg: func(c *Config) { c.MaxContracts = 3 }})
 	now := a.clock.Now()
 	body := func(start, end time.Time) string {
 		return fmt.Sprintf(`{"gpus": 1, "start": %q, "end": %q, "price_usd_per_gpu_hour": 2, "workload": "llm"}`,

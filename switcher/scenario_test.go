@@ -1,13 +1,14 @@
 package switcher
 
 import (
+	"github.com/hashgate/proxyd/switcher/workload"
+
 	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
@@ -207,7 +208,7 @@ func TestScenarioForeignProcessAtStart(t *testing.T) {
 
 // A process appearing on an idle GPU (mining off): quarantined too.
 func TestScenarioForeignProcessOnIdleGPU(t *testing.T) {
-	h := newHarness(t, harnessOpts{cfg: func(c *config.Switcher) { c.Mining = nil }, noRun: true})
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.Mining = nil }, noRun: true})
 	h.runUntil("all idle", 10, func() bool { return h.count(StateIdle) == 8 })
 	_ = h.sim.StartProcess(h.uuids[5], 4242, 1<<30)
 	h.runUntil("GPU 5 quarantined", 10, func() bool { return h.gpu(5).State == StateQuarantined })
@@ -260,10 +261,12 @@ func TestScenarioCriticalXIDWhileServing(t *testing.T) {
 // Readiness never comes: after start_ai the GPU goes back to mining and
 // the contract says why it is short.
 func TestScenarioAIReadinessNeverComes(t *testing.T) {
-	h := newHarness(t, harnessOpts{cfg: func(c *config.Switcher) {
-		w := (*c.Workload)["llm"]
-		w.SimNeverReady = true
-		(*c.Workload)["llm"] = w
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) {
+		w := c.Workload["llm"]
+		p := w.Params.(workload.SimParams)
+		p.NeverReady = true
+		w.Params = p
+		c.Workload["llm"] = w
 	}})
 	c := contract("slow", 1, h.clock.Now(), time.Hour)
 	c.Pin = []string{h.uuids[3]}
@@ -339,14 +342,14 @@ func TestScenarioCordon(t *testing.T) {
 // A contract below the price floor is refused with a reason; none of its
 // GPUs move.
 func TestScenarioPriceFloor(t *testing.T) {
-	h := newHarness(t, harnessOpts{cfg: func(c *config.Switcher) { c.MinPriceUSDPerGPUHour = 3 }})
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.MinPriceUSDPerGPUHour = 3 }})
 	_, _, err := h.sw.PutContract(contract("cheap", 2, h.clock.Now(), time.Hour))
 	var fe *FieldError
 	if !errors.Is(err, ErrBelowFloor) || !errors.As(err, &fe) || fe.Field != "price_usd_per_gpu_hour" {
 		t.Fatalf("API contract below the floor: %v", err)
 	}
 	// One from the config is listed as refused.
-	h.contracts = []config.Contract{{ID: "cheap-cfg", GPUs: 2, Start: h.clock.Now(), End: h.clock.Now().Add(time.Hour),
+	h.contracts = []Contract{{ID: "cheap-cfg", GPUs: 2, Start: h.clock.Now(), End: h.clock.Now().Add(time.Hour),
 		PriceUSDPerGPUHour: 1.5, Workload: "llm"}}
 	h.restart()
 	h.steady("all mining", 30, func() bool { return h.count(StateMining) == 8 })
@@ -370,7 +373,7 @@ func TestScenarioPriceFloor(t *testing.T) {
 // Two contracts, more demand than GPUs: priority wins, the other reports
 // its shortfall; nothing is preempted.
 func TestScenarioPriorityAndShortfall(t *testing.T) {
-	h := newHarness(t, harnessOpts{cfg: func(c *config.Switcher) { c.MaxParallel = 4 }})
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.MaxParallel = 4 }})
 	lo := contract("low", 5, h.clock.Now(), time.Hour)
 	h.put(lo)
 	h.runUntil("low serving 5", 200, func() bool { return h.serving("low") == 5 })
@@ -396,7 +399,7 @@ func TestScenarioPriorityAndShortfall(t *testing.T) {
 // known demand stays (also across a restart); an empty answer ends it.
 func TestScenarioDemandFeedDown(t *testing.T) {
 	feed := newFakeFeed(t)
-	h := newHarness(t, harnessOpts{cfg: func(c *config.Switcher) {
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) {
 		c.DemandURL = feed.srv.URL
 		c.DemandTokenFile = feed.tokenFile
 	}})
@@ -454,7 +457,7 @@ func TestScenarioDemandFeedDown(t *testing.T) {
 // The feed's token file must not be readable by everyone.
 func TestFeedTokenFilePermissions(t *testing.T) {
 	feed := newFakeFeed(t)
-	h := newHarness(t, harnessOpts{noRun: true, cfg: func(c *config.Switcher) {
+	h := newHarness(t, harnessOpts{noRun: true, cfg: func(c *Config) {
 		c.DemandURL = feed.srv.URL
 		c.DemandTokenFile = feed.tokenFile
 	}})

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // StateFile is the name of the switcher's state file in state_dir.
@@ -37,10 +37,10 @@ type durable struct {
 	Contract string `json:"contract,omitempty"`
 	Workload string `json:"workload,omitempty"`
 	// Handle is proxyd's workload on the GPU, once started.
-	Handle *runtime.Handle `json:"handle,omitempty"`
+	Handle *workload.Handle `json:"handle,omitempty"`
 	// Strays are other workloads of proxyd's found on the GPU after a
 	// restart; they are killed before anything else happens on it.
-	Strays []runtime.Handle `json:"strays,omitempty"`
+	Strays []workload.Handle `json:"strays,omitempty"`
 	// Escalated: the proof of free timed out once and what proxyd owns on
 	// the GPU was killed; a second timeout quarantines.
 	Escalated bool    `json:"escalated,omitempty"`

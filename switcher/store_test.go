@@ -15,7 +15,7 @@ import (
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 func TestStoreRoundTripAndAtomicity(t *testing.T) {
@@ -32,7 +32,7 @@ func TestStoreRoundTripAndAtomicity(t *testing.T) {
 		Contracts: []Contract{contract("a", 2, epoch, time.Hour)},
 		Feed:      &feedSnapshot{FetchedAt: epoch, Contracts: []Contract{contract("f", 1, epoch, time.Hour)}},
 		GPUs: []durable{{UUID: "GPU-1", State: StateServingAI, Since: epoch, Contract: "a", Workload: "llm",
-			Handle: &runtime.Handle{Runtime: "docker", ID: "abc", Instance: runtime.Instance{Workload: "llm", Contract: "a", GPUUUID: "GPU-1"}},
+			Handle: &workload.Handle{Runtime: "docker", ID: "abc", Instance: workload.Instance{Workload: "llm", Contract: "a", GPUUUID: "GPU-1"}},
 			Cordon: &Cordon{Reason: "r", At: epoch}, Power: &nvml.PowerSnapshot{UUID: "GPU-1", LimitMW: 350500, PersistenceMode: &on},
 			IdleMemoryBytes: 4 << 20, Backoff: map[string]time.Time{"b": epoch}}},
 	}
@@ -86,7 +86,7 @@ func TestStoreRefusesWhatItCannotTrust(t *testing.T) {
 			}
 			h := newHarness(t, harnessOpts{noRun: true})
 			h.cfg.StateDir = dir
-			_, err := New(Options{Config: h.cfg, GPUs: h.mgr, Runtimes: []runtime.Runtime{h.rt}})
+			_, err := New(Options{Config: h.cfg, GPUs: h.mgr, Runtimes: []workload.Runtime{h.rt}})
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), dir) {
 				t.Errorf("got %v, want an error naming the file and %q", err, tc.want)
 			}
@@ -239,7 +239,7 @@ func TestStaleTempFilesRemovedAtStart(t *testing.T) {
 
 	core, logs := observer.New(zap.DebugLevel)
 	_, err := New(Options{Config: testConfig(dir), GPUs: staticGPUs{{Info: nvml.Info{UUID: "GPU-0"}}},
-		Runtimes: []runtime.Runtime{runtime.NewSim(runtime.SimOptions{})}, Clock: fakeclock.New(epoch), Log: zap.New(core)})
+		Runtimes: []workload.Runtime{workload.NewSim(workload.SimOptions{})}, Clock: fakeclock.New(epoch), Log: zap.New(core)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -13,11 +14,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hashgate/proxyd/gpuproc"
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/internal/logkeep"
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // Clock tells the time; tests pass a fake one.
@@ -45,18 +45,25 @@ type healthNotifier interface {
 	Subscribe() *nvml.Subscription
 }
 
+// DefaultListTimeout bounds a runtime's List when Options.ListTimeout is 0
+// (twice the docker runtime's default API timeout).
+const DefaultListTimeout = time.Minute
+
 // Options build a Switcher.
 type Options struct {
-	Config config.Switcher
-	// Contracts are the config file's [[contract]] tables.
-	Contracts []config.Contract
+	Config Config
+	// Contracts are the contracts declared in the config file.
+	Contracts []Contract
 	GPUs      GPUSource
 	// Runtimes run the workloads, one per kind; every runtime a configured
 	// workload names must be here.
-	Runtimes []runtime.Runtime
+	Runtimes []workload.Runtime
 	Clock    Clock
 	Log      *zap.Logger
 	Metrics  *Metrics
+	// ListTimeout bounds each runtime's List when the switcher reconciles
+	// its state with the GPUs (0: DefaultListTimeout).
+	ListTimeout time.Duration
 	// FeedClient polls the demand feed (nil: a client with a 10 s timeout).
 	FeedClient *http.Client
 	// Events is the journal decisions and transitions go to (the daemon's,
@@ -75,14 +82,15 @@ type Options struct {
 // Build it with New, then Run it (the daemon component does); tests drive
 // it with step.
 type Switcher struct {
-	gpus       GPUSource
-	rts        map[string]runtime.Runtime
-	clock      Clock
-	log        *zap.Logger
-	metrics    *Metrics
-	store      *store
-	feedClient *http.Client
-	journal    *events.Log
+	gpus        GPUSource
+	rts         map[string]workload.Runtime
+	clock       Clock
+	log         *zap.Logger
+	metrics     *Metrics
+	store       *store
+	feedClient  *http.Client
+	journal     *events.Log
+	listTimeout time.Duration
 
 	results chan opResult // ops → loop; capacity ≥ GPUs (one op per GPU)
 	wake    chan struct{} // capacity 1: "reconcile now"
@@ -93,9 +101,9 @@ type Switcher struct {
 	// mu guards every field below and every gpuRec. Runtimes and NVML are
 	// never called with mu held.
 	mu           sync.Mutex
-	cfg          config.Switcher
-	specs        map[string]runtime.Spec // AI workloads by name
-	mining       *runtime.Spec
+	cfg          Config
+	specs        map[string]workload.Spec // AI workloads by name
+	mining       *workload.Spec
 	cfgContracts []Contract
 	apiContracts map[string]Contract
 	feed         *feedSnapshot
@@ -133,7 +141,7 @@ type gpuRec struct {
 	notFree      string // why the last sample was not free
 	foreignPolls int    // consecutive samples with processes on an idle GPU
 
-	status     *runtime.Status // last status of the workload (this state)
+	status     *workload.Status // last status of the workload (this state)
 	statusErr  error
 	lastStatus time.Time
 	startErr   error
@@ -182,14 +190,18 @@ func New(o Options) (*Switcher, error) {
 	if o.Events == nil {
 		o.Events = events.New(0)
 	}
+	if o.ListTimeout <= 0 {
+		o.ListTimeout = DefaultListTimeout
+	}
 	s := &Switcher{
 		gpus:         o.GPUs,
-		rts:          map[string]runtime.Runtime{},
+		rts:          map[string]workload.Runtime{},
 		clock:        o.Clock,
 		log:          o.Log,
 		metrics:      o.Metrics,
 		feedClient:   o.FeedClient,
 		journal:      o.Events,
+		listTimeout:  o.ListTimeout,
 		wake:         make(chan struct{}, 1),
 		apiContracts: map[string]Contract{},
 		recs:         map[string]*gpuRec{},
@@ -255,24 +267,25 @@ func New(o Options) (*Switcher, error) {
 }
 
 // setConfig installs the live-changeable config. Callers hold mu or own s.
-func (s *Switcher) setConfig(cfg config.Switcher, contracts []config.Contract) error {
-	specs := map[string]runtime.Spec{}
+func (s *Switcher) setConfig(cfg Config, contracts []Contract) error {
+	specs := map[string]workload.Spec{}
 	for name, w := range cfg.Workloads() {
 		if _, ok := s.rts[w.Runtime]; !ok {
 			return fmt.Errorf("switcher: workload %q uses runtime %q, which is not available", name, w.Runtime)
 		}
-		specs[name] = runtime.Spec{Name: name, Workload: w}
+		specs[name] = workload.Spec{Name: name, Definition: w}
 	}
-	var mining *runtime.Spec
+	var mining *workload.Spec
 	if w, ok := cfg.MiningWorkload(); ok {
 		if _, ok := s.rts[w.Runtime]; !ok {
 			return fmt.Errorf("switcher: [switcher.mining] uses runtime %q, which is not available", w.Runtime)
 		}
-		mining = &runtime.Spec{Name: runtime.MiningWorkload, Workload: w}
+		mining = &workload.Spec{Name: workload.MiningWorkload, Definition: w}
 	}
 	cs := make([]Contract, len(contracts))
 	for i, c := range contracts {
-		cs[i] = FromConfig(c)
+		c.Pin = slices.Clone(c.Pin)
+		cs[i] = c
 	}
 	s.cfg, s.specs, s.mining, s.cfgContracts = cfg, specs, mining, cs
 	return nil
@@ -280,14 +293,14 @@ func (s *Switcher) setConfig(cfg config.Switcher, contracts []config.Contract) e
 
 // specFor returns the spec of a workload by name; ok is false for a
 // workload no longer configured (a fallback that can still stop it).
-func (s *Switcher) specFor(name, runtimeKind string) (runtime.Spec, bool) {
-	if name == runtime.MiningWorkload && s.mining != nil {
+func (s *Switcher) specFor(name, runtimeKind string) (workload.Spec, bool) {
+	if name == workload.MiningWorkload && s.mining != nil {
 		return *s.mining, true
 	}
 	if sp, ok := s.specs[name]; ok {
 		return sp, true
 	}
-	return runtime.Spec{Name: name, Workload: config.Workload{Runtime: runtimeKind, StopTimeout: config.Duration(30 * time.Second)}}, false
+	return workload.Spec{Name: name, Definition: workload.Definition{Runtime: runtimeKind, StopTimeout: 30 * time.Second}}, false
 }
 
 // Wake asks the loop for a pass now.
@@ -322,7 +335,7 @@ func (s *Switcher) Run(ctx context.Context, beat func()) {
 		defer func() { <-feedDone }()
 	}
 	s.mu.Lock()
-	interval := s.cfg.ReconcileInterval.D()
+	interval := s.cfg.ReconcileInterval
 	s.mu.Unlock()
 	t := time.NewTicker(interval)
 	defer t.Stop()

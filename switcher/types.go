@@ -7,9 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/switcher/runtime"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // State is where a GPU stands in its switch between mining and AI work.
@@ -119,9 +118,9 @@ type GPUStatus struct {
 	NotFree string `json:"not_free,omitempty"`
 	// ProofOfStart says what a started workload still lacks to count as
 	// running (no process of it on the GPU yet).
-	ProofOfStart string          `json:"proof_of_start,omitempty"`
-	Cordon       *Cordon         `json:"cordon"`
-	Handle       *runtime.Handle `json:"workload_handle,omitempty"`
+	ProofOfStart string           `json:"proof_of_start,omitempty"`
+	Cordon       *Cordon          `json:"cordon"`
+	Handle       *workload.Handle `json:"workload_handle,omitempty"`
 	// PowerSnapshot is the power limit the GPU had before its first
 	// profile, restored exactly when it goes idle.
 	PowerSnapshot *nvml.PowerSnapshot `json:"power_snapshot,omitempty"`
@@ -146,21 +145,15 @@ type Event struct {
 // Contract is a demand for GPUs, declared by id: putting the same contract
 // again changes nothing.
 type Contract struct {
-	ID                 string          `json:"id"`
-	GPUs               int             `json:"gpus"`
-	Start              time.Time       `json:"start"`
-	End                time.Time       `json:"end"`
-	PriceUSDPerGPUHour float64         `json:"price_usd_per_gpu_hour"`
-	Priority           int             `json:"priority"`
-	Workload           string          `json:"workload"`
-	Pin                []string        `json:"pin,omitempty"`
-	LeadTime           config.Duration `json:"lead_time"`
-}
-
-// FromConfig converts a [[contract]] table.
-func FromConfig(c config.Contract) Contract {
-	return Contract{ID: c.ID, GPUs: c.GPUs, Start: c.Start, End: c.End, PriceUSDPerGPUHour: c.PriceUSDPerGPUHour,
-		Priority: c.Priority, Workload: c.Workload, Pin: slices.Clone(c.Pin), LeadTime: c.LeadTime}
+	ID                 string    `json:"id"`
+	GPUs               int       `json:"gpus"`
+	Start              time.Time `json:"start"`
+	End                time.Time `json:"end"`
+	PriceUSDPerGPUHour float64   `json:"price_usd_per_gpu_hour"`
+	Priority           int       `json:"priority"`
+	Workload           string    `json:"workload"`
+	Pin                []string  `json:"pin,omitempty"`
+	LeadTime           Duration  `json:"lead_time"`
 }
 
 // ActiveAt reports whether the contract wants its GPUs at now: from its

@@ -44,6 +44,10 @@ type Config struct {
 
 	// Path is the file this config was read from ("" when parsed from memory).
 	Path string `toml:"-"`
+
+	// deprecations are the deprecated keys the file uses; Warnings lists
+	// them first.
+	deprecations []Warning
 }
 
 // Default returns the configuration used for every key a file leaves out.
@@ -101,7 +105,11 @@ func Parse(data []byte) (*Config, error) {
 		// The decoder may quote what it choked on; that may be a URL.
 		return nil, errors.New(redact.String(decodeError(err).Error()))
 	}
-	v := &validator{src: src}
+	v := &validator{src: src, legacy: map[string]string{}, subtables: map[string]bool{}}
+	legacy, err := migrateLegacy(src, md, cfg, v)
+	if err != nil {
+		return nil, errors.New(redact.String(err.Error()))
+	}
 	for _, p := range cfg.Pools {
 		v.secretURL(p.URL)
 	}
@@ -110,12 +118,15 @@ func Parse(data []byte) (*Config, error) {
 	// Unknown keys and bad values are reported together, so one run of
 	// check-config shows every problem in the file.
 	for _, k := range md.Undecoded() {
-		v.errs = append(v.errs, unknownKey(src, k))
+		if !legacy(k) {
+			v.errs = append(v.errs, unknownKey(src, k))
+		}
 	}
 	cfg.validate(v)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	cfg.deprecations = v.warns
 	return cfg, nil
 }
 

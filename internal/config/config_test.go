@@ -214,6 +214,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(""))
 	f.Add([]byte("[http]\nlisten = \"127.0.0.1:70000\"\n"))
 	f.Add([]byte("[[server]]\nname=\"f\"\nlisten=\":3333\"\n[[pool]]\nname=\"p\"\nurl=\"stratum+tcp://h:1\"\nuser=\"u\"\n"))
+	// A workload in the sub-table shape and one in the deprecated flat shape.
+	f.Add([]byte("[switcher.workload.x]\nruntime=\"docker\"\n[switcher.workload.x.docker]\nimage=\"i\"\n"))
+	f.Add([]byte("[switcher.mining]\nruntime=\"simulated\"\nsim_load=0.5\n[switcher.mining.simulated]\nload=0.6\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {

@@ -196,29 +196,46 @@ type Workload struct {
 	// for workloads that open no GPU context until their first request.
 	ProofOfStart string `toml:"proof_of_start"`
 
-	// docker
+	// The runtime's own keys sit in a sub-table named after it:
+	// [switcher.mining.exec], [switcher.workload.<name>.docker]. A
+	// sub-table of another runtime is an error. The flat keys of earlier
+	// versions (image = ... in the workload's own table) still load, with a
+	// deprecation warning (legacy.go).
+	Docker    *DockerWorkload    `toml:"docker"`
+	Exec      *ExecWorkload      `toml:"exec"`
+	Simulated *SimulatedWorkload `toml:"simulated"`
+}
+
+// DockerWorkload is a docker workload's [...docker] sub-table.
+type DockerWorkload struct {
 	Image   string   `toml:"image"`
 	Cmd     []string `toml:"cmd"`
 	Env     []string `toml:"env"`
 	Binds   []string `toml:"binds"`
 	Network string   `toml:"network"`
+}
 
-	// exec: argv lists (no shell) with placeholders {gpu_uuid},
-	// {gpu_index}, {contract}, {workload}, {port}. status_command exits 0
-	// while the workload runs; kill_command (optional) forces it off.
+// ExecWorkload is an exec workload's [...exec] sub-table: argv lists (no
+// shell) with placeholders {gpu_uuid}, {gpu_index}, {contract},
+// {workload}, {port}. status_command exits 0 while the workload runs;
+// kill_command (optional) forces it off.
+type ExecWorkload struct {
 	StartCommand   []string `toml:"start_command"`
 	StopCommand    []string `toml:"stop_command"`
 	StatusCommand  []string `toml:"status_command"`
 	KillCommand    []string `toml:"kill_command"`
 	CommandTimeout Duration `toml:"command_timeout"`
+}
 
-	// simulated: what the workload does to its simulated GPU.
-	SimMemoryMiB  int      `toml:"sim_memory_mib"`
-	SimLoad       float64  `toml:"sim_load"`
-	SimStartDelay Duration `toml:"sim_start_delay"`
-	SimReadyDelay Duration `toml:"sim_ready_delay"`
-	SimStopDelay  Duration `toml:"sim_stop_delay"`
-	SimNeverReady bool     `toml:"sim_never_ready"`
+// SimulatedWorkload is a simulated workload's [...simulated] sub-table:
+// what it does to its simulated GPU.
+type SimulatedWorkload struct {
+	MemoryMiB  int      `toml:"memory_mib"`
+	Load       float64  `toml:"load"`
+	StartDelay Duration `toml:"start_delay"`
+	ReadyDelay Duration `toml:"ready_delay"`
+	StopDelay  Duration `toml:"stop_delay"`
+	NeverReady bool     `toml:"never_ready"`
 }
 
 // Workloads returns the named AI workloads (never nil).
@@ -275,6 +292,16 @@ func defaultSwitcher() Switcher {
 	}
 }
 
+// cloneOrNew returns a copy of *p, or a new zero value when p is nil: a
+// workload's defaults never write through a pointer another copy shares.
+func cloneOrNew[T any](p *T) *T {
+	var c T
+	if p != nil {
+		c = *p
+	}
+	return &c
+}
+
 // applyDefaults fills a workload's unset keys.
 func (w *Workload) applyDefaults() {
 	setIf(&w.StopTimeout, Duration(30*time.Second))
@@ -292,15 +319,19 @@ func (w *Workload) applyDefaults() {
 	}
 	switch w.Runtime {
 	case RuntimeDocker:
-		setIf(&w.Network, "host")
+		w.Docker = cloneOrNew(w.Docker)
+		setIf(&w.Docker.Network, "host")
 	case RuntimeExec:
-		setIf(&w.CommandTimeout, Duration(30*time.Second))
+		w.Exec = cloneOrNew(w.Exec)
+		setIf(&w.Exec.CommandTimeout, Duration(30*time.Second))
 	case RuntimeSimulated:
-		setIf(&w.SimMemoryMiB, 8192)
-		setIf(&w.SimLoad, 0.9)
-		setIf(&w.SimStartDelay, Duration(2*time.Second))
-		setIf(&w.SimReadyDelay, Duration(5*time.Second))
-		setIf(&w.SimStopDelay, Duration(time.Second))
+		w.Simulated = cloneOrNew(w.Simulated)
+		sim := w.Simulated
+		setIf(&sim.MemoryMiB, 8192)
+		setIf(&sim.Load, 0.9)
+		setIf(&sim.StartDelay, Duration(2*time.Second))
+		setIf(&sim.ReadyDelay, Duration(5*time.Second))
+		setIf(&sim.StopDelay, Duration(time.Second))
 	}
 }
 
@@ -407,73 +438,86 @@ func (w *Workload) validate(v *validator, key string) {
 	// Keys that belong to another runtime are errors: a docker image on an
 	// exec workload would be silently ignored otherwise. (applyDefaults
 	// fills only the keys of the workload's own runtime.)
+	d, e, sim := deref(w.Docker), deref(w.Exec), deref(w.Simulated)
 	for _, f := range []struct {
 		runtime, name string
 		set           bool
 	}{
-		{RuntimeDocker, "image", w.Image != ""},
-		{RuntimeDocker, "cmd", len(w.Cmd) > 0},
-		{RuntimeDocker, "env", len(w.Env) > 0},
-		{RuntimeDocker, "binds", len(w.Binds) > 0},
-		{RuntimeDocker, "network", w.Network != ""},
-		{RuntimeExec, "start_command", len(w.StartCommand) > 0},
-		{RuntimeExec, "stop_command", len(w.StopCommand) > 0},
-		{RuntimeExec, "status_command", len(w.StatusCommand) > 0},
-		{RuntimeExec, "kill_command", len(w.KillCommand) > 0},
-		{RuntimeExec, "command_timeout", w.CommandTimeout != 0},
-		{RuntimeSimulated, "sim_memory_mib", w.SimMemoryMiB != 0},
-		{RuntimeSimulated, "sim_load", w.SimLoad != 0},
-		{RuntimeSimulated, "sim_start_delay", w.SimStartDelay != 0},
-		{RuntimeSimulated, "sim_ready_delay", w.SimReadyDelay != 0},
-		{RuntimeSimulated, "sim_stop_delay", w.SimStopDelay != 0},
-		{RuntimeSimulated, "sim_never_ready", w.SimNeverReady},
+		{RuntimeDocker, "image", d.Image != ""},
+		{RuntimeDocker, "cmd", len(d.Cmd) > 0},
+		{RuntimeDocker, "env", len(d.Env) > 0},
+		{RuntimeDocker, "binds", len(d.Binds) > 0},
+		{RuntimeDocker, "network", d.Network != ""},
+		{RuntimeExec, "start_command", len(e.StartCommand) > 0},
+		{RuntimeExec, "stop_command", len(e.StopCommand) > 0},
+		{RuntimeExec, "status_command", len(e.StatusCommand) > 0},
+		{RuntimeExec, "kill_command", len(e.KillCommand) > 0},
+		{RuntimeExec, "command_timeout", e.CommandTimeout != 0},
+		{RuntimeSimulated, "memory_mib", sim.MemoryMiB != 0},
+		{RuntimeSimulated, "load", sim.Load != 0},
+		{RuntimeSimulated, "start_delay", sim.StartDelay != 0},
+		{RuntimeSimulated, "ready_delay", sim.ReadyDelay != 0},
+		{RuntimeSimulated, "stop_delay", sim.StopDelay != 0},
+		{RuntimeSimulated, "never_ready", sim.NeverReady},
 	} {
 		if f.set && f.runtime != w.Runtime && w.Runtime != "" {
-			v.addf(k(f.name), "belongs to runtime %q, but this workload's runtime is %q", f.runtime, w.Runtime)
+			v.addf(v.runtimeKey(key, f.runtime, f.name), "belongs to runtime %q, but this workload's runtime is %q", f.runtime, w.Runtime)
 		}
 	}
 
+	rk := func(name string) string { return v.runtimeKey(key, w.Runtime, name) }
+	// in says where a missing key goes.
+	in := fmt.Sprintf(" (in [%s.%s])", key, w.Runtime)
 	switch w.Runtime {
 	case RuntimeDocker:
-		if w.Image == "" {
-			v.addf(k("image"), "a docker workload needs an image")
+		if d.Image == "" {
+			v.addf(rk("image"), "a docker workload needs an image%s", in)
 		}
-		for _, e := range w.Env {
+		for _, e := range d.Env {
 			if !strings.Contains(e, "=") {
-				v.addf(k("env"), "%q is not NAME=value", e)
+				v.addf(rk("env"), "%q is not NAME=value", e)
 			}
 		}
-		for _, b := range w.Binds {
+		for _, b := range d.Binds {
 			if parts := strings.Split(b, ":"); len(parts) < 2 || !filepath.IsAbs(parts[0]) {
-				v.addf(k("binds"), "%q is not /host/path:/container/path[:ro]", b)
+				v.addf(rk("binds"), "%q is not /host/path:/container/path[:ro]", b)
 			}
 		}
-		checkPlaceholders(v, k("cmd"), w.Cmd)
-		checkPlaceholders(v, k("env"), w.Env)
+		checkPlaceholders(v, rk("cmd"), d.Cmd)
+		checkPlaceholders(v, rk("env"), d.Env)
 	case RuntimeExec:
 		for _, c := range []struct {
 			name     string
 			argv     []string
 			required bool
 		}{
-			{"start_command", w.StartCommand, true},
-			{"stop_command", w.StopCommand, true},
-			{"status_command", w.StatusCommand, true},
-			{"kill_command", w.KillCommand, false},
+			{"start_command", e.StartCommand, true},
+			{"stop_command", e.StopCommand, true},
+			{"status_command", e.StatusCommand, true},
+			{"kill_command", e.KillCommand, false},
 		} {
 			if c.required && (len(c.argv) == 0 || c.argv[0] == "") {
-				v.addf(k(c.name), "an exec workload needs %s: an argv list run without a shell, e.g. %s", c.name, execExamples[c.name])
+				v.addf(rk(c.name), "an exec workload needs %s: an argv list run without a shell, e.g. %s%s", c.name, execExamples[c.name], in)
 			}
-			checkPlaceholders(v, k(c.name), c.argv)
+			checkPlaceholders(v, rk(c.name), c.argv)
 		}
-		durationRange(v, k("command_timeout"), w.CommandTimeout, time.Millisecond, time.Hour)
+		durationRange(v, rk("command_timeout"), e.CommandTimeout, time.Millisecond, time.Hour)
 	case RuntimeSimulated:
-		v.intRange(k("sim_memory_mib"), int64(w.SimMemoryMiB), 1, 1<<20)
-		v.floatRange(k("sim_load"), w.SimLoad, 0, 1)
-		durationRange(v, k("sim_start_delay"), w.SimStartDelay, 0, time.Hour)
-		durationRange(v, k("sim_ready_delay"), w.SimReadyDelay, 0, time.Hour)
-		durationRange(v, k("sim_stop_delay"), w.SimStopDelay, 0, time.Hour)
+		v.intRange(rk("memory_mib"), int64(sim.MemoryMiB), 1, 1<<20)
+		v.floatRange(rk("load"), sim.Load, 0, 1)
+		durationRange(v, rk("start_delay"), sim.StartDelay, 0, time.Hour)
+		durationRange(v, rk("ready_delay"), sim.ReadyDelay, 0, time.Hour)
+		durationRange(v, rk("stop_delay"), sim.StopDelay, 0, time.Hour)
 	}
+}
+
+// deref returns *p, or the zero value for nil.
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
 }
 
 func (w *Workload) validateWarmup(v *validator, k func(string) string) {

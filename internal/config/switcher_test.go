@@ -125,19 +125,19 @@ func TestSwitcherWorkloadDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, ok := c.Switcher.MiningWorkload()
-	if !ok || m.CommandTimeout.D() != 30*time.Second || m.StopTimeout.D() != 30*time.Second || m.Readiness != ReadinessRunning {
+	if !ok || m.Exec == nil || m.Exec.CommandTimeout.D() != 30*time.Second || m.StopTimeout.D() != 30*time.Second || m.Readiness != ReadinessRunning {
 		t.Errorf("mining %+v", m)
 	}
 	ws := c.Switcher.Workloads()
 	v := ws["vllm"]
-	if v.Network != "host" || v.ReadinessPath != "/health" || v.ReadinessStatus != 200 || v.PowerLimitW != 300 || v.CommandTimeout != 0 {
+	if v.Docker == nil || v.Docker.Network != "host" || v.ReadinessPath != "/health" || v.ReadinessStatus != 200 || v.PowerLimitW != 300 || v.Exec != nil {
 		t.Errorf("vllm %+v", v)
 	}
 	if v.Warmup != "" || v.WarmupTimeout != 0 {
 		t.Errorf("vllm has a warm-up by default: %+v", v)
 	}
 	s := ws["sim"]
-	if s.SimMemoryMiB != 8192 || s.SimReadyDelay.D() != 5*time.Second || s.Network != "" {
+	if s.Simulated == nil || s.Simulated.MemoryMiB != 8192 || s.Simulated.ReadyDelay.D() != 5*time.Second || s.Docker != nil {
 		t.Errorf("sim %+v", s)
 	}
 	if !strings.Contains(c.Summary(), "switcher off") {
@@ -159,12 +159,18 @@ func TestExampleSwitcherBlocksAreValid(t *testing.T) {
 	var doc []string
 	in := false
 	found := 0
+	block := "" // the header of the current example block
 	for _, line := range strings.Split(string(data), "\n") {
 		body, commented := strings.CutPrefix(line, "# ")
 		switch {
+		case commented && block != "" && strings.HasPrefix(body, strings.TrimSuffix(block, "]")+"."):
+			// A runtime sub-table belongs to the workload above it.
+			in = true
+			doc = append(doc, body)
 		case commented && (strings.HasPrefix(body, "[switcher.") || strings.HasPrefix(body, "[[contract]]")):
 			in = true
 			found++
+			block = body
 			doc = append(doc, body)
 		case in && commented && strings.Contains(body, " = "):
 			doc = append(doc, body)

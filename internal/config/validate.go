@@ -15,6 +15,13 @@ import (
 type validator struct {
 	src  string
 	errs []string
+	// warns are deprecations found while decoding (legacy.go).
+	warns []Warning
+	// legacy maps a workload's runtime sub-table key to the flat key the
+	// file set it with; subtables holds the runtime sub-tables the file
+	// has ("switcher.workload.x.docker"). See runtimeKey.
+	legacy    map[string]string
+	subtables map[string]bool
 	// urls are the config's URL values that carry credentials or query
 	// values; no message may quote them whole (see addf).
 	urls []string

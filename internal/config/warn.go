@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,7 +25,7 @@ func (w Warning) String() string { return fmt.Sprintf("key %q: %s", w.Key, w.Mes
 // Warnings lists the config's suspicious values; now decides which
 // contracts have already ended. URLs in the messages are redacted.
 func (c *Config) Warnings(now time.Time) []Warning {
-	var ws []Warning
+	ws := slices.Clone(c.deprecations)
 	add := func(key, format string, args ...any) {
 		ws = append(ws, Warning{Key: key, Message: redact.String(fmt.Sprintf(format, args...))})
 	}

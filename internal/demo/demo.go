@@ -27,12 +27,12 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hashgate/proxyd/internal/components"
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/internal/logging"
 	"github.com/hashgate/proxyd/stratum/proxy"
 	"github.com/hashgate/proxyd/stratum/stratumsim"
-	"github.com/hashgate/proxyd/switcher"
 )
 
 // Defaults for Options. The simulated miners really hash: a share at
@@ -274,7 +274,7 @@ func Start(ctx context.Context, o Options) (_ *Site, err error) {
 	}
 	// The real switcher on the simulated GPUs and runtime; its state lives
 	// in the demo's private temporary directory.
-	cfg.Switcher = switcher.DemoConfig(filepath.Join(s.tokenDir, "switcher"))
+	cfg.Switcher = components.DemoSwitcher(filepath.Join(s.tokenDir, "switcher"))
 	// Its state dies with the temporary directory: the events journal stays
 	// in memory (the API says "durable": false).
 	cfg.Log.EventsFileMiB = 0

@@ -23,7 +23,7 @@ import (
 
 // factories is the binary's list without the switcher: most tests here
 // need only the proxy and the GPUs.
-func factories() []daemon.Factory { return []daemon.Factory{nvml.Factory, proxy.Factory} }
+func factories() []daemon.Factory { return []daemon.Factory{components.GPU, proxy.Factory} }
 
 // testOptions is a small, fast site on free ports.
 func testOptions() Options {
@@ -310,7 +310,7 @@ func TestStartFailures(t *testing.T) {
 			var e *AddrInUseError
 			return errors.As(err, &e) && e.What == "stratum"
 		}},
-		{"no proxy component", func(o *Options) { o.Factories = []daemon.Factory{nvml.Factory} }, func(err error) bool {
+		{"no proxy component", func(o *Options) { o.Factories = []daemon.Factory{components.GPU} }, func(err error) bool {
 			return strings.Contains(err.Error(), "no Stratum proxy")
 		}},
 		{"no factories", func(o *Options) { o.Factories = nil }, func(err error) bool {

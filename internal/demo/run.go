@@ -207,7 +207,8 @@ func (s *Site) printf(format string, args ...any) {
 // switcher in this build.
 func (s *Site) placeContract() bool {
 	for _, c := range s.comps {
-		sc, ok := c.(*switcher.Component)
+		// The wiring wraps the switcher's component; ask for what it promotes.
+		sc, ok := c.(interface{ Switcher() *switcher.Switcher })
 		if !ok {
 			continue
 		}

@@ -76,8 +76,9 @@ func summarizeGPUs(comps []daemon.Component) GPUSummary {
 	var s GPUSummary
 	found := false
 	for _, c := range comps {
+		// The wiring wraps the libraries' components: match what they promote.
 		switch c := c.(type) {
-		case *switcher.Component:
+		case interface{ Summary() switcher.Summary }:
 			sum := c.Summary()
 			if len(sum.States) > 0 {
 				s.States = map[string]int{}
@@ -85,7 +86,7 @@ func summarizeGPUs(comps []daemon.Component) GPUSummary {
 					s.States[string(st)] = n
 				}
 			}
-		case *nvml.Component:
+		case interface{ Manager() *nvml.Manager }:
 			found = true
 			m := c.Manager()
 			if m == nil {

@@ -1,11 +1,10 @@
-package runtime
+package workload
 
 import (
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/nvml/nvmlsim"
 	"github.com/hashgate/proxyd/switcher/internal/fakeclock"
 )
@@ -15,8 +14,8 @@ func TestSimWorkloadShowsOnItsGPU(t *testing.T) {
 	srv := nvmlsim.New(nvmlsim.Options{AfterFunc: clock.AfterFunc})
 	rt := NewSim(SimOptions{Server: srv, Now: clock.Now})
 	u := srv.UUIDs()[0]
-	spec := Spec{Name: "llm", Workload: config.Workload{Runtime: config.RuntimeSimulated, SimMemoryMiB: 1024, SimLoad: 1,
-		SimStartDelay: config.Duration(2 * time.Second), SimReadyDelay: config.Duration(5 * time.Second), SimStopDelay: config.Duration(time.Second)}}
+	spec := Spec{Name: "llm", Definition: Definition{Runtime: KindSimulated, Params: SimParams{MemoryMiB: 1024, Load: 1,
+		StartDelay: 2 * time.Second, ReadyDelay: 5 * time.Second, StopDelay: time.Second}}}
 	in := Instance{Workload: "llm", Contract: "c", GPUUUID: u}
 	h, err := rt.Start(t.Context(), spec, in)
 	if err != nil {

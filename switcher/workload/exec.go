@@ -1,4 +1,4 @@
-package runtime
+package workload
 
 import (
 	"bytes"
@@ -123,7 +123,8 @@ func (e *Exec) run(ctx context.Context, what string, argv []string, timeout time
 
 // Start implements Runtime: start_command must exit 0.
 func (e *Exec) Start(ctx context.Context, spec Spec, in Instance) (Handle, error) {
-	res, err := e.run(ctx, "start_command", ExpandAll(spec.StartCommand, spec, in), spec.CommandTimeout.D(), in)
+	ep := ParamsOf[ExecParams](spec.Definition)
+	res, err := e.run(ctx, "start_command", ExpandAll(ep.StartCommand, spec, in), ep.CommandTimeout, in)
 	if err != nil {
 		return Handle{}, fmt.Errorf("starting %s: %w", in, err)
 	}
@@ -135,10 +136,11 @@ func (e *Exec) Start(ctx context.Context, spec Spec, in Instance) (Handle, error
 
 // Status implements Runtime: status_command exit 0 means running.
 func (e *Exec) Status(ctx context.Context, spec Spec, h Handle) (Status, error) {
-	if len(spec.StatusCommand) == 0 {
+	ep := ParamsOf[ExecParams](spec.Definition)
+	if len(ep.StatusCommand) == 0 {
 		return Status{}, fmt.Errorf("%s: workload %q is no longer configured; check it by hand", h.Instance, h.Workload)
 	}
-	res, err := e.run(ctx, "status_command", ExpandAll(spec.StatusCommand, spec, h.Instance), spec.CommandTimeout.D(), h.Instance)
+	res, err := e.run(ctx, "status_command", ExpandAll(ep.StatusCommand, spec, h.Instance), ep.CommandTimeout, h.Instance)
 	if err != nil {
 		return Status{}, fmt.Errorf("status of %s: %w", h.Instance, err)
 	}
@@ -157,11 +159,12 @@ func (e *Exec) Status(ctx context.Context, spec Spec, h Handle) (Status, error) 
 // With force and no kill_command, the processes carrying the handle's
 // marker are killed (see Exec); stop_command runs only when none does.
 func (e *Exec) Stop(ctx context.Context, spec Spec, h Handle, force bool) error {
-	what, argv := "stop_command", spec.StopCommand
-	if force && len(spec.KillCommand) > 0 {
-		what, argv = "kill_command", spec.KillCommand
+	ep := ParamsOf[ExecParams](spec.Definition)
+	what, argv := "stop_command", ep.StopCommand
+	if force && len(ep.KillCommand) > 0 {
+		what, argv = "kill_command", ep.KillCommand
 	}
-	if force && len(spec.KillCommand) == 0 && h.Marker() != "" {
+	if force && len(ep.KillCommand) == 0 && h.Marker() != "" {
 		done, err := e.killMarked(ctx, spec, h)
 		if done || err != nil {
 			return err
@@ -170,7 +173,7 @@ func (e *Exec) Stop(ctx context.Context, spec Spec, h Handle, force bool) error 
 	if len(argv) == 0 {
 		return fmt.Errorf("%s: workload %q is no longer configured; stop it by hand", h.Instance, h.Workload)
 	}
-	res, err := e.run(ctx, what, ExpandAll(argv, spec, h.Instance), spec.CommandTimeout.D()+spec.StopTimeout.D(), h.Instance)
+	res, err := e.run(ctx, what, ExpandAll(argv, spec, h.Instance), ep.CommandTimeout+spec.StopTimeout, h.Instance)
 	if err != nil {
 		return fmt.Errorf("stopping %s: %w", h.Instance, err)
 	}
@@ -183,6 +186,7 @@ func (e *Exec) Stop(ctx context.Context, spec Spec, h Handle, force bool) error 
 // killMarked SIGKILLs the handle's marked processes and waits until they
 // are gone; done is false when none carries the marker.
 func (e *Exec) killMarked(ctx context.Context, spec Spec, h Handle) (done bool, err error) {
+	ep := ParamsOf[ExecParams](spec.Definition)
 	res, err := e.procs.KillMarked(h.Marker(), h.PGID)
 	fields := []zap.Field{zap.String("gpu", h.GPUUUID), zap.String("workload", h.Workload), zap.String("marker", h.Marker()),
 		zap.Int("pgid", h.PGID), zap.Ints("killed", res.Killed), zap.Ints("spared_unmarked", res.Spared)}
@@ -195,7 +199,7 @@ func (e *Exec) killMarked(ctx context.Context, spec Spec, h Handle) (done bool, 
 		return false, nil
 	}
 	e.log.Info("forced stop: SIGKILL sent to the workload's processes", fields...)
-	wctx, cancel := context.WithTimeout(ctx, spec.CommandTimeout.D()+spec.StopTimeout.D())
+	wctx, cancel := context.WithTimeout(ctx, ep.CommandTimeout+spec.StopTimeout)
 	defer cancel()
 	if left := e.procs.WaitGone(wctx, res.Killed, 20*time.Millisecond); len(left) > 0 {
 		return true, fmt.Errorf("killing %s: pid(s) %v still run after SIGKILL (stuck in the kernel?)", h.Instance, left)
@@ -222,7 +226,8 @@ func (e *Exec) List(ctx context.Context, q ListQuery) ([]Listed, error) {
 	slices.Sort(names)
 	for _, n := range names {
 		spec := q.Specs[n]
-		if spec.Runtime != KindExec || slices.ContainsFunc(spec.StatusCommand, func(a string) bool { return strings.Contains(a, "{contract}") }) {
+		ep := ParamsOf[ExecParams](spec.Definition)
+		if spec.Runtime != KindExec || slices.ContainsFunc(ep.StatusCommand, func(a string) bool { return strings.Contains(a, "{contract}") }) {
 			continue
 		}
 		for _, g := range q.GPUs {
@@ -244,7 +249,8 @@ func (e *Exec) List(ctx context.Context, q ListQuery) ([]Listed, error) {
 		if !ok {
 			continue
 		}
-		res, err := e.run(ctx, "status_command", ExpandAll(spec.StatusCommand, spec, in), spec.CommandTimeout.D(), in)
+		ep := ParamsOf[ExecParams](spec.Definition)
+		res, err := e.run(ctx, "status_command", ExpandAll(ep.StatusCommand, spec, in), ep.CommandTimeout, in)
 		if err != nil {
 			return nil, fmt.Errorf("listing exec workloads: %w", err)
 		}

@@ -1,4 +1,4 @@
-package runtime
+package workload
 
 import (
 	"context"
@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // fakeDocker is an httptest fake of the Docker Engine API, enough of it for
@@ -213,7 +211,7 @@ func (f *fakeDocker) serve(w http.ResponseWriter, r *http.Request) {
 
 func newTestDocker(t *testing.T, f *fakeDocker, mode string) *Docker {
 	t.Helper()
-	d, err := NewDocker(DockerOptions{Config: config.SwitcherDocker{Host: f.host(), DeviceMode: mode, APITimeout: config.Duration(5 * time.Second)},
+	d, err := NewDocker(DockerOptions{Host: f.host(), DeviceMode: mode, APITimeout: time.Duration(5 * time.Second),
 		Log: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -223,10 +221,10 @@ func newTestDocker(t *testing.T, f *fakeDocker, mode string) *Docker {
 }
 
 func vllmSpec() Spec {
-	return Spec{Name: "vllm", Workload: config.Workload{Runtime: config.RuntimeDocker, Image: "vllm/vllm-openai:v0.6.3",
+	return Spec{Name: "vllm", Definition: Definition{Runtime: KindDocker, Params: DockerParams{Image: "vllm/vllm-openai:v0.6.3",
 		Cmd: []string{"--model", "m", "--port", "{port}", "--served-model-name", "{contract}"}, Env: []string{"GPU={gpu_uuid}", "IDX={gpu_index}"},
-		Binds: []string{"/models:/models:ro"}, Network: "host", StopTimeout: config.Duration(90 * time.Second),
-		Readiness: config.ReadinessRunning, Port: 8000, PortPerGPU: true}}
+		Binds: []string{"/models:/models:ro"}, Network: "host"}, StopTimeout: time.Duration(90 * time.Second),
+		Readiness: ReadinessRunning, Port: 8000, PortPerGPU: true}}
 }
 
 var testInstance = Instance{Workload: "vllm", Contract: "acme", GPUUUID: "GPU-5f0f6a3c-0000-4000-8000-000000000003", GPUIndex: 3}
@@ -390,7 +388,7 @@ func TestDockerStatusExitedAndReadiness(t *testing.T) {
 	defer probe.Close()
 	_, port, _ := net.SplitHostPort(probe.Listener.Addr().String())
 	spec := vllmSpec()
-	spec.Readiness, spec.ReadinessPath, spec.ReadinessStatus = config.ReadinessVLLM, "/health", 200
+	spec.Readiness, spec.ReadinessPath, spec.ReadinessStatus = ReadinessVLLM, "/health", 200
 	spec.Port, _ = strconv.Atoi(port)
 	spec.PortPerGPU = false
 	h, err := d.Start(t.Context(), spec, testInstance)

@@ -11,27 +11,29 @@ import (
 	"testing"
 )
 
-func TestAPIHooks(t *testing.T) {
-	c := startComponent(t, ComponentOptions{Config: gpuConfig(BackendSimulated)})
+func TestAPIExtension(t *testing.T) {
+	c := startComponent(t, ComponentOptions{Backend: BackendSimulated})
 	sim := c.Library().Sim
 	uuids := sim.UUIDs()
-	mux := http.NewServeMux()
-	c.RegisterAPI(mux)
+	plain := http.NewServeMux()
+	c.RegisterAPI(plain)
+	extended := http.NewServeMux()
+	mux := plain
 	do := func(method, path string) (int, string) {
 		rec := httptest.NewRecorder()
 		mux.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
 		return rec.Code, rec.Body.String()
 	}
 
-	// Without hooks, nothing changes: no "switch" field.
+	// Without an extension, nothing changes: no "switch" field.
 	if _, body := do("GET", "/api/v1/gpus"); strings.Contains(body, `"switch"`) {
-		t.Errorf("no hooks, yet a switch field: %s", body)
+		t.Errorf("no extension, yet a switch field: %s", body)
 	}
 
 	var mu sync.Mutex
 	var resumed []string
 	resumeErr := error(nil)
-	c.SetAPIHooks(APIHooks{
+	c.RegisterAPIWith(extended, APIExtension{
 		Annotate: func(uuid string) any {
 			if uuid == uuids[1] {
 				return nil
@@ -45,6 +47,7 @@ func TestAPIHooks(t *testing.T) {
 			return resumeErr
 		},
 	})
+	mux = extended
 
 	code, body := do("GET", "/api/v1/gpus")
 	var node struct {
@@ -75,7 +78,7 @@ func TestAPIHooks(t *testing.T) {
 		t.Errorf("one GPU lacks switch or telemetry: %s", body)
 	}
 
-	// Resume goes through the hook, healthy GPU or not.
+	// Resume goes through the extension, healthy GPU or not.
 	if code, body := do("POST", "/api/v1/gpus/"+uuids[3]+"/resume"); code != 200 || !strings.Contains(body, `"switch"`) {
 		t.Errorf("resume of a healthy GPU: %d %s", code, body)
 	}
@@ -83,9 +86,9 @@ func TestAPIHooks(t *testing.T) {
 	resumeErr = errors.New("switcher not ready")
 	mu.Unlock()
 	if code, body := do("POST", "/api/v1/gpus/"+uuids[3]+"/resume"); code != http.StatusConflict || !strings.Contains(body, "switcher not ready") {
-		t.Errorf("resume refused by the hook: %d %s", code, body)
+		t.Errorf("resume refused by the extension: %d %s", code, body)
 	}
-	// An unhealthy GPU whose probe fails never reaches the hook.
+	// An unhealthy GPU whose probe fails never reaches the extension.
 	_ = sim.Lose(uuids[5])
 	_ = c.Manager().SampleNow(context.Background())
 	if code, _ := do("POST", "/api/v1/gpus/"+uuids[5]+"/resume"); code != http.StatusConflict {
@@ -95,11 +98,12 @@ func TestAPIHooks(t *testing.T) {
 	got := strings.Join(resumed, ",")
 	mu.Unlock()
 	if got != uuids[3]+","+uuids[3] {
-		t.Errorf("hook saw resumes %q, want GPU 3 twice", got)
+		t.Errorf("extension saw resumes %q, want GPU 3 twice", got)
 	}
 
-	c.SetAPIHooks(APIHooks{})
+	// The same component's routes registered without the extension.
+	mux = plain
 	if _, body := do("GET", "/api/v1/gpus"); strings.Contains(body, `"switch"`) {
-		t.Errorf("hooks removed, yet a switch field: %s", body)
+		t.Errorf("routes without the extension, yet a switch field: %s", body)
 	}
 }

@@ -1,4 +1,4 @@
-package runtime
+package workload
 
 import (
 	"encoding/json"
@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // inferenceServer stands in for vLLM/TGI/SGLang and Triton on 127.0.0.1:
@@ -82,9 +80,9 @@ func startInference(t *testing.T) (*inferenceServer, int) {
 }
 
 func warmupSpec(port int, warmup, model string) Spec {
-	return Spec{Name: "llm", Workload: config.Workload{Runtime: config.RuntimeExec, Readiness: config.ReadinessVLLM,
+	return Spec{Name: "llm", Definition: Definition{Runtime: KindExec, Readiness: ReadinessVLLM,
 		ReadinessPath: "/health", ReadinessStatus: 200, Port: port, Warmup: warmup, WarmupModel: model,
-		WarmupTimeout: config.Duration(2 * time.Second)}}
+		WarmupTimeout: time.Duration(2 * time.Second)}}
 }
 
 func TestProbeWarmup(t *testing.T) {
@@ -99,14 +97,14 @@ func TestProbeWarmup(t *testing.T) {
 		wantErr string // "" passes
 		check   func(t *testing.T, s *inferenceServer)
 	}{
-		{name: "openai: a one-token completion naming the model", warmup: config.WarmupOpenAI, model: "meta-llama/Llama-3.1-8B",
+		{name: "openai: a one-token completion naming the model", warmup: WarmupOpenAI, model: "meta-llama/Llama-3.1-8B",
 			check: func(t *testing.T, s *inferenceServer) {
 				if len(s.warmups) != 1 || s.warmups[0]["max_tokens"] != 1.0 || s.warmups[0]["model"] != "meta-llama/Llama-3.1-8B" ||
 					s.warmups[0]["prompt"] == nil {
 					t.Errorf("warm-up requests %v", s.warmups)
 				}
 			}},
-		{name: "openai without a model leaves it to the server", warmup: config.WarmupOpenAI,
+		{name: "openai without a model leaves it to the server", warmup: WarmupOpenAI,
 			check: func(t *testing.T, s *inferenceServer) {
 				if _, named := s.warmups[0]["model"]; named {
 					t.Errorf("warm-up named a model: %v", s.warmups[0])
@@ -117,31 +115,31 @@ func TestProbeWarmup(t *testing.T) {
 				t.Errorf("requests without a warm-up: %v %v", s.warmups, s.tritonPaths)
 			}
 		}},
-		{name: "readiness fails first: no warm-up", warmup: config.WarmupOpenAI, server: func(s *inferenceServer) { s.health = 503 },
+		{name: "readiness fails first: no warm-up", warmup: WarmupOpenAI, server: func(s *inferenceServer) { s.health = 503 },
 			wantErr: "readiness probe GET", check: func(t *testing.T, s *inferenceServer) {
 				if len(s.warmups) != 0 {
 					t.Errorf("a warm-up while /health says 503: %v", s.warmups)
 				}
 			}},
-		{name: "health 200 but the model is not served", warmup: config.WarmupOpenAI, model: "wrong",
+		{name: "health 200 but the model is not served", warmup: WarmupOpenAI, model: "wrong",
 			server:  func(s *inferenceServer) { s.status, s.body = 404, `{"error": "The model wrong does not exist."}` },
 			wantErr: `status 404, want 200 (is warmup_model the name the server serves the model under?): {"error": "The model wrong does not exist."}`},
-		{name: "health 200 but the GPU faulted", warmup: config.WarmupOpenAI,
+		{name: "health 200 but the GPU faulted", warmup: WarmupOpenAI,
 			server: func(s *inferenceServer) { s.status, s.body = 500, "CUDA error: an illegal memory access" }, wantErr: "status 500"},
-		{name: "200 without choices is not a completion", warmup: config.WarmupOpenAI,
+		{name: "200 without choices is not a completion", warmup: WarmupOpenAI,
 			server: func(s *inferenceServer) { s.body = `{"object": "error"}` }, wantErr: "no completion choices"},
-		{name: "a completion slower than warmup_timeout", warmup: config.WarmupOpenAI, timeout: 50 * time.Millisecond,
+		{name: "a completion slower than warmup_timeout", warmup: WarmupOpenAI, timeout: 50 * time.Millisecond,
 			server: func(s *inferenceServer) { s.delay = time.Minute }, wantErr: "no answer within warmup_timeout 50ms"},
-		{name: "the readiness client's short timeout does not cut a warm-up", warmup: config.WarmupOpenAI,
+		{name: "the readiness client's short timeout does not cut a warm-up", warmup: WarmupOpenAI,
 			client: &http.Client{Timeout: 30 * time.Millisecond}, server: func(s *inferenceServer) { s.delay = 300 * time.Millisecond }},
-		{name: "triton: the model's ready check", warmup: config.WarmupTriton, model: "resnet 50",
+		{name: "triton: the model's ready check", warmup: WarmupTriton, model: "resnet 50",
 			server: func(s *inferenceServer) { s.tritonModel = "resnet 50" },
 			check: func(t *testing.T, s *inferenceServer) {
 				if len(s.tritonPaths) != 1 || s.tritonPaths[0] != "/v2/models/resnet%2050/ready" {
 					t.Errorf("triton requests %v", s.tritonPaths)
 				}
 			}},
-		{name: "triton: the model is not loaded", warmup: config.WarmupTriton, model: "bert",
+		{name: "triton: the model is not loaded", warmup: WarmupTriton, model: "bert",
 			server: func(s *inferenceServer) { s.tritonModel = "resnet" }, wantErr: "warm-up GET http://127.0.0.1:"},
 	}
 	for _, tc := range tests {
@@ -152,7 +150,7 @@ func TestProbeWarmup(t *testing.T) {
 			}
 			spec := warmupSpec(port, tc.warmup, tc.model)
 			if tc.timeout > 0 {
-				spec.WarmupTimeout = config.Duration(tc.timeout)
+				spec.WarmupTimeout = time.Duration(tc.timeout)
 			}
 			err := Probe(t.Context(), tc.client, spec, in)
 			switch {
@@ -178,8 +176,8 @@ func TestExecStatusWaitsForTheWarmup(t *testing.T) {
 	s.set(func(s *inferenceServer) { s.status, s.body = 503, `{"error": "loading"}` })
 	e, _ := newTestExec(t)
 	spec := execSpec(t.TempDir())
-	spec.Workload.Readiness, spec.ReadinessPath, spec.ReadinessStatus = config.ReadinessVLLM, "/health", 200
-	spec.Port, spec.Warmup, spec.WarmupTimeout = port, config.WarmupOpenAI, config.Duration(time.Second)
+	spec.Definition.Readiness, spec.ReadinessPath, spec.ReadinessStatus = ReadinessVLLM, "/health", 200
+	spec.Port, spec.Warmup, spec.WarmupTimeout = port, WarmupOpenAI, time.Duration(time.Second)
 	in := Instance{Workload: "miner", Contract: "c1", GPUUUID: "GPU-a", GPUIndex: 0}
 	h, err := e.Start(t.Context(), spec, in)
 	if err != nil {

@@ -1,4 +1,4 @@
-package runtime
+package workload
 
 import (
 	"context"
@@ -116,6 +116,7 @@ func (s *Sim) record(c SimCall) {
 
 // Start implements Runtime.
 func (s *Sim) Start(ctx context.Context, spec Spec, in Instance) (Handle, error) {
+	sp := ParamsOf[SimParams](spec.Definition)
 	if err := ctx.Err(); err != nil {
 		return Handle{}, err
 	}
@@ -140,15 +141,15 @@ func (s *Sim) Start(ctx context.Context, spec Spec, in Instance) (Handle, error)
 	if f := s.faults[in.GPUUUID]; f.LandOn != "" {
 		on = f.LandOn
 	}
-	inst := &simInst{h: h, on: on, pid: pid, readyAt: now.Add(spec.SimReadyDelay.D()), neverReady: spec.SimNeverReady}
+	inst := &simInst{h: h, on: on, pid: pid, readyAt: now.Add(sp.ReadyDelay), neverReady: sp.NeverReady}
 	s.inst[h.ID] = inst
 	s.mu.Unlock()
 	s.record(SimCall{Op: "start", Instance: in, PowerLimitMW: st.PowerLimitMW, Processes: len(st.Processes), At: now})
 
-	mem := uint64(spec.SimMemoryMiB) << 20
-	load := spec.SimLoad
+	mem := uint64(sp.MemoryMiB) << 20
+	load := sp.Load
 	proc := nvmlsim.Process{PID: pid, UsedMemory: mem, Comm: spec.Name, Env: MarkerEnv(h.Marker(), in)}
-	cancel, err := s.srv.Schedule(spec.SimStartDelay.D(), on, func(g *nvmlsim.GPUState) {
+	cancel, err := s.srv.Schedule(sp.StartDelay, on, func(g *nvmlsim.GPUState) {
 		g.AddProcess(proc)
 		g.SetLoad(load)
 	})
@@ -193,6 +194,7 @@ func (s *Sim) Status(ctx context.Context, _ Spec, h Handle) (Status, error) {
 
 // Stop implements Runtime.
 func (s *Sim) Stop(ctx context.Context, spec Spec, h Handle, force bool) error {
+	sp := ParamsOf[SimParams](spec.Definition)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -238,10 +240,10 @@ func (s *Sim) Stop(ctx context.Context, spec Spec, h Handle, force bool) error {
 			g.SetLoad(0)
 		}
 	}
-	if force || spec.SimStopDelay <= 0 {
+	if force || sp.StopDelay <= 0 {
 		return s.srv.Update(inst.on, leave)
 	}
-	_, err = s.srv.Schedule(spec.SimStopDelay.D(), inst.on, leave)
+	_, err = s.srv.Schedule(sp.StopDelay, inst.on, leave)
 	return err
 }
 

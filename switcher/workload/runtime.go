@@ -1,25 +1,4 @@
-// Package runtime starts, watches and stops the switcher's workloads, one
-// instance per GPU, behind one small interface with three implementations:
-//
-//   - Docker: the Docker Engine API (Docker or podman), the GPU attached by
-//     CDI name, every container labelled with its owner, GPU and contract;
-//   - Exec: start, stop and status commands (systemctl, vendor tools);
-//   - Sim: a simulated workload on nvmlsim's simulated GPUs, for the demo
-//     and tests.
-//
-// A runtime only ever stops what it started: Docker refuses to stop or
-// remove a container without proxyd's owner label.
-//
-// Exec and simulated workloads carry proxyd's environment markers
-// (MarkerEnv: PROXYD_WORKLOAD=<the handle's Marker>, PROXYD_CONTRACT,
-// PROXYD_GPU_UUID): exec commands run with them and their children inherit
-// them, simulated processes show them. Package gpuproc reads them back from
-// /proc to tell which GPU process is whose, and a forced stop of an exec
-// workload without kill_command SIGKILLs exactly the processes that carry
-// the handle's marker. A container's processes are known by the container
-// they run in (its cgroup names the ID, which is the handle's ID): the
-// container's env stays what the workload's config says.
-package runtime
+package workload
 
 import (
 	"bytes"
@@ -35,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hashgate/proxyd/gpuproc"
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // Labels on every container proxyd creates. OwnerValue marks ownership:
@@ -54,10 +32,111 @@ const MiningWorkload = "mining"
 // ErrNotOwned: the workload found is not proxyd's; it was left alone.
 var ErrNotOwned = errors.New("not started by proxyd (no io.hashgate.owner=proxyd label): left alone")
 
-// Spec is a workload's definition: its name and its config.
+// Spec is a workload's definition with its name.
 type Spec struct {
 	Name string
-	config.Workload
+	Definition
+}
+
+// Readiness kinds: running (the process or container stays up) or an HTTP
+// probe; the wiring resolves the presets (vllm, tgi, triton) into
+// ReadinessPath and ReadinessStatus.
+const (
+	ReadinessRunning = "running"
+	ReadinessHTTP    = "http"
+	ReadinessVLLM    = "vllm"
+	ReadinessTGI     = "tgi"
+	ReadinessTriton  = "triton"
+)
+
+// Warm-up kinds: after the readiness check passes, one real request must
+// succeed before the workload counts as ready.
+const (
+	WarmupOpenAI = "openai"
+	WarmupTriton = "triton"
+)
+
+// DefaultWarmupTimeout bounds a warm-up request whose WarmupTimeout is 0.
+const DefaultWarmupTimeout = 10 * time.Second
+
+// Proof-of-start modes.
+const (
+	ProofProcess = "process"
+	ProofNone    = "none"
+)
+
+// Definition is what the switcher runs on one GPU: the miner or an
+// inference server ([switcher.mining], [switcher.workload.<name>]). The
+// common fields come first; each runtime reads its own.
+type Definition struct {
+	// Runtime is the kind of the runtime that runs it.
+	Runtime string
+	// PowerLimitW is the GPU power limit while it runs; 0 keeps the limit
+	// the GPU had before the switcher first touched it.
+	PowerLimitW int
+	// StopTimeout is the time between SIGTERM and SIGKILL.
+	StopTimeout time.Duration
+	// Readiness is ReadinessRunning or an HTTP probe of ReadinessPath on
+	// Port expecting ReadinessStatus.
+	Readiness       string
+	ReadinessPath   string
+	ReadinessStatus int
+	// Warmup ("" or a Warmup kind) is one real request after readiness;
+	// WarmupModel names the model, WarmupTimeout bounds it (0: default).
+	Warmup        string
+	WarmupModel   string
+	WarmupTimeout time.Duration
+	// Port is the port it serves on; PortPerGPU adds the GPU index.
+	Port       int
+	PortPerGPU bool
+	// ProofOfStart is ProofProcess or ProofNone.
+	ProofOfStart string
+
+	// Params are the runtime's own settings for this workload: DockerParams,
+	// ExecParams, SimParams, or another kind's own type. The switcher does
+	// not read them; a runtime given another kind's (or none) sees its zero
+	// value, as when it stops a workload no longer configured.
+	Params any
+}
+
+// ParamsOf returns a definition's Params as a runtime's own type (its zero
+// value when they are of another type or absent).
+func ParamsOf[T any](d Definition) T {
+	p, _ := d.Params.(T)
+	return p
+}
+
+// DockerParams are a docker workload's settings ([...docker] sub-table).
+type DockerParams struct {
+	Image string
+	// Cmd and Env may hold placeholders (see Expand).
+	Cmd     []string
+	Env     []string
+	Binds   []string
+	Network string
+}
+
+// ExecParams are an exec workload's settings ([...exec] sub-table): argv
+// lists, run without a shell, with placeholders (see Expand).
+// StatusCommand exits 0 while the workload runs; KillCommand (optional)
+// forces it off.
+type ExecParams struct {
+	StartCommand   []string
+	StopCommand    []string
+	StatusCommand  []string
+	KillCommand    []string
+	CommandTimeout time.Duration
+}
+
+// SimParams are what a simulated workload does to its simulated GPU
+// ([...simulated] sub-table).
+type SimParams struct {
+	MemoryMiB  int
+	Load       float64
+	StartDelay time.Duration
+	ReadyDelay time.Duration
+	StopDelay  time.Duration
+	NeverReady bool
 }
 
 // PortFor is the port the instance on a GPU serves on (0: none).
@@ -246,7 +325,7 @@ func Probe(ctx context.Context, client *http.Client, spec Spec, in Instance) err
 		client = http.DefaultClient
 	}
 	port := spec.PortFor(in.GPUIndex)
-	if spec.Readiness != "" && spec.Readiness != config.ReadinessRunning {
+	if spec.Readiness != "" && spec.Readiness != ReadinessRunning {
 		if err := probeReadiness(ctx, client, spec, port); err != nil {
 			return err
 		}
@@ -282,9 +361,9 @@ func probeReadiness(ctx context.Context, client *http.Client, spec Spec, port in
 // (openai) or a model-ready check (triton). A server whose /health answers
 // can still fail here (a model that did not load, a GPU fault after start).
 func warmup(ctx context.Context, client *http.Client, spec Spec, port int) error {
-	timeout := spec.WarmupTimeout.D()
+	timeout := spec.WarmupTimeout
 	if timeout <= 0 {
-		timeout = config.DefaultWarmupTimeout
+		timeout = DefaultWarmupTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -299,7 +378,7 @@ func warmup(ctx context.Context, client *http.Client, spec Spec, port int) error
 		what string
 	)
 	switch spec.Warmup {
-	case config.WarmupOpenAI:
+	case WarmupOpenAI:
 		body := map[string]any{"prompt": "Hello", "max_tokens": 1, "temperature": 0}
 		if spec.WarmupModel != "" {
 			body["model"] = spec.WarmupModel
@@ -311,7 +390,7 @@ func warmup(ctx context.Context, client *http.Client, spec Spec, port int) error
 		if req != nil {
 			req.Header.Set("Content-Type", "application/json")
 		}
-	case config.WarmupTriton:
+	case WarmupTriton:
 		url := fmt.Sprintf("http://127.0.0.1:%d/v2/models/%s/ready", port, neturl.PathEscape(spec.WarmupModel))
 		what = "warm-up GET " + url
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -332,12 +411,12 @@ func warmup(ctx context.Context, client *http.Client, spec Spec, port int) error
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxProbeBody))
 	if resp.StatusCode != http.StatusOK {
 		hint := ""
-		if spec.Warmup == config.WarmupOpenAI && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusBadRequest) {
+		if spec.Warmup == WarmupOpenAI && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusBadRequest) {
 			hint = " (is warmup_model the name the server serves the model under?)"
 		}
 		return fmt.Errorf("%s: status %d, want 200%s: %s", what, resp.StatusCode, hint, tail(answer, 200))
 	}
-	if spec.Warmup == config.WarmupOpenAI {
+	if spec.Warmup == WarmupOpenAI {
 		var completion struct {
 			Choices []json.RawMessage `json:"choices"`
 		}

@@ -1,4 +1,4 @@
-package runtime
+package workload
 
 import (
 	"context"
@@ -14,8 +14,6 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"go.uber.org/zap"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // KindDocker is the docker runtime's Kind.
@@ -32,8 +30,16 @@ func CDIDevice(uuid string) string { return "nvidia.com/gpu=" + uuid }
 
 // DockerOptions configure the docker runtime.
 type DockerOptions struct {
-	Config config.SwitcherDocker
-	Log    *zap.Logger
+	// Host is the Docker Engine API endpoint ("unix:///var/run/docker.sock",
+	// "tcp://127.0.0.1:2375"); a podman socket works too.
+	Host string
+	// DeviceMode attaches a GPU by CDI name (DeviceModeCDI) or through the
+	// nvidia container runtime's device request (DeviceModeNVIDIA).
+	DeviceMode string
+	// APITimeout bounds each API call (a stop adds the workload's
+	// StopTimeout).
+	APITimeout time.Duration
+	Log        *zap.Logger
 	// Probe is the HTTP client for readiness probes (nil: a default one).
 	Probe *http.Client
 	// Now tells the time; nil: time.Now.
@@ -51,7 +57,7 @@ type DockerOptions struct {
 // Containers without the owner label are never stopped or removed.
 type Docker struct {
 	cli   *client.Client
-	cfg   config.SwitcherDocker
+	cfg   DockerOptions // Host, DeviceMode, APITimeout
 	log   *zap.Logger
 	probe *http.Client
 	now   func() time.Time
@@ -76,11 +82,11 @@ func NewDocker(o DockerOptions) (*Docker, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	cli, err := client.New(client.WithHost(o.Config.Host))
+	cli, err := client.New(client.WithHost(o.Host))
 	if err != nil {
-		return nil, fmt.Errorf("docker runtime: [switcher.docker] host %q: %w", o.Config.Host, err)
+		return nil, fmt.Errorf("docker runtime: [switcher.docker] host %q: %w", o.Host, err)
 	}
-	return &Docker{cli: cli, cfg: o.Config, log: o.Log, probe: o.Probe, now: o.Now}, nil
+	return &Docker{cli: cli, cfg: o, log: o.Log, probe: o.Probe, now: o.Now}, nil
 }
 
 // Close releases the client's connections.
@@ -110,7 +116,7 @@ func Labels(in Instance) map[string]string {
 }
 
 func (d *Docker) apiCtx(ctx context.Context, extra time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d.cfg.APITimeout.D()+extra)
+	return context.WithTimeout(ctx, d.cfg.APITimeout+extra)
 }
 
 func (d *Docker) wrap(what string, err error) error {
@@ -162,7 +168,7 @@ func (d *Docker) deviceRequests(uuid string) []container.DeviceRequest {
 }
 
 func stopSeconds(spec Spec) int {
-	return int(math.Ceil(spec.StopTimeout.D().Seconds()))
+	return int(math.Ceil(spec.StopTimeout.Seconds()))
 }
 
 // Start implements Runtime: create (labels, CDI device, restart "no",
@@ -183,22 +189,23 @@ func (d *Docker) Start(ctx context.Context, spec Spec, in Instance) (Handle, err
 		}
 	}
 	name := ContainerName(in)
+	p := ParamsOf[DockerParams](spec.Definition)
 	secs := stopSeconds(spec)
 	withInit := true
 	opts := client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
-			Image:       spec.Image,
-			Cmd:         ExpandAll(spec.Cmd, spec, in),
-			Env:         ExpandAll(spec.Env, spec, in),
+			Image:       p.Image,
+			Cmd:         ExpandAll(p.Cmd, spec, in),
+			Env:         ExpandAll(p.Env, spec, in),
 			Labels:      Labels(in),
 			StopTimeout: &secs,
 		},
 		HostConfig: &container.HostConfig{
-			NetworkMode:   container.NetworkMode(spec.Network),
+			NetworkMode:   container.NetworkMode(p.Network),
 			RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 			Init:          &withInit,
-			Binds:         ExpandAll(spec.Binds, spec, in),
+			Binds:         ExpandAll(p.Binds, spec, in),
 			Resources:     container.Resources{DeviceRequests: d.deviceRequests(in.GPUUUID)},
 		},
 	}
@@ -215,7 +222,7 @@ func (d *Docker) Start(ctx context.Context, spec Spec, in Instance) (Handle, err
 			break
 		}
 		if !cerrdefs.IsConflict(err) || attempt > 0 {
-			return Handle{}, d.wrap(fmt.Sprintf("creating container %s for %s from image %s", name, in, spec.Image), err)
+			return Handle{}, d.wrap(fmt.Sprintf("creating container %s for %s from image %s", name, in, p.Image), err)
 		}
 		// A container of that name exists: ours from a run that crashed?
 		h, reuse, err := d.resolveConflict(ctx, name, in)
@@ -240,7 +247,7 @@ func (d *Docker) Start(ctx context.Context, spec Spec, in Instance) (Handle, err
 		return Handle{}, err
 	}
 	d.log.Info("container started", zap.String("container", name), zap.String("id", shortID(id)),
-		zap.String("image", spec.Image), zap.String("gpu", in.GPUUUID), zap.String("contract", in.Contract))
+		zap.String("image", p.Image), zap.String("gpu", in.GPUUUID), zap.String("contract", in.Contract))
 	return Handle{Runtime: KindDocker, ID: id, Instance: in, StartedAt: d.now()}, nil
 }
 
@@ -358,7 +365,7 @@ func (d *Docker) Stop(ctx context.Context, spec Spec, h Handle, force bool) erro
 			}
 		} else {
 			secs := stopSeconds(spec)
-			sctx, cancel := d.apiCtx(ctx, spec.StopTimeout.D())
+			sctx, cancel := d.apiCtx(ctx, spec.StopTimeout)
 			_, err = d.cli.ContainerStop(sctx, c.ID, client.ContainerStopOptions{Timeout: &secs})
 			cancel()
 			if err != nil && !cerrdefs.IsNotFound(err) {

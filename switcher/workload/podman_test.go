@@ -1,4 +1,4 @@
-package runtime
+package workload
 
 import (
 	"archive/tar"
@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // probeServer is the workload of the podman test: a static Go binary that
@@ -204,8 +202,8 @@ func TestDockerRuntimeAgainstPodman(t *testing.T) {
 	}
 	p := newPodman(t)
 	img := p.image()
-	d, err := NewDocker(DockerOptions{Config: config.SwitcherDocker{Host: "unix://" + p.sock, DeviceMode: DeviceModeCDI,
-		APITimeout: config.Duration(60 * time.Second)}, Log: zaptest.NewLogger(t)})
+	d, err := NewDocker(DockerOptions{Host: "unix://" + p.sock, DeviceMode: DeviceModeCDI,
+		APITimeout: time.Duration(60 * time.Second), Log: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,8 +212,8 @@ func TestDockerRuntimeAgainstPodman(t *testing.T) {
 	defer cancel()
 
 	port := freePort(t)
-	spec := Spec{Name: "probe", Workload: config.Workload{Runtime: config.RuntimeDocker, Image: img, Cmd: []string{"/probe", "{port}"},
-		Network: "host", StopTimeout: config.Duration(5 * time.Second), Readiness: config.ReadinessHTTP, ReadinessPath: "/health",
+	spec := Spec{Name: "probe", Definition: Definition{Runtime: KindDocker, Params: DockerParams{Image: img, Cmd: []string{"/probe", "{port}"},
+		Network: "host"}, StopTimeout: time.Duration(5 * time.Second), Readiness: ReadinessHTTP, ReadinessPath: "/health",
 		ReadinessStatus: 200, Port: port}}
 	in := Instance{Workload: "probe", Contract: "acme", GPUUUID: "GPU-00000000-0000-0000-0000-000000000001", GPUIndex: 0}
 	h, err := d.Start(ctx, spec, in)
@@ -242,8 +240,10 @@ func TestDockerRuntimeAgainstPodman(t *testing.T) {
 
 	// A workload that exits: the runtime sees it with its code.
 	exiting := spec
-	exiting.Name, exiting.Cmd, exiting.Readiness, exiting.ReadinessPath, exiting.ReadinessStatus = "exiter", []string{"/probe", "exit=7"},
-		config.ReadinessRunning, "", 0
+	exitingParams := ParamsOf[DockerParams](spec.Definition)
+	exitingParams.Cmd = []string{"/probe", "exit=7"}
+	exiting.Name, exiting.Params, exiting.Readiness, exiting.ReadinessPath, exiting.ReadinessStatus = "exiter", exitingParams,
+		ReadinessRunning, "", 0
 	in2 := Instance{Workload: "exiter", Contract: "acme", GPUUUID: "GPU-00000000-0000-0000-0000-000000000002", GPUIndex: 1}
 	h2, err := d.Start(ctx, exiting, in2)
 	if err != nil {

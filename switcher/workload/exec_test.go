@@ -1,4 +1,4 @@
-package runtime
+package workload
 
 import (
 	"os"
@@ -14,20 +14,28 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hashgate/proxyd/gpuproc"
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // execSpec drives a fake service through files in dir: start creates
 // <gpu_index>.run, status tests it, stop removes it.
 func execSpec(dir string) Spec {
 	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
-	return Spec{Name: "miner", Workload: config.Workload{Runtime: config.RuntimeExec,
+	return Spec{Name: "miner", Definition: Definition{Runtime: KindExec, Params: ExecParams{
 		StartCommand:   sh("echo starting {workload} on {gpu_uuid}; echo {contract} > " + dir + "/{gpu_index}.run"),
 		StatusCommand:  sh("test -f " + dir + "/{gpu_index}.run"),
 		StopCommand:    sh("rm -f " + dir + "/{gpu_index}.run; echo stopped >&2"),
 		KillCommand:    sh("rm -f " + dir + "/{gpu_index}.run; echo killed > " + dir + "/{gpu_index}.killed"),
-		CommandTimeout: config.Duration(5 * time.Second), StopTimeout: config.Duration(time.Second),
-		Readiness: config.ReadinessRunning}}
+		CommandTimeout: time.Duration(5 * time.Second)}, StopTimeout: time.Duration(time.Second),
+		Readiness: ReadinessRunning}}
+}
+
+// execMod changes a spec's exec settings.
+func execMod(f func(*ExecParams)) func(*Spec) {
+	return func(s *Spec) {
+		p := ParamsOf[ExecParams](s.Definition)
+		f(&p)
+		s.Params = p
+	}
 }
 
 func newTestExec(t *testing.T) (*Exec, *observer.ObservedLogs) {
@@ -96,15 +104,15 @@ func TestExecFailures(t *testing.T) {
 		op   func(Spec) error
 		want string
 	}{
-		{"start exits 3", func(s *Spec) { s.StartCommand = []string{"/bin/sh", "-c", "echo no such miner >&2; exit 3"} },
+		{"start exits 3", execMod(func(p *ExecParams) { p.StartCommand = []string{"/bin/sh", "-c", "echo no such miner >&2; exit 3"} }),
 			func(s Spec) error { _, err := e.Start(t.Context(), s, in); return err }, "exited 3: no such miner"},
-		{"start hangs", func(s *Spec) {
-			s.StartCommand = []string{"/bin/sh", "-c", "sleep 30 & sleep 30"}
-			s.CommandTimeout = config.Duration(200 * time.Millisecond)
-		}, func(s Spec) error { _, err := e.Start(t.Context(), s, in); return err }, "did not finish within 200ms"},
-		{"not found", func(s *Spec) { s.StartCommand = []string{"/nonexistent/miner"} },
+		{"start hangs", execMod(func(p *ExecParams) {
+			p.StartCommand = []string{"/bin/sh", "-c", "sleep 30 & sleep 30"}
+			p.CommandTimeout = 200 * time.Millisecond
+		}), func(s Spec) error { _, err := e.Start(t.Context(), s, in); return err }, "did not finish within 200ms"},
+		{"not found", execMod(func(p *ExecParams) { p.StartCommand = []string{"/nonexistent/miner"} }),
 			func(s Spec) error { _, err := e.Start(t.Context(), s, in); return err }, "could not run"},
-		{"stop fails", func(s *Spec) { s.StopCommand = []string{"/bin/false"} },
+		{"stop fails", execMod(func(p *ExecParams) { p.StopCommand = []string{"/bin/false"} }),
 			func(s Spec) error { return e.Stop(t.Context(), s, Handle{Instance: in}, false) }, "exited 1"},
 		{"unconfigured workload", func(s *Spec) { *s = Spec{Name: "gone"} },
 			func(s Spec) error { return e.Stop(t.Context(), s, Handle{Instance: Instance{Workload: "gone"}}, true) }, "no longer configured"},
@@ -129,14 +137,14 @@ func TestExecMarkersAndForcedStop(t *testing.T) {
 	dir := t.TempDir()
 	e, _ := newTestExec(t)
 	sh := func(script string) []string { return []string{"/bin/sh", "-c", script} }
-	spec := Spec{Name: "miner", Workload: config.Workload{Runtime: config.RuntimeExec,
+	spec := Spec{Name: "miner", Definition: Definition{Runtime: KindExec, Params: ExecParams{
 		StartCommand: sh("echo \"$PROXYD_WORKLOAD|$PROXYD_CONTRACT|$PROXYD_GPU_UUID\" > " + dir + "/env; " +
 			"trap '' TERM; sleep 60 </dev/null >/dev/null 2>&1 & echo $! > " + dir + "/grouped; " +
 			"setsid sleep 61 </dev/null >/dev/null 2>&1 & echo $! > " + dir + "/escaped"),
 		StatusCommand:  sh("true"),
 		StopCommand:    sh("echo lying > " + dir + "/stopped; exit 0"),
-		CommandTimeout: config.Duration(5 * time.Second), StopTimeout: config.Duration(time.Second),
-		Readiness: config.ReadinessRunning}}
+		CommandTimeout: time.Duration(5 * time.Second)}, StopTimeout: time.Duration(time.Second),
+		Readiness: ReadinessRunning}}
 	in := Instance{Workload: "miner", Contract: "acme", GPUUUID: "GPU-m", GPUIndex: 1}
 	bystander := exec.Command("sleep", "60")
 	if err := bystander.Start(); err != nil {
