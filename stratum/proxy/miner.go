@@ -35,6 +35,10 @@ const (
 	jobDiffSlots = keepJobs
 	// maxEchoBytes bounds how much of a client's input an error repeats.
 	maxEchoBytes = 32
+	// minerReadBuffer is what a parked miner's reader holds: a share
+	// (about 150 to 250 bytes with a long worker name) fits; a handshake
+	// burst or a longer line grows it for a moment (stratum.NewCompactReader).
+	minerReadBuffer = 256
 )
 
 // workerStats are one worker name's counters on one connection.
@@ -71,10 +75,10 @@ type miner struct {
 	connectedAt time.Time
 	closeOnce   sync.Once
 	closed      chan struct{}
-	// ctx ends when the miner closes (or the proxy stops): it bounds every
-	// wait done on the miner's behalf, so no task outlives it.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// ctx ends when the miner closes (Proxy.Stop closes every miner): it
+	// bounds every wait done on the miner's behalf, so no task outlives
+	// it. A minerContext, not a context.WithCancel of the proxy's.
+	ctx context.Context
 
 	protoErrors int // owned by the line being handled (one at a time)
 	// names are the distinct worker names the connection presented in
@@ -125,7 +129,7 @@ func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *m
 		workers: map[string]*workerStats{},
 		vd:      newVardiff(srv.cfg.SharesPerMinute, srv.cfg.MinDifficulty, srv.cfg.MaxDifficulty, now),
 	}
-	m.ctx, m.cancel = context.WithCancel(p.ctx)
+	m.ctx = minerContext{m}
 	m.wq = newWriteQueue(conn, minerQueueLimit, minerWriteWait, false,
 		p.metrics.downBytes.WithLabelValues(srv.cfg.Name, "out"),
 		func(err error) {
@@ -162,7 +166,7 @@ func (m *miner) send(lines ...[]byte) {
 // proxy's handlers (see handlers for why the reading goroutine does nothing
 // else).
 func (m *miner) serve() {
-	r := stratum.NewReader(m.conn, m.srv.cfg.MaxLineBytes)
+	r := stratum.NewCompactReader(m.conn, minerReadBuffer, m.srv.cfg.MaxLineBytes)
 	in := newByteCounter(m.p.metrics.downBytes.WithLabelValues(m.srv.cfg.Name, "in"))
 	w := &lineWork{m: m, done: make(chan struct{}, 1)}
 	var deadline time.Time
@@ -851,7 +855,6 @@ func (m *miner) close(reason string, err error) {
 		// Counted before the socket closes, so whoever sees the
 		// disconnect also sees it counted.
 		m.p.metrics.disconnects.WithLabelValues(m.srv.cfg.Name, reason).Inc()
-		m.cancel()
 		close(m.closed)
 		_ = m.conn.Close()
 		m.wq.close()
