@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -114,6 +115,19 @@ type miner struct {
 	lastShare   time.Time
 	closeReason string
 	retired     bool // closed: workers' counters moved to the worker table
+	// worked: hasWork was set once, the handshake is done. A move to
+	// another session clears hasWork for a moment, never this, so the read
+	// deadline does not fall back to the subscribe timeout meanwhile (the
+	// read loop's sweep would drop the miner).
+	worked bool
+
+	// Under the read loop (readloop_linux.go): the socket for non-blocking
+	// reads, and the start of a line not yet complete (nil, the usual case,
+	// when the last read ended on a line break). Owned by the miner's
+	// current read turn, which holds turn.
+	turn  sync.Mutex
+	rc    syscall.RawConn
+	inbuf []byte
 }
 
 type jobDiff struct {
@@ -219,12 +233,12 @@ func (m *miner) handleLine(line []byte) bool {
 }
 
 // readDeadline: before the handshake completes, the subscribe timeout from
-// connect; afterwards, the idle timeout from the last share (or from when
-// work started).
+// connect; afterwards (a move to another session included), the idle
+// timeout from the last share (or from connect).
 func (m *miner) readDeadline() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.hasWork {
+	if !m.worked {
 		return m.connectedAt.Add(m.srv.cfg.SubscribeTimeout.D())
 	}
 	last := m.lastShare
@@ -243,7 +257,7 @@ func (m *miner) readFailed(err error) {
 		m.close("line_too_long", err)
 	case isTimeout(err):
 		m.mu.Lock()
-		working := m.hasWork
+		working := m.worked
 		m.mu.Unlock()
 		if working {
 			m.log().Info("miner stopped submitting; disconnecting", zap.Duration("idle_timeout", m.srv.cfg.IdleTimeout.D()))
@@ -559,7 +573,7 @@ func (m *miner) startWork() {
 		m.mu.Unlock()
 		return
 	}
-	m.hasWork = true
+	m.hasWork, m.worked = true, true
 	up := m.up
 	m.mu.Unlock()
 	up.mu.Lock()
@@ -857,6 +871,7 @@ func (m *miner) close(reason string, err error) {
 		m.p.metrics.disconnects.WithLabelValues(m.srv.cfg.Name, reason).Inc()
 		close(m.closed)
 		_ = m.conn.Close()
+		m.srv.rl.remove(m)
 		m.wq.close()
 		m.mu.Lock()
 		up, prefix := m.up, m.prefix
