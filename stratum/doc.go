@@ -5,7 +5,8 @@
 // The package covers both directions, because a proxy is a server to its
 // miners and a client to its pools:
 //
-//   - [Reader] splits a connection into lines with a hard length cap.
+//   - [Reader] splits a connection into lines with a hard length cap;
+//     [NewCompactReader] is one that gives its buffer back between lines.
 //   - [ParseMessage] classifies one line as a request, notification or
 //     response without allocating; unknown methods parse fine.
 //   - One type per method ([Submit], [Notify], [Configure], ...) decodes the

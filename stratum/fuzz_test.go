@@ -58,6 +58,7 @@ func FuzzReader(f *testing.F) {
 	f.Add([]byte("a\nb\r\n\n"), uint16(0), uint8(0))
 	for _, l := range seedLines {
 		f.Add([]byte(l+"\n"+l+"\r\n"), uint16(600), uint8(1))
+		f.Add([]byte(l+"\n"+l+"\r\n"+l+"\n"), uint16(600), uint8(0x80|16<<1|2))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, max uint16, mode uint8) {
 		var src io.Reader = bytes.NewReader(in)
@@ -69,6 +70,9 @@ func FuzzReader(f *testing.F) {
 		}
 		counted := &countingSrc{r: src}
 		r := stratum.NewReader(counted, int(max))
+		if mode&0x80 != 0 { // the compact reader, from a small initial buffer
+			r = stratum.NewCompactReader(counted, int(mode&0x7f)*4, int(max))
+		}
 		limit := r.MaxLineBytes()
 
 		var got [][]byte

@@ -34,6 +34,7 @@ type Reader struct {
 	scanned    int // buf[start:start+scanned] is known to hold no '\n'
 	read       uint64
 	err        error
+	shrinkTo   int // > 0: back to a buffer this small once it is empty
 }
 
 // NewReader returns a Reader over r whose lines, terminator included, may be
@@ -45,6 +46,21 @@ func NewReader(r io.Reader, maxLineBytes int) *Reader {
 	}
 	maxLineBytes = max(maxLineBytes, minMaxLineBytes)
 	return &Reader{r: r, buf: make([]byte, min(initialReadBuffer, maxLineBytes)), max: maxLineBytes}
+}
+
+// NewCompactReader is NewReader for a connection that sits idle between
+// short lines, one per ASIC in a farm proxy: its buffer starts at initial
+// bytes (at least 64, at most the cap), grows for a longer line or a burst
+// of lines up to the cap, as NewReader's does, and goes back to initial
+// bytes as soon as everything read has been handed out, before the next
+// read of the underlying reader. A miner parked between shares then holds
+// initial bytes, whatever it sent once. Lines are capped and refused
+// exactly as with NewReader.
+func NewCompactReader(r io.Reader, initial, maxLineBytes int) *Reader {
+	cr := NewReader(r, maxLineBytes)
+	cr.shrinkTo = min(max(initial, 64), cr.max)
+	cr.buf = make([]byte, cr.shrinkTo)
+	return cr
 }
 
 // BytesRead returns how many bytes the Reader has taken from the underlying
@@ -110,6 +126,11 @@ func (r *Reader) next() ([]byte, error) {
 		}
 		if r.start == r.end {
 			r.start, r.end = 0, 0
+			if r.shrinkTo > 0 && len(r.buf) > r.shrinkTo {
+				// Lines handed out alias the old buffer only until this
+				// call, so it can go now.
+				r.buf = make([]byte, r.shrinkTo)
+			}
 		} else if r.end == len(r.buf) { // make room: move the partial line to the front
 			r.end = copy(r.buf, r.buf[r.start:r.end])
 			r.start = 0

@@ -207,3 +207,90 @@ func (c *sizeRecorder) Read(p []byte) (int, error) {
 	c.maxRead = max(c.maxRead, len(p))
 	return c.r.Read(p)
 }
+
+// chunkReader hands out one chunk per Read (less if p is shorter; the rest
+// comes next) and records the buffer size each Read was offered.
+type chunkReader struct {
+	chunks []string
+	offers []int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	c.offers = append(c.offers, len(p))
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; c.chunks[0] == "" {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+// TestCompactReader: the compact reader returns what NewReader returns
+// (lines, and the same error for a line over the cap), offers the
+// underlying reader its small initial buffer again once a long line or a
+// burst has been handed out, and never offers more than the cap.
+func TestCompactReader(t *testing.T) {
+	const initial, max = 256, 1024
+	long := strings.Repeat("L", max-1) // with its '\n', exactly the cap
+	tests := []struct {
+		name      string
+		chunks    []string
+		wantLines int
+		tooLong   bool
+		// shrunk: the read after everything was handed out is offered
+		// the initial buffer (false where the stream ends mid-growth).
+		shrunk bool
+	}{
+		{"short lines stay in the initial buffer", []string{"a\n", "b\r\n", "c\n"}, 3, false, true},
+		{"a line at the cap, in pieces, then back", []string{long[:300], long[300:900], long[900:] + "\n", "next\n"}, 2, false, true},
+		{"a burst of lines in one read grows, then shrinks", []string{strings.Repeat(strings.Repeat("b", 299)+"\n", 3)}, 3, false, true},
+		{"a partial line is kept across reads", []string{strings.Repeat("p", 300), "p\nshort\n"}, 2, false, true},
+		{"a line over the cap fails as with NewReader", []string{"ok\n", strings.Repeat("X", max) + "\n", "never\n"}, 1, true, false},
+		{"an unterminated last line still counts", []string{"x\n", strings.Repeat("u", 400)}, 2, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := &chunkReader{chunks: append([]string(nil), tt.chunks...)}
+			got, err := readAll(stratum.NewCompactReader(src, initial, max))
+			want, wantErr := readAll(stratum.NewReader(&chunkReader{chunks: append([]string(nil), tt.chunks...)}, max))
+			if strings.Join(got, "|") != strings.Join(want, "|") || len(got) != tt.wantLines {
+				t.Fatalf("got %d lines, NewReader %d, want %d", len(got), len(want), tt.wantLines)
+			}
+			if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+				t.Fatalf("error %v, NewReader's %v", err, wantErr)
+			}
+			if tt.tooLong != errors.Is(err, stratum.ErrLineTooLong) {
+				t.Fatalf("error %v, want too long: %v", err, tt.tooLong)
+			}
+			if src.offers[0] != initial {
+				t.Fatalf("first read offered %d bytes, want %d", src.offers[0], initial)
+			}
+			for _, o := range src.offers {
+				if o > max {
+					t.Fatalf("a read was offered %d bytes, past the cap %d", o, max)
+				}
+			}
+			if last := src.offers[len(src.offers)-1]; tt.shrunk && last != initial {
+				t.Fatalf("offers %v: the last read was offered %d bytes, want the initial %d", src.offers, last, initial)
+			}
+		})
+	}
+}
+
+func TestCompactReaderSizes(t *testing.T) {
+	tests := []struct{ initial, max, want int }{
+		{256, 1024, 256},
+		{0, 1024, 64},      // raised to a sane floor
+		{4096, 1024, 1024}, // never above the cap
+		{100, 0, 100},      // default cap
+	}
+	for _, tt := range tests {
+		src := &chunkReader{}
+		_, _ = stratum.NewCompactReader(src, tt.initial, tt.max).ReadLine()
+		if src.offers[0] != tt.want {
+			t.Errorf("NewCompactReader(%d, %d): first read offered %d, want %d", tt.initial, tt.max, src.offers[0], tt.want)
+		}
+	}
+}

@@ -23,6 +23,17 @@ type lineHandler interface {
 	handleLine(line []byte) bool
 }
 
+// handlerWork is work for a handler goroutine: a line handed over by a
+// miner's reader goroutine (lineWork), or a miner whose socket the read
+// loop found readable (*miner, readloop_linux.go).
+type handlerWork interface{ exec() }
+
+// exec handles the line and tells the waiting reader.
+func (w *lineWork) exec() {
+	w.keep = w.m.handleLine(w.line)
+	w.done <- struct{}{}
+}
+
 // handlers runs miners' lines on goroutines shared by all miners.
 //
 // Why: a goroutine's stack grows to fit the deepest call it makes and the
@@ -40,36 +51,40 @@ type lineHandler interface {
 // for work; the rest exit when done. Idle handlers exit when ctx ends.
 type handlers struct {
 	ctx     context.Context
-	work    chan *lineWork // unbuffered: a send succeeds only if a handler waits
+	work    chan handlerWork // unbuffered: a send succeeds only if a handler waits
 	idle    atomic.Int32
 	maxIdle int32
 }
 
 func newHandlers(ctx context.Context) *handlers {
-	return &handlers{ctx: ctx, work: make(chan *lineWork), maxIdle: int32(max(16, 4*runtime.GOMAXPROCS(0)))}
+	return &handlers{ctx: ctx, work: make(chan handlerWork), maxIdle: int32(max(16, 4*runtime.GOMAXPROCS(0)))}
 }
 
 // do handles w.line and reports whether the miner may go on.
 func (h *handlers) do(w *lineWork) bool {
-	select {
-	case h.work <- w:
-	default:
-		go h.run(w)
-	}
+	h.submit(w)
 	<-w.done
 	return w.keep
 }
 
-func (h *handlers) run(w *lineWork) {
+// submit runs j on an idle handler, or on a new one; it never blocks.
+func (h *handlers) submit(j handlerWork) {
+	select {
+	case h.work <- j:
+	default:
+		go h.run(j)
+	}
+}
+
+func (h *handlers) run(j handlerWork) {
 	for {
-		w.keep = w.m.handleLine(w.line)
-		w.done <- struct{}{}
+		j.exec()
 		if h.idle.Add(1) > h.maxIdle {
 			h.idle.Add(-1)
 			return
 		}
 		select {
-		case w = <-h.work:
+		case j = <-h.work:
 			h.idle.Add(-1)
 		case <-h.ctx.Done():
 			h.idle.Add(-1)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -35,6 +36,10 @@ const (
 	jobDiffSlots = keepJobs
 	// maxEchoBytes bounds how much of a client's input an error repeats.
 	maxEchoBytes = 32
+	// minerReadBuffer is what a parked miner's reader holds: a share
+	// (about 150 to 250 bytes with a long worker name) fits; a handshake
+	// burst or a longer line grows it for a moment (stratum.NewCompactReader).
+	minerReadBuffer = 256
 )
 
 // workerStats are one worker name's counters on one connection.
@@ -71,10 +76,10 @@ type miner struct {
 	connectedAt time.Time
 	closeOnce   sync.Once
 	closed      chan struct{}
-	// ctx ends when the miner closes (or the proxy stops): it bounds every
-	// wait done on the miner's behalf, so no task outlives it.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// ctx ends when the miner closes (Proxy.Stop closes every miner): it
+	// bounds every wait done on the miner's behalf, so no task outlives
+	// it. A minerContext, not a context.WithCancel of the proxy's.
+	ctx context.Context
 
 	protoErrors int // owned by the line being handled (one at a time)
 	// names are the distinct worker names the connection presented in
@@ -110,6 +115,19 @@ type miner struct {
 	lastShare   time.Time
 	closeReason string
 	retired     bool // closed: workers' counters moved to the worker table
+	// worked: hasWork was set once, the handshake is done. A move to
+	// another session clears hasWork for a moment, never this, so the read
+	// deadline does not fall back to the subscribe timeout meanwhile (the
+	// read loop's sweep would drop the miner).
+	worked bool
+
+	// Under the read loop (readloop_linux.go): the socket for non-blocking
+	// reads, and the start of a line not yet complete (nil, the usual case,
+	// when the last read ended on a line break). Owned by the miner's
+	// current read turn, which holds turn.
+	turn  sync.Mutex
+	rc    syscall.RawConn
+	inbuf []byte
 }
 
 type jobDiff struct {
@@ -125,7 +143,7 @@ func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *m
 		workers: map[string]*workerStats{},
 		vd:      newVardiff(srv.cfg.SharesPerMinute, srv.cfg.MinDifficulty, srv.cfg.MaxDifficulty, now),
 	}
-	m.ctx, m.cancel = context.WithCancel(p.ctx)
+	m.ctx = minerContext{m}
 	m.wq = newWriteQueue(conn, minerQueueLimit, minerWriteWait, false,
 		p.metrics.downBytes.WithLabelValues(srv.cfg.Name, "out"),
 		func(err error) {
@@ -162,7 +180,7 @@ func (m *miner) send(lines ...[]byte) {
 // proxy's handlers (see handlers for why the reading goroutine does nothing
 // else).
 func (m *miner) serve() {
-	r := stratum.NewReader(m.conn, m.srv.cfg.MaxLineBytes)
+	r := stratum.NewCompactReader(m.conn, minerReadBuffer, m.srv.cfg.MaxLineBytes)
 	in := newByteCounter(m.p.metrics.downBytes.WithLabelValues(m.srv.cfg.Name, "in"))
 	w := &lineWork{m: m, done: make(chan struct{}, 1)}
 	var deadline time.Time
@@ -215,12 +233,12 @@ func (m *miner) handleLine(line []byte) bool {
 }
 
 // readDeadline: before the handshake completes, the subscribe timeout from
-// connect; afterwards, the idle timeout from the last share (or from when
-// work started).
+// connect; afterwards (a move to another session included), the idle
+// timeout from the last share (or from connect).
 func (m *miner) readDeadline() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.hasWork {
+	if !m.worked {
 		return m.connectedAt.Add(m.srv.cfg.SubscribeTimeout.D())
 	}
 	last := m.lastShare
@@ -239,7 +257,7 @@ func (m *miner) readFailed(err error) {
 		m.close("line_too_long", err)
 	case isTimeout(err):
 		m.mu.Lock()
-		working := m.hasWork
+		working := m.worked
 		m.mu.Unlock()
 		if working {
 			m.log().Info("miner stopped submitting; disconnecting", zap.Duration("idle_timeout", m.srv.cfg.IdleTimeout.D()))
@@ -555,7 +573,7 @@ func (m *miner) startWork() {
 		m.mu.Unlock()
 		return
 	}
-	m.hasWork = true
+	m.hasWork, m.worked = true, true
 	up := m.up
 	m.mu.Unlock()
 	up.mu.Lock()
@@ -851,9 +869,9 @@ func (m *miner) close(reason string, err error) {
 		// Counted before the socket closes, so whoever sees the
 		// disconnect also sees it counted.
 		m.p.metrics.disconnects.WithLabelValues(m.srv.cfg.Name, reason).Inc()
-		m.cancel()
 		close(m.closed)
 		_ = m.conn.Close()
+		m.srv.rl.remove(m)
 		m.wq.close()
 		m.mu.Lock()
 		up, prefix := m.up, m.prefix

@@ -257,7 +257,8 @@ func (q *writeQueue) armDeadlineLocked() {
 
 // takeBatch moves lines from the front of src to batch while the batch stays
 // within maxBatchBytes (always at least one line), adding their bytes to
-// size, and returns what is left of src, moved to its front.
+// size, and returns what is left of src, moved to its front (nil when
+// nothing is).
 func takeBatch(src [][]byte, batch *[][]byte, size *int) [][]byte {
 	i := 0
 	for ; i < len(src); i++ {
@@ -269,6 +270,11 @@ func takeBatch(src [][]byte, batch *[][]byte, size *int) [][]byte {
 	}
 	n := copy(src, src[i:])
 	clear(src[n:])
+	if n == 0 {
+		// Emptied: let the array go rather than keep it for a miner that
+		// may idle for minutes; the rare next overflow allocates again.
+		return nil
+	}
 	return src[:n]
 }
 

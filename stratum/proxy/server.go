@@ -22,6 +22,9 @@ type server struct {
 
 	mu     sync.Mutex // guards miners
 	miners map[*miner]struct{}
+	// rl reads the miners' sockets (Linux, readloop.go); nil: a goroutine
+	// per miner reads (serve). Set by accept before the first miner.
+	rl *readLoop
 
 	rmu           sync.Mutex // guards route; taken after no other lock
 	route         routerState
@@ -39,6 +42,7 @@ func (s *server) noPool() bool {
 // accept runs until the listener closes.
 func (s *server) accept() {
 	defer s.p.wg.Done()
+	s.startReadLoop()
 	var delay time.Duration
 	for {
 		conn, err := s.ln.Accept()
@@ -77,7 +81,7 @@ func (s *server) accept() {
 		s.miners[m] = struct{}{}
 		s.mu.Unlock()
 		s.p.metrics.minersConnected.WithLabelValues(s.cfg.Name).Inc()
-		go m.serve()
+		s.read(m)
 	}
 }
 
