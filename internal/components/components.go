@@ -6,7 +6,6 @@ package components
 import (
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/stratum/proxy"
 	"github.com/hashgate/proxyd/switcher"
 )
 
@@ -25,7 +24,7 @@ func Factories() []daemon.Factory {
 			gpu, _ = c.(*nvml.Component)
 			return c, nil
 		},
-		proxy.Factory,
+		Proxy,
 		switcher.Factory(func() *nvml.Component { return gpu }),
 	}
 }

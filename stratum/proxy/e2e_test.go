@@ -8,10 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/stratum/stratumtest"
 )
@@ -69,12 +66,11 @@ level = %d
 %s
 `, i, url, level(levels, i), extraFor(poolExtra, i))
 	}
-	cfg, err := config.Parse([]byte(doc))
-	if err != nil {
-		t.Fatalf("test config: %v\n%s", err, doc)
-	}
 	reg := prometheus.NewRegistry()
-	p, err := New(daemon.Env{Config: cfg, Log: zaptest.NewLogger(t), Metrics: reg, Liveness: daemon.NewLiveness(), Events: events.New(0)})
+	o := testOptions(t, doc)
+	o.Metrics = reg
+	o.Liveness = new(liveBoard).register
+	p, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

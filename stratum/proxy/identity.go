@@ -85,7 +85,7 @@ type refusal struct {
 // least recently used dropped first: a dropped name in use is authorized
 // again before its next share. The table grows only with names in use.
 func newSessionAuths(pl *pool) sessionAuths {
-	perSession := pl.cfg.MinersPerSession.Limit()
+	perSession := pl.cfg.MinersPerSession
 	if perSession == 0 {
 		perSession = MaxSessionCapacity
 	}

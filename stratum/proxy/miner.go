@@ -221,13 +221,13 @@ func (m *miner) readDeadline() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.hasWork {
-		return m.connectedAt.Add(m.srv.cfg.SubscribeTimeout.D())
+		return m.connectedAt.Add(m.srv.cfg.SubscribeTimeout)
 	}
 	last := m.lastShare
 	if last.IsZero() {
 		last = m.connectedAt
 	}
-	return last.Add(m.srv.cfg.IdleTimeout.D())
+	return last.Add(m.srv.cfg.IdleTimeout)
 }
 
 func (m *miner) readFailed(err error) {
@@ -242,10 +242,10 @@ func (m *miner) readFailed(err error) {
 		working := m.hasWork
 		m.mu.Unlock()
 		if working {
-			m.log().Info("miner stopped submitting; disconnecting", zap.Duration("idle_timeout", m.srv.cfg.IdleTimeout.D()))
+			m.log().Info("miner stopped submitting; disconnecting", zap.Duration("idle_timeout", m.srv.cfg.IdleTimeout))
 			m.close("idle_timeout", err)
 		} else {
-			m.log().Info("miner never completed subscribe and authorize; disconnecting", zap.Duration("subscribe_timeout", m.srv.cfg.SubscribeTimeout.D()))
+			m.log().Info("miner never completed subscribe and authorize; disconnecting", zap.Duration("subscribe_timeout", m.srv.cfg.SubscribeTimeout))
 			m.close("subscribe_timeout", err)
 		}
 	default:
@@ -329,7 +329,7 @@ func (m *miner) handle(msg *stratum.Message) bool {
 // ensureSession gives the miner an upstream session and extranonce prefix,
 // on pool to when given, else where routing says. It waits at most wait,
 // and not past the miner's close.
-func (m *miner) ensureSession() error { return m.ensureSessionOn(nil, m.srv.cfg.SubscribeTimeout.D()) }
+func (m *miner) ensureSession() error { return m.ensureSessionOn(nil, m.srv.cfg.SubscribeTimeout) }
 
 func (m *miner) ensureSessionOn(pl *pool, wait time.Duration) error {
 	m.mu.Lock()
@@ -637,7 +637,7 @@ func (m *miner) submit(msg *stratum.Message) {
 		return
 	}
 	diff := m.jobDifficulty(e.seq)
-	sh := job.Share{Extranonce1: e1, VersionMask: mask, Difficulty: diff, NtimeWindow: m.srv.cfg.NtimeWindow.D()}
+	sh := job.Share{Extranonce1: e1, VersionMask: mask, Difficulty: diff, NtimeWindow: m.srv.cfg.NtimeWindow}
 	sh.FromSubmit(&sub)
 	res := e.job.Validate(&sh)
 	if !res.Valid() {

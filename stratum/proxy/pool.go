@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/stratum"
 )
 
 // Pool-side tuning.
@@ -55,7 +55,7 @@ func backoffDelay(failures int, rnd func(n int64) int64) time.Duration {
 type pool struct {
 	proxy *Proxy
 	srv   *server
-	cfg   config.Pool
+	cfg   PoolOptions
 	addr  string
 	tls   *tls.Config // nil: plain TCP
 	log   *zap.Logger
@@ -94,14 +94,14 @@ func (pl *pool) splitPolicy() SplitPolicy {
 	return SplitPolicy{
 		MinerExtranonce2Size:    pl.srv.cfg.Extranonce2Size,
 		MinMinerExtranonce2Size: pl.srv.cfg.MinMinerExtranonce2Size,
-		MinersPerSession:        pl.cfg.MinersPerSession.Limit(),
+		MinersPerSession:        pl.cfg.MinersPerSession,
 	}
 }
 
 // perSession is how many miners one session of this pool is expected to
 // carry, for opening sessions in a connect storm.
 func (pl *pool) perSession() int {
-	if n := pl.cfg.MinersPerSession.Limit(); n > 0 {
+	if n := pl.cfg.MinersPerSession; n > 0 {
 		return n
 	}
 	if c := pl.capacity.Load(); c > 0 {
@@ -110,12 +110,12 @@ func (pl *pool) perSession() int {
 	return stormGuess
 }
 
-func newPool(p *Proxy, srv *server, cfg config.Pool) (*pool, error) {
-	addr, scheme, err := config.ParsePoolURL(cfg.URL)
+func newPool(p *Proxy, srv *server, cfg PoolOptions) (*pool, error) {
+	addr, scheme, err := stratum.ParsePoolURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", cfg.Name, err)
 	}
-	tlsCfg, err := poolTLSConfig(cfg.Name, addr, PoolTLS{Enabled: config.IsTLSScheme(scheme), CAFile: cfg.CAFile,
+	tlsCfg, err := poolTLSConfig(cfg.Name, addr, PoolTLS{Enabled: stratum.IsTLSScheme(scheme), CAFile: cfg.CAFile,
 		ServerName: cfg.TLSServerName, PinSHA256: cfg.TLSPinSHA256})
 	if err != nil {
 		return nil, err
@@ -391,8 +391,8 @@ func (pl *pool) janitor(now time.Time) {
 	pl.mu.Lock()
 	sessions := append([]*upstream(nil), pl.sessions...)
 	pl.mu.Unlock()
-	timeout := pl.cfg.SubmitTimeout.D()
-	stale := 2 * pl.cfg.NoJobTimeout.D()
+	timeout := pl.cfg.SubmitTimeout
+	stale := 2 * pl.cfg.NoJobTimeout
 	active := 0
 	for _, u := range sessions {
 		u.expire(now, timeout)

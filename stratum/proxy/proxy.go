@@ -20,8 +20,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/stratum"
 )
@@ -34,7 +32,7 @@ const flushOnStop = 2 * time.Second
 type Proxy struct {
 	log     *zap.Logger
 	metrics *metrics
-	live    *daemon.Liveness
+	live    func(name string, maxAge time.Duration) (beat, done func())
 	events  *events.Log
 	servers []*server
 
@@ -58,51 +56,45 @@ type Proxy struct {
 	authTimeout atomic.Int64
 }
 
-// Factory builds the proxy for the daemon; nil when no [[server]] is configured.
-func Factory(env daemon.Env) (daemon.Component, error) {
-	p, err := New(env)
-	if p == nil || err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-// New builds the proxy from the [[server]] and [[pool]] tables. It binds
-// nothing yet.
-func New(env daemon.Env) (*Proxy, error) {
-	cfg := env.Config
-	if len(cfg.Servers) == 0 {
+// New builds the proxy from its listeners and pools; nil, nil when there is
+// no listener. It binds nothing yet.
+func New(o Options) (*Proxy, error) {
+	if len(o.Servers) == 0 {
 		return nil, nil
 	}
-	if len(cfg.Pools) == 0 {
+	if len(o.Pools) == 0 {
 		return nil, errors.New("stratum: [[server]] is configured but no [[pool]]: miners would have nowhere to hash")
 	}
-	m, err := newMetrics(env.Metrics)
+	m, err := newMetrics(o.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("stratum metrics: %w", err)
 	}
-	p := &Proxy{log: env.Log.With(zap.String("component", "stratum")), metrics: m, live: env.Liveness, events: env.Events,
+	p := &Proxy{log: o.Log.With(zap.String("component", "stratum")), metrics: m, live: o.Liveness, events: o.Events,
 		workers: newWorkerTable()}
 	p.authTimeout.Store(int64(workerAuthTimeout))
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.handlers = newHandlers(p.ctx)
-	byName := map[string]config.Pool{}
-	for _, pc := range cfg.Pools {
+	byName := map[string]PoolOptions{}
+	for _, pc := range o.Pools {
 		byName[pc.Name] = pc
 	}
-	for _, sc := range cfg.Servers {
+	for _, sc := range o.Servers {
 		s := &server{p: p, cfg: sc, log: p.log.With(zap.String("server", sc.Name)),
 			limits: newConnLimits(sc.MaxConnections, sc.MaxConnectionsPerIP), miners: map[*miner]struct{}{},
 			route: routerState{level: -1}}
 		m.routeLevel.WithLabelValues(sc.Name).Set(-1)
 		names := sc.Pools
 		if len(names) == 0 {
-			for _, pc := range cfg.Pools {
+			for _, pc := range o.Pools {
 				names = append(names, pc.Name)
 			}
 		}
 		for _, n := range names {
-			pl, err := newPool(p, s, byName[n])
+			pc, ok := byName[n]
+			if !ok {
+				return nil, fmt.Errorf("server %s routes to pool %q, which is not configured", sc.Name, n)
+			}
+			pl, err := newPool(p, s, pc)
 			if err != nil {
 				return nil, err
 			}
@@ -116,13 +108,13 @@ func New(env daemon.Env) (*Proxy, error) {
 		}
 		p.servers = append(p.servers, s)
 	}
-	if err := env.Metrics.Register(hashrateCollector{p}); err != nil {
+	if err := o.Metrics.Register(hashrateCollector{p}); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-// Name implements daemon.Component.
+// Name is the component name in logs, /readyz and metrics.
 func (p *Proxy) Name() string { return "stratum" }
 
 // Start binds every listener and opens a first session to each pool.
@@ -154,10 +146,11 @@ func (p *Proxy) Start(context.Context) error {
 // janitor runs the periodic work: verdict timeouts, idle sessions.
 func (p *Proxy) janitor() {
 	defer p.wg.Done()
-	var beat *daemon.Beat
+	beat := func() {}
 	if p.live != nil {
-		beat = p.live.Register("stratum-janitor", 10*time.Second)
-		defer p.live.Unregister(beat)
+		var done func()
+		beat, done = p.live("stratum-janitor", 10*time.Second)
+		defer done()
 	}
 	t := time.NewTicker(janitorEvery)
 	defer t.Stop()
@@ -166,15 +159,13 @@ func (p *Proxy) janitor() {
 		case <-p.ctx.Done():
 			return
 		case now := <-t.C:
-			if beat != nil {
-				beat.Beat()
-			}
+			beat()
 			for _, s := range p.servers {
 				for _, pl := range s.pools {
 					pl.janitor(now)
 				}
 				s.evaluateRouting(now)
-				if now.Sub(s.lastRebalance) >= s.cfg.RebalanceInterval.D() {
+				if now.Sub(s.lastRebalance) >= s.cfg.RebalanceInterval {
 					s.lastRebalance = now
 					s.rebalance(now)
 				}
@@ -279,33 +270,6 @@ func (p *Proxy) inFlight() int {
 		}
 	}
 	return n
-}
-
-// Reload reports what a changed config would need: listeners and pools are
-// bound to sessions and sockets, so every change here needs a restart.
-func (p *Proxy) Reload(cfg *config.Config) ([]string, error) {
-	var need []string
-	if len(cfg.Servers) != len(p.servers) {
-		need = append(need, "server")
-	} else {
-		for i, s := range p.servers {
-			if fmt.Sprint(cfg.Servers[i]) != fmt.Sprint(s.cfg) {
-				need = append(need, fmt.Sprintf("server[%d]", i))
-			}
-		}
-	}
-	pools := map[string]config.Pool{}
-	for _, pc := range cfg.Pools {
-		pools[pc.Name] = pc
-	}
-	for _, s := range p.servers {
-		for _, pl := range s.pools {
-			if nc, ok := pools[pl.cfg.Name]; !ok || fmt.Sprint(nc) != fmt.Sprint(pl.cfg) {
-				need = append(need, "pool."+pl.cfg.Name)
-			}
-		}
-	}
-	return need, nil
 }
 
 // Addrs returns the bound listener addresses by server name (tests, demo).

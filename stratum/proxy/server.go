@@ -7,14 +7,12 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // server is one [[server]] listener and the miners connected to it.
 type server struct {
 	p      *Proxy
-	cfg    config.Server
+	cfg    ServerOptions
 	log    *zap.Logger
 	ln     net.Listener
 	limits *connLimits
