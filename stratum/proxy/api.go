@@ -270,7 +270,7 @@ func (p *Proxy) Pools() []PoolView {
 				sv := SessionView{
 					ID: u.id, State: u.state.String(), Extranonce1: hex.EncodeToString(u.e1),
 					PrefixBytes: u.split.PrefixBytes, MinerE2Size: u.split.MinerExtranonce2Size, Capacity: u.split.Capacity,
-					Miners: len(u.miners), Difficulty: u.nextDiff, VersionMask: fmt.Sprintf("%08x", u.mask),
+					Miners: len(u.miners), Difficulty: u.nextDiff, VersionMask: fmt.Sprintf("%08x", u.mask.Load()),
 					Accepted: u.accepted, Rejected: u.rejected, NoVerdict: u.noVerdict, Pending: len(u.pending),
 					SubmitLatencyMs: float64(u.latency.Microseconds()) / 1000,
 				}

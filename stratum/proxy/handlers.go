@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"runtime"
+	"sync"
 	"sync/atomic"
 )
 
@@ -43,6 +44,9 @@ type handlers struct {
 	work    chan *lineWork // unbuffered: a send succeeds only if a handler waits
 	idle    atomic.Int32
 	maxIdle int32
+	// wg counts the handler goroutines. Only miners' readers start them
+	// (in do), so the proxy waits for it after joining the readers.
+	wg sync.WaitGroup
 }
 
 func newHandlers(ctx context.Context) *handlers {
@@ -54,11 +58,19 @@ func (h *handlers) do(w *lineWork) bool {
 	select {
 	case h.work <- w:
 	default:
-		go h.run(w)
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.run(w)
+		}()
 	}
 	<-w.done
 	return w.keep
 }
+
+// wait returns once every handler has ended: after ctx is done and no
+// reader calls do any more.
+func (h *handlers) wait() { h.wg.Wait() }
 
 func (h *handlers) run(w *lineWork) {
 	for {

@@ -427,9 +427,7 @@ func (m *miner) poolMaskLocked() uint32 {
 	if m.up == nil {
 		return 0
 	}
-	m.up.mu.Lock() // miner before session: the documented lock order
-	defer m.up.mu.Unlock()
-	return m.up.mask
+	return m.up.versionMask()
 }
 
 func (m *miner) subscribe(id stratum.ID, s *stratum.Subscribe) bool {
@@ -558,10 +556,7 @@ func (m *miner) startWork() {
 	m.hasWork = true
 	up := m.up
 	m.mu.Unlock()
-	up.mu.Lock()
-	cur := up.current
-	up.mu.Unlock()
-	if cur != nil {
+	if cur := up.currentJob(); cur != nil {
 		m.sendJob(up, cur, true)
 	}
 }
@@ -670,10 +665,10 @@ func (m *miner) submit(msg *stratum.Message) {
 		m.reject(msg.ID, worker, "malformed", stratum.CodeOther, err.Error())
 		return
 	}
-	ps := &pendingSubmit{m: m, id: msg.ID, worker: worker, diff: diff, candidate: res.BlockCandidate}
+	ps := &pendingSubmit{reply: m, id: msg.ID, worker: worker, diff: diff, candidate: res.BlockCandidate}
 	p.acct.forwarded.Add(1)
 	if err := up.forward(ps, e, en2, &sub); err != nil {
-		p.noVerdict(ps, up.pool, "upstream_lost", "the pool connection is down: "+err.Error())
+		m.unjudged(ps, up.pool.cfg.Name, "upstream_lost", "the pool connection is down: "+err.Error())
 	}
 }
 

@@ -1,11 +1,3 @@
-// Package proxy is proxyd's aggregating Stratum V1 farm proxy: miners connect
-// to its listeners, it serves them through a few upstream pool sessions by
-// splitting each session's extranonce, validates every share locally, sends
-// upstream only what meets the pool's difficulty and relays the pool's real
-// verdict.
-//
-// Data flows one way: listener → miner session → pool session → pool; jobs
-// flow back the same path, one encoded line fanned out to many miners.
 package proxy
 
 import (
@@ -43,6 +35,9 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // listeners, janitor, pool keepers, pool sessions
 	tasks  taskGroup      // miner moves and reconnect grace periods
+	// serving counts the miners' reader goroutines (miner.serve). Only the
+	// accept loops add to it, so it is waited for after p.wg.
+	serving sync.WaitGroup
 
 	handlers *handlers // run miners' lines (shares, handshakes)
 
@@ -256,6 +251,11 @@ func (p *Proxy) Stop(ctx context.Context) error {
 	// before the sessions, whose endings may still start some (refused now).
 	p.tasks.stopAndWait()
 	p.wg.Wait()
+	// With the accept loops gone no reader starts; with every miner closed
+	// each reader ends, and with the readers gone no line reaches a
+	// handler: the idle handlers end with p.ctx.
+	p.serving.Wait()
+	p.handlers.wait()
 	acct := p.acct.snapshot()
 	p.log.Info("stratum proxy stopped", zap.Uint64("shares_received", acct.Received), zap.Uint64("forwarded", acct.Forwarded),
 		zap.Uint64("pool_accepted", acct.PoolAccepted), zap.Uint64("no_verdict", acct.NoVerdict))
@@ -285,39 +285,6 @@ func (p *Proxy) Addrs() map[string]string {
 
 // Accounting returns the share ledger.
 func (p *Proxy) Accounting() Accounting { return p.acct.snapshot() }
-
-// verdict relays the pool's verdict on a forwarded share to its miner.
-func (p *Proxy) verdict(ps *pendingSubmit, pl *pool, accepted bool, perr *stratum.Error) {
-	m := ps.m
-	if accepted {
-		m.count(ps.worker, tally{poolAccepted: true})
-	} else {
-		m.count(ps.worker, tally{poolRejected: true, reject: poolReason(perr)})
-	}
-	if !ps.candidate { // see noteVerdict
-		pl.noteVerdict(time.Now(), !accepted)
-	}
-	if accepted {
-		p.acct.poolAccepted.Add(1)
-		p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_accepted", "").Inc()
-		m.send(stratum.AppendBoolResult(nil, ps.id, true))
-		return
-	}
-	p.acct.poolRejected.Add(1)
-	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_rejected", poolReason(perr)).Inc()
-	m.send(stratum.AppendError(nil, ps.id, perr.Code, perr.Message))
-}
-
-// noVerdict answers a forwarded share the pool never judged, with an error:
-// never a fake success. A timeout feeds the reject ratio (upstream.expire);
-// a lost session does not: that is the pool's health, judged apart.
-func (p *Proxy) noVerdict(ps *pendingSubmit, pl *pool, reason, message string) {
-	m := ps.m
-	m.count(ps.worker, tally{reject: "no_verdict_" + reason})
-	p.acct.noVerdict.Add(1)
-	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "no_verdict", reason).Inc()
-	m.send(stratum.AppendError(nil, ps.id, stratum.CodeOther, message))
-}
 
 // poolReason names a pool's reject for metrics and stats (bounded values).
 func poolReason(e *stratum.Error) string {

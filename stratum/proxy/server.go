@@ -75,7 +75,16 @@ func (s *server) accept() {
 		s.miners[m] = struct{}{}
 		s.mu.Unlock()
 		s.p.metrics.minersConnected.WithLabelValues(s.cfg.Name).Inc()
-		go m.serve()
+		if s.p.stopping.Load() {
+			// Stop may have listed the miners before this one joined: close
+			// it here, so its reader ends and Stop can join it.
+			m.close("shutdown", nil)
+		}
+		s.p.serving.Add(1)
+		go func() {
+			defer s.p.serving.Done()
+			m.serve()
+		}()
 	}
 }
 
