@@ -113,7 +113,7 @@ func (p *Proxy) WorkersPage(after string, limit int) WorkersPage {
 		last := names[len(names)-1]
 		pg.NextAfter = &last
 	}
-	now := time.Now()
+	now := p.clock.Now()
 	views := make(map[string]*WorkerView, len(names))
 	for _, name := range names {
 		views[name] = &WorkerView{Name: name, Connections: []ConnectionView{}}
@@ -233,7 +233,7 @@ type PoolView struct {
 
 // Pools lists every pool session by listener.
 func (p *Proxy) Pools() []PoolView {
-	now := time.Now()
+	now := p.clock.Now()
 	var out []PoolView
 	for _, s := range p.servers {
 		loads := s.poolLoad(now, false)

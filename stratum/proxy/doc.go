@@ -10,6 +10,11 @@
 // its config into Options; this package knows nothing of TOML files, the
 // daemon or its HTTP server beyond RegisterAPI's routes.
 //
+// Time comes from Options.Clock (the wall clock when nil): routing, health,
+// backoff, verdict timeouts, hashrate windows and a miner's waits read it,
+// so tests run minutes of routing in seconds. Socket deadlines stay on the
+// wall clock.
+//
 // # What it does not do
 //
 //   - It speaks Stratum V1 only, on both sides. The pool side is what a

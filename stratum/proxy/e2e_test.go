@@ -42,6 +42,27 @@ func startProxyLevels(t *testing.T, pools []*stratumtest.Pool, levels []int, ser
 // front of a test pool, say).
 func startProxyURLs(t *testing.T, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
 	t.Helper()
+	return startProxyOn(t, 0, urls, levels, serverExtra, poolExtra...)
+}
+
+// startProxyFast is startProxyLevels on a clock that runs speed times
+// faster than the wall clock (fastClock): failback_delay, no_pool_grace,
+// rebalance_interval, backoff and the hashrate windows pass speed times
+// faster, while the pools and miners keep wall time. submit_timeout, a
+// wait on the network, is scaled up by speed so it stays the same in wall
+// time. Durations a test waits for are divided by speed.
+func startProxyFast(t *testing.T, speed int, pools []*stratumtest.Pool, levels []int, serverExtra string, poolExtra ...string) *testProxy {
+	t.Helper()
+	urls := make([]string, len(pools))
+	for i, pl := range pools {
+		urls[i] = pl.URL()
+	}
+	return startProxyOn(t, speed, urls, levels, serverExtra, poolExtra...)
+}
+
+// startProxyOn starts the proxy on the wall clock (speed 0) or a fast one.
+func startProxyOn(t *testing.T, speed int, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
+	t.Helper()
 	// Defaults for the tests; a key given in serverExtra replaces its default.
 	defaults := []string{
 		`name = "farm"`, `listen = "127.0.0.1:0"`, `initial_difficulty = 0.00001`, `min_difficulty = 0.0000001`,
@@ -70,6 +91,12 @@ level = %d
 	o := testOptions(t, doc)
 	o.Metrics = reg
 	o.Liveness = new(liveBoard).register
+	if speed > 0 {
+		o.Clock = fastClock(t, speed)
+		for i := range o.Pools {
+			o.Pools[i].SubmitTimeout *= time.Duration(speed)
+		}
+	}
 	p, err := New(o)
 	if err != nil {
 		t.Fatal(err)

@@ -118,7 +118,7 @@ type jobDiff struct {
 }
 
 func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *miner {
-	now := time.Now()
+	now := p.clock.Now()
 	m := &miner{
 		p: p, srv: srv, id: id, conn: conn, ip: ip, connectedAt: now,
 		closed:  make(chan struct{}),
@@ -338,7 +338,7 @@ func (m *miner) ensureSessionOn(pl *pool, wait time.Duration) error {
 	if has {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(m.ctx, wait)
+	ctx, cancel := withTimeout(m.ctx, m.p.clock, wait)
 	defer cancel()
 	var (
 		up     *upstream
@@ -352,7 +352,7 @@ func (m *miner) ensureSessionOn(pl *pool, wait time.Duration) error {
 			wanted = func() bool { return m.srv.isCarrying(target) }
 		}
 		if target == nil {
-			t := time.NewTimer(100 * time.Millisecond)
+			t := time.NewTimer(100 * time.Millisecond) // a poll: wall time
 			select {
 			case <-t.C:
 				continue
@@ -486,7 +486,7 @@ func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) bool {
 	if _, ok := m.workers[a.User]; !ok {
 		// The hashrate window starts now, not at the first share: a worker
 		// is estimated over the time it has been able to submit.
-		m.workers[a.User] = &workerStats{meter: meter{since: time.Now()}}
+		m.workers[a.User] = &workerStats{meter: meter{since: m.p.clock.Now()}}
 		m.p.workers.addLive(a.User)
 	}
 	if m.primary == "" {
@@ -569,7 +569,7 @@ func (m *miner) sendJob(up *upstream, e *jobEntry, clean bool) {
 		m.mu.Unlock()
 		return
 	}
-	now := time.Now()
+	now := m.p.clock.Now()
 	var d float64
 	switch {
 	case m.diff == 0: // first job, or after a suggestion
@@ -639,7 +639,7 @@ func (m *miner) submit(msg *stratum.Message) {
 		m.reject(msg.ID, worker, res.Reason.String(), res.Reason.Code(), res.Reason.Message())
 		return
 	}
-	now := time.Now()
+	now := m.p.clock.Now()
 	m.mu.Lock()
 	m.lastShare = now
 	m.vd.accepted(diff)
@@ -828,10 +828,10 @@ func (m *miner) reconnect(why string) {
 	m.send(stratum.AppendNotification(nil, &rc))
 	closeIt := func() { m.close("reconnect", errors.New(why)) }
 	if !m.p.tasks.spawn(func() {
-		t := time.NewTimer(reconnectGrace)
+		t := m.p.clock.NewTimer(reconnectGrace)
 		defer t.Stop()
 		select {
-		case <-t.C:
+		case <-t.C():
 			closeIt()
 		case <-m.ctx.Done(): // closed meanwhile, or the proxy is stopping
 		}

@@ -28,6 +28,8 @@ type Options struct {
 	// Liveness, when set, registers a loop that must beat at least every
 	// maxAge; the proxy calls beat each round and done when the loop ends.
 	Liveness func(name string, maxAge time.Duration) (beat, done func())
+	// Clock is the proxy's time source (see Clock); nil is the wall clock.
+	Clock Clock
 }
 
 // ServerOptions is one listener (a [[server]] table).

@@ -140,14 +140,14 @@ func (pl *pool) start(ctx context.Context) {
 // ends or the backoff expires. It ends with ctx.
 func (pl *pool) keep(ctx context.Context) {
 	defer pl.proxy.wg.Done()
-	t := time.NewTimer(time.Hour)
+	t := pl.proxy.clock.NewTimer(time.Hour)
 	t.Stop()
 	defer t.Stop()
 	for {
 		retry := time.Duration(-1)
 		pl.mu.Lock()
 		if len(pl.sessions) == 0 {
-			now := time.Now()
+			now := pl.proxy.clock.Now()
 			if pl.startSessionLocked(ctx, now) == nil && ctx.Err() == nil {
 				retry = max(pl.nextAttempt.Sub(now), time.Millisecond)
 			}
@@ -156,7 +156,7 @@ func (pl *pool) keep(ctx context.Context) {
 		var expired <-chan time.Time
 		if retry >= 0 {
 			t.Reset(retry)
-			expired = t.C
+			expired = t.C()
 		}
 		select {
 		case <-ctx.Done():
@@ -275,7 +275,7 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 		// open in parallel, one per miners_per_session miners waiting, rather
 		// than one pool handshake after another; no spare session is opened.
 		if wait == nil || pl.waiting >= connecting*pl.perSession() {
-			if u := pl.startSessionLocked(pl.proxy.ctx, time.Now()); u != nil {
+			if u := pl.startSessionLocked(pl.proxy.ctx, pl.proxy.clock.Now()); u != nil {
 				wait = u
 			}
 		}
@@ -296,9 +296,9 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 			}
 			continue
 		}
-		t := time.NewTimer(min(time.Until(retryAt), 100*time.Millisecond))
+		t := pl.proxy.clock.NewTimer(min(retryAt.Sub(pl.proxy.clock.Now()), 100*time.Millisecond))
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-ctx.Done():
 			t.Stop()
 			if lastErr != nil {
@@ -337,7 +337,7 @@ func isDone(c <-chan struct{}) bool {
 // A session that never became ready, or was lost within flapWindow of it,
 // is a failed attempt: the next dial waits for the backoff.
 func (pl *pool) sessionEnded(u *upstream, miners map[*miner]struct{}) {
-	now := time.Now()
+	now := pl.proxy.clock.Now()
 	shutdown := pl.proxy.ctx.Err() != nil
 	pl.mu.Lock()
 	for i, s := range pl.sessions {

@@ -25,6 +25,7 @@ type Proxy struct {
 	log     *zap.Logger
 	metrics *metrics
 	live    func(name string, maxAge time.Duration) (beat, done func())
+	clock   Clock
 	events  *events.Log
 	servers []*server
 
@@ -65,7 +66,10 @@ func New(o Options) (*Proxy, error) {
 		return nil, fmt.Errorf("stratum metrics: %w", err)
 	}
 	p := &Proxy{log: o.Log.With(zap.String("component", "stratum")), metrics: m, live: o.Liveness, events: o.Events,
-		workers: newWorkerTable()}
+		workers: newWorkerTable(), clock: o.Clock}
+	if p.clock == nil {
+		p.clock = wallClock{}
+	}
 	p.authTimeout.Store(int64(workerAuthTimeout))
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.handlers = newHandlers(p.ctx)
@@ -147,13 +151,15 @@ func (p *Proxy) janitor() {
 		beat, done = p.live("stratum-janitor", 10*time.Second)
 		defer done()
 	}
-	t := time.NewTicker(janitorEvery)
+	t := p.clock.NewTimer(janitorEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
-		case now := <-t.C:
+		case <-t.C():
+			t.Reset(janitorEvery)
+			now := p.clock.Now()
 			beat()
 			for _, s := range p.servers {
 				for _, pl := range s.pools {
@@ -206,6 +212,7 @@ func (p *Proxy) ReadyNotes() []string {
 func (p *Proxy) event(e events.Event) {
 	if p.events != nil {
 		e.Component = "stratum"
+		e.Time = p.clock.Now() // the decision's time on the clock that made it
 		p.events.Add(e)
 	}
 }

@@ -205,7 +205,7 @@ func (u *upstream) session(ctx context.Context) error {
 		m.upBytes.WithLabelValues(u.pool.cfg.Name, "out"), func(error) { _ = conn.Close() })
 	u.mu.Lock()
 	u.conn = conn
-	u.connectedAt = time.Now()
+	u.connectedAt = u.pool.proxy.clock.Now()
 	u.wq = wq
 	u.mu.Unlock()
 	// The session ends with ctx (shutdown) too.
@@ -382,7 +382,7 @@ func (u *upstream) onAuthorize(msg *stratum.Message) error {
 		return fmt.Errorf("pool %s authorized before answering mining.subscribe", u.pool.cfg.Name)
 	}
 	u.state = stateActive
-	u.readyAt = time.Now()
+	u.readyAt = u.pool.proxy.clock.Now()
 	u.mu.Unlock()
 	close(u.ready)
 	u.pool.sessionReady()
@@ -399,7 +399,7 @@ func (u *upstream) onMethod(msg *stratum.Message) error {
 			u.log.Warn("ignoring malformed mining.notify from pool", zap.Error(err))
 			return nil
 		}
-		u.onNotify(&n, time.Now())
+		u.onNotify(&n, u.pool.proxy.clock.Now())
 	case stratum.MethodSetDifficulty:
 		var d stratum.SetDifficulty
 		if err := d.DecodeParams(msg.Params); err != nil || !(d.Difficulty > 0) {
@@ -503,7 +503,7 @@ func (u *upstream) onNotify(n *stratum.Notify, received time.Time) {
 	for _, m := range miners {
 		m.sendJob(u, e, n.CleanJobs)
 	}
-	p.metrics.fanout.WithLabelValues(u.pool.cfg.Name).Observe(time.Since(received).Seconds())
+	p.metrics.fanout.WithLabelValues(u.pool.cfg.Name).Observe(p.clock.Now().Sub(received).Seconds())
 }
 
 func (u *upstream) onVersionMask(mask uint32) {
@@ -583,7 +583,7 @@ func (u *upstream) detach(m *miner, prefix uint32) {
 		u.prefixes.release(prefix)
 	}
 	if len(u.miners) == 0 {
-		u.emptySince = time.Now()
+		u.emptySince = u.pool.proxy.clock.Now()
 	}
 }
 
@@ -628,7 +628,7 @@ func (u *upstream) forward(ps *pendingSubmit, e *jobEntry, en2 stratum.Extranonc
 	}
 	id := u.nextID
 	u.nextID++
-	ps.sent = time.Now()
+	ps.sent = u.pool.proxy.clock.Now()
 	u.pending[id] = ps
 	u.mu.Unlock()
 
@@ -670,7 +670,7 @@ func (u *upstream) onVerdict(id uint64, msg *stratum.Message) {
 		u.log.Debug("verdict for a share no longer pending (timed out earlier)", zap.Uint64("id", id))
 		return
 	}
-	rtt := time.Since(ps.sent)
+	rtt := u.pool.proxy.clock.Now().Sub(ps.sent)
 	accepted := false
 	var perr *stratum.Error
 	if hasError(msg) {
@@ -695,7 +695,7 @@ func (u *upstream) onVerdict(id uint64, msg *stratum.Message) {
 	u.mu.Unlock()
 	u.pool.proxy.metrics.submitLatency.WithLabelValues(u.pool.cfg.Name).Observe(rtt.Seconds())
 	if !ps.candidate { // see noteVerdict
-		u.pool.noteVerdict(time.Now(), !accepted)
+		u.pool.noteVerdict(u.pool.proxy.clock.Now(), !accepted)
 	}
 	ps.reply.judged(ps, u.pool.cfg.Name, accepted, perr)
 }
