@@ -42,7 +42,14 @@ func startProxyLevels(t *testing.T, pools []*stratumtest.Pool, levels []int, ser
 // front of a test pool, say).
 func startProxyURLs(t *testing.T, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
 	t.Helper()
-	return startProxyOn(t, 0, urls, levels, serverExtra, poolExtra...)
+	return startProxyOn(t, startHow{}, urls, levels, serverExtra, poolExtra...)
+}
+
+// startProxyUnready is startProxyURLs for a test whose pool is not meant to
+// become healthy: it does not wait for the proxy to be ready.
+func startProxyUnready(t *testing.T, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
+	t.Helper()
+	return startProxyOn(t, startHow{unready: true}, urls, levels, serverExtra, poolExtra...)
 }
 
 // startProxyFast is startProxyLevels on a clock that runs speed times
@@ -57,11 +64,17 @@ func startProxyFast(t *testing.T, speed int, pools []*stratumtest.Pool, levels [
 	for i, pl := range pools {
 		urls[i] = pl.URL()
 	}
-	return startProxyOn(t, speed, urls, levels, serverExtra, poolExtra...)
+	return startProxyOn(t, startHow{speed: speed}, urls, levels, serverExtra, poolExtra...)
 }
 
-// startProxyOn starts the proxy on the wall clock (speed 0) or a fast one.
-func startProxyOn(t *testing.T, speed int, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
+// startHow is how startProxyOn starts the proxy.
+type startHow struct {
+	speed   int  // 0: the wall clock; else a fastClock this many times faster
+	unready bool // do not wait for a healthy pool
+}
+
+// startProxyOn starts the proxy.
+func startProxyOn(t *testing.T, how startHow, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
 	t.Helper()
 	// Defaults for the tests; a key given in serverExtra replaces its default.
 	defaults := []string{
@@ -91,10 +104,10 @@ level = %d
 	o := testOptions(t, doc)
 	o.Metrics = reg
 	o.Liveness = new(liveBoard).register
-	if speed > 0 {
-		o.Clock = fastClock(t, speed)
+	if how.speed > 0 {
+		o.Clock = fastClock(t, how.speed)
 		for i := range o.Pools {
-			o.Pools[i].SubmitTimeout *= time.Duration(speed)
+			o.Pools[i].SubmitTimeout *= time.Duration(how.speed)
 		}
 	}
 	p, err := New(o)
@@ -106,7 +119,7 @@ level = %d
 	}
 	tp := &testProxy{Proxy: p, addr: p.Addrs()["farm"], reg: reg}
 	// Miners are refused until a pool is healthy; most tests want one.
-	for i := 0; i < 500 && p.Ready() != nil; i++ {
+	for i := 0; i < 500 && !how.unready && p.Ready() != nil; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Cleanup(func() {

@@ -92,7 +92,7 @@ func TestFailoverAndFailback(t *testing.T) {
 
 func TestPoolWithoutJobsIsUnhealthy(t *testing.T) {
 	silent := stratumtest.NewPool(t, stratumtest.PoolOptions{NoJobs: true})
-	px := startProxyLevels(t, []*stratumtest.Pool{silent}, []int{0}, "", `no_job_timeout = "1s"`)
+	px := startProxyUnready(t, []string{silent.URL()}, []int{0}, "", `no_job_timeout = "1s"`)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if err := px.Ready(); err != nil && contains(err.Error(), "sent no job") {
