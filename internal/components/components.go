@@ -11,7 +11,6 @@ package components
 
 import (
 	"github.com/hashgate/proxyd/internal/daemon"
-	"github.com/hashgate/proxyd/stratum/proxy"
 )
 
 // Factories returns a fresh list of factories. A factory returns (nil, nil)
@@ -32,7 +31,7 @@ func Factories() []daemon.Factory {
 			gpu = c
 			return c, nil
 		},
-		proxy.Factory,
+		Proxy,
 		func(env daemon.Env) (daemon.Component, error) {
 			c, err := newSwitcher(env, func() *gpuComponent { return gpu })
 			if err != nil || c == nil {

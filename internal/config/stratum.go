@@ -4,13 +4,12 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/hashgate/proxyd/stratum"
 )
 
 // Server is one downstream Stratum V1 listener that miners connect to.
@@ -263,7 +262,7 @@ func validatePools(v *validator, pools []Pool) {
 }
 
 // IsTLSScheme reports whether a pool url's scheme means TLS.
-func IsTLSScheme(scheme string) bool { return scheme == "stratum+ssl" || scheme == "stratum+tls" }
+func IsTLSScheme(scheme string) bool { return stratum.IsTLSScheme(scheme) }
 
 // validatePoolTLS checks the TLS keys of a pool: they need a TLS url, the
 // CA file must be readable PEM (run would refuse it too) and every pin a
@@ -297,28 +296,8 @@ func validatePoolTLS(v *validator, k func(string) string, p *Pool, tls bool) {
 	}
 }
 
-// ParsePoolURL checks a stratum+tcp://host:port (or TLS: stratum+ssl://,
-// stratum+tls://) URL and returns host:port and the scheme. Nothing is ever
-// spoken in plain text to a pool configured for TLS.
+// ParsePoolURL checks a pool url; the Stratum library owns the grammar
+// (stratum.ParsePoolURL), this keeps the config's name for it.
 func ParsePoolURL(raw string) (addr string, scheme string, err error) {
-	if raw == "" {
-		return "", "", fmt.Errorf("must not be empty; write stratum+tcp://host:port or stratum+ssl://host:port")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", "", fmt.Errorf("%q is not a URL: %v", raw, err)
-	}
-	switch u.Scheme {
-	case "stratum+tcp", "tcp", "stratum+ssl", "stratum+tls":
-	default:
-		return "", "", fmt.Errorf("scheme %q in %q is not supported; use stratum+tcp://host:port or stratum+ssl://host:port", u.Scheme, raw)
-	}
-	host, port, err := net.SplitHostPort(u.Host)
-	if err != nil || host == "" {
-		return "", "", fmt.Errorf("%q needs host:port after the scheme", raw)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", "", fmt.Errorf("port %q in %q is out of range (allowed 1 to 65535)", port, raw)
-	}
-	return u.Host, u.Scheme, nil
+	return stratum.ParsePoolURL(raw)
 }

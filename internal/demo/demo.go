@@ -324,12 +324,12 @@ func Start(ctx context.Context, o Options) (_ *Site, err error) {
 		return nil, fmt.Errorf("starting the daemon: %w", ctx.Err())
 	}
 	for _, c := range s.comps {
-		if p, ok := c.(*proxy.Proxy); ok {
+		if p := components.ProxyOf(c); p != nil {
 			s.proxy = p
 		}
 	}
 	if s.proxy == nil {
-		return nil, errors.New("the daemon's component list built no Stratum proxy (is proxy.Factory in internal/components?)")
+		return nil, errors.New("the daemon's component list built no Stratum proxy (is components.Proxy in internal/components.Factories?)")
 	}
 	addr := s.proxy.Addrs()[ServerName]
 	if addr == "" {

@@ -18,12 +18,11 @@ import (
 
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/nvml"
-	"github.com/hashgate/proxyd/stratum/proxy"
 )
 
 // factories is the binary's list without the switcher: most tests here
 // need only the proxy and the GPUs.
-func factories() []daemon.Factory { return []daemon.Factory{components.GPU, proxy.Factory} }
+func factories() []daemon.Factory { return []daemon.Factory{components.GPU, components.Proxy} }
 
 // testOptions is a small, fast site on free ports.
 func testOptions() Options {

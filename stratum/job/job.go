@@ -65,9 +65,36 @@ type Job struct {
 	seen        shareSet
 }
 
-// New builds a Job from a notify's params. It fails when the nbits do not
-// encode a valid target or the coinbase is absurdly large. The Job keeps n;
-// the caller must not modify n's slices afterwards.
+// Template is a unit of work in protocol-neutral terms: what any upstream
+// protocol gives a miner to hash. Stratum V1 carries it in mining.notify
+// (New); a Stratum V2 session assembles it from NewExtendedMiningJob and
+// SetNewPrevHash and calls FromTemplate. Miners downstream speak V1, so the
+// Job still carries the equivalent mining.notify line.
+type Template struct {
+	ID string
+	// PrevHash is the previous block hash in internal byte order.
+	PrevHash chainhash.Hash
+	// CoinbasePrefix and CoinbaseSuffix are the coinbase transaction's
+	// legacy serialization around the extranonce (V1's coinb1 and coinb2).
+	CoinbasePrefix, CoinbaseSuffix []byte
+	// MerkleBranch is the coinbase's merkle path, internal byte order.
+	MerkleBranch []chainhash.Hash
+	Version      uint32
+	NBits        uint32
+	NTime        uint32
+}
+
+// FromTemplate builds a Job from a protocol-neutral template; see New for
+// the checks. The Job keeps t's slices; the caller must not modify them
+// afterwards.
+func FromTemplate(t *Template, cfg Config) (*Job, error) {
+	return New(&stratum.Notify{JobID: t.ID, PrevHash: t.PrevHash, Coinb1: t.CoinbasePrefix, Coinb2: t.CoinbaseSuffix,
+		MerkleBranch: t.MerkleBranch, Version: t.Version, NBits: t.NBits, NTime: t.NTime}, cfg)
+}
+
+// New builds a Job from a notify's params (Stratum V1). It fails when the
+// nbits do not encode a valid target or the coinbase is absurdly large. The
+// Job keeps n; the caller must not modify n's slices afterwards.
 func New(n *stratum.Notify, cfg Config) (*Job, error) {
 	target, err := pow.TargetFromCompact(n.NBits)
 	if err != nil {

@@ -386,3 +386,34 @@ func TestCoinbaseLargerThanStackBuffer(t *testing.T) {
 		t.Fatalf("txid %s, want %s", got, want)
 	}
 }
+
+// TestFromTemplate: a real block's work given as a protocol-neutral
+// template builds the same job as its mining.notify: same notify lines, and
+// the real block validates as a candidate.
+func TestFromTemplate(t *testing.T) {
+	for _, height := range realBlocks {
+		c := loadBlock(t, height)
+		t.Run(c.name, func(t *testing.T) {
+			n := c.notify
+			tj, err := job.FromTemplate(&job.Template{ID: n.JobID, PrevHash: n.PrevHash, CoinbasePrefix: n.Coinb1,
+				CoinbaseSuffix: n.Coinb2, MerkleBranch: n.MerkleBranch, Version: n.Version, NBits: n.NBits, NTime: n.NTime},
+				job.Config{ExtranonceSize: len(c.extranonce1) + c.submit.Extranonce2.Len()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nj := c.job(t)
+			for _, clean := range []bool{false, true} {
+				if !bytes.Equal(tj.NotifyLine(clean), nj.NotifyLine(clean)) {
+					t.Errorf("clean=%v: template's notify line\n%s\nnotify's\n%s", clean, tj.NotifyLine(clean), nj.NotifyLine(clean))
+				}
+			}
+			s := c.share(65536)
+			if res := tj.Validate(&s); !res.Valid() || !res.BlockCandidate || res.Hash != c.hash {
+				t.Fatalf("real block from the template: %+v", res)
+			}
+		})
+	}
+	if _, err := job.FromTemplate(&job.Template{ID: "x", NBits: 0xff000000}, job.Config{}); err == nil {
+		t.Error("a template with invalid nbits built a job")
+	}
+}

@@ -113,7 +113,7 @@ func (p *Proxy) WorkersPage(after string, limit int) WorkersPage {
 		last := names[len(names)-1]
 		pg.NextAfter = &last
 	}
-	now := time.Now()
+	now := p.clock.Now()
 	views := make(map[string]*WorkerView, len(names))
 	for _, name := range names {
 		views[name] = &WorkerView{Name: name, Connections: []ConnectionView{}}
@@ -233,7 +233,7 @@ type PoolView struct {
 
 // Pools lists every pool session by listener.
 func (p *Proxy) Pools() []PoolView {
-	now := time.Now()
+	now := p.clock.Now()
 	var out []PoolView
 	for _, s := range p.servers {
 		loads := s.poolLoad(now, false)
@@ -270,7 +270,7 @@ func (p *Proxy) Pools() []PoolView {
 				sv := SessionView{
 					ID: u.id, State: u.state.String(), Extranonce1: hex.EncodeToString(u.e1),
 					PrefixBytes: u.split.PrefixBytes, MinerE2Size: u.split.MinerExtranonce2Size, Capacity: u.split.Capacity,
-					Miners: len(u.miners), Difficulty: u.nextDiff, VersionMask: fmt.Sprintf("%08x", u.mask),
+					Miners: len(u.miners), Difficulty: u.nextDiff, VersionMask: fmt.Sprintf("%08x", u.mask.Load()),
 					Accepted: u.accepted, Rejected: u.rejected, NoVerdict: u.noVerdict, Pending: len(u.pending),
 					SubmitLatencyMs: float64(u.latency.Microseconds()) / 1000,
 				}

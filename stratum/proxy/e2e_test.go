@@ -8,10 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/stratum/stratumtest"
 )
@@ -45,6 +42,40 @@ func startProxyLevels(t *testing.T, pools []*stratumtest.Pool, levels []int, ser
 // front of a test pool, say).
 func startProxyURLs(t *testing.T, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
 	t.Helper()
+	return startProxyOn(t, startHow{}, urls, levels, serverExtra, poolExtra...)
+}
+
+// startProxyUnready is startProxyURLs for a test whose pool is not meant to
+// become healthy: it does not wait for the proxy to be ready.
+func startProxyUnready(t *testing.T, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
+	t.Helper()
+	return startProxyOn(t, startHow{unready: true}, urls, levels, serverExtra, poolExtra...)
+}
+
+// startProxyFast is startProxyLevels on a clock that runs speed times
+// faster than the wall clock (fastClock): failback_delay, no_pool_grace,
+// rebalance_interval, backoff and the hashrate windows pass speed times
+// faster, while the pools and miners keep wall time. submit_timeout, a
+// wait on the network, is scaled up by speed so it stays the same in wall
+// time. Durations a test waits for are divided by speed.
+func startProxyFast(t *testing.T, speed int, pools []*stratumtest.Pool, levels []int, serverExtra string, poolExtra ...string) *testProxy {
+	t.Helper()
+	urls := make([]string, len(pools))
+	for i, pl := range pools {
+		urls[i] = pl.URL()
+	}
+	return startProxyOn(t, startHow{speed: speed}, urls, levels, serverExtra, poolExtra...)
+}
+
+// startHow is how startProxyOn starts the proxy.
+type startHow struct {
+	speed   int  // 0: the wall clock; else a fastClock this many times faster
+	unready bool // do not wait for a healthy pool
+}
+
+// startProxyOn starts the proxy.
+func startProxyOn(t *testing.T, how startHow, urls []string, levels []int, serverExtra string, poolExtra ...string) *testProxy {
+	t.Helper()
 	// Defaults for the tests; a key given in serverExtra replaces its default.
 	defaults := []string{
 		`name = "farm"`, `listen = "127.0.0.1:0"`, `initial_difficulty = 0.00001`, `min_difficulty = 0.0000001`,
@@ -69,12 +100,17 @@ level = %d
 %s
 `, i, url, level(levels, i), extraFor(poolExtra, i))
 	}
-	cfg, err := config.Parse([]byte(doc))
-	if err != nil {
-		t.Fatalf("test config: %v\n%s", err, doc)
-	}
 	reg := prometheus.NewRegistry()
-	p, err := New(daemon.Env{Config: cfg, Log: zaptest.NewLogger(t), Metrics: reg, Liveness: daemon.NewLiveness(), Events: events.New(0)})
+	o := testOptions(t, doc)
+	o.Metrics = reg
+	o.Liveness = new(liveBoard).register
+	if how.speed > 0 {
+		o.Clock = fastClock(t, how.speed)
+		for i := range o.Pools {
+			o.Pools[i].SubmitTimeout *= time.Duration(how.speed)
+		}
+	}
+	p, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +119,7 @@ level = %d
 	}
 	tp := &testProxy{Proxy: p, addr: p.Addrs()["farm"], reg: reg}
 	// Miners are refused until a pool is healthy; most tests want one.
-	for i := 0; i < 500 && p.Ready() != nil; i++ {
+	for i := 0; i < 500 && !how.unready && p.Ready() != nil; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Cleanup(func() {

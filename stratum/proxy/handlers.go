@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"runtime"
+	"sync"
 	"sync/atomic"
 )
 
@@ -54,6 +55,9 @@ type handlers struct {
 	work    chan handlerWork // unbuffered: a send succeeds only if a handler waits
 	idle    atomic.Int32
 	maxIdle int32
+	// wg counts the handler goroutines. Only miners' readers start them
+	// (in do), so the proxy waits for it after joining the readers.
+	wg sync.WaitGroup
 }
 
 func newHandlers(ctx context.Context) *handlers {
@@ -72,9 +76,17 @@ func (h *handlers) submit(j handlerWork) {
 	select {
 	case h.work <- j:
 	default:
-		go h.run(j)
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.run(j)
+		}()
 	}
 }
+
+// wait returns once every handler has ended: after ctx is done and no
+// reader or read loop submits work any more.
+func (h *handlers) wait() { h.wg.Wait() }
 
 func (h *handlers) run(j handlerWork) {
 	for {

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -25,7 +23,7 @@ func (c hashrateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c hashrateCollector) Collect(ch chan<- prometheus.Metric) {
-	now := time.Now()
+	now := c.p.clock.Now()
 	var site float64
 	for _, s := range c.p.servers {
 		loads := s.poolLoad(now, false)

@@ -7,10 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/events"
 )
 
@@ -76,12 +73,12 @@ func newRoutingFixture(t *testing.T, levels []int, serverExtra string) *routingF
 	for i, l := range levels {
 		doc += fmt.Sprintf("[[pool]]\nname = \"pool%d\"\nurl = \"stratum+tcp://127.0.0.1:9\"\nuser = \"acct.farm\"\nlevel = %d\n", i, l)
 	}
-	cfg, err := config.Parse([]byte(doc))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, doc)
-	}
-	f := &routingFixture{t: t, events: events.New(0), reg: prometheus.NewRegistry(), now: time.Unix(1_800_000_000, 0)}
-	f.p, err = New(daemon.Env{Config: cfg, Log: zaptest.NewLogger(t), Metrics: f.reg, Events: f.events})
+	f := &routingFixture{t: t, reg: prometheus.NewRegistry(), now: time.Unix(1_800_000_000, 0)}
+	o := testOptions(t, doc)
+	o.Metrics = f.reg
+	f.events = o.Events
+	var err error
+	f.p, err = New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +262,7 @@ func TestUnhealthyCausesAreTyped(t *testing.T) {
 	f := newRoutingFixture(t, []int{0}, "")
 	pl := f.s.pools[0]
 	pl.sessions[0].lastJobAt = f.now
-	f.now = f.now.Add(pl.cfg.NoJobTimeout.D() + time.Second)
+	f.now = f.now.Add(pl.cfg.NoJobTimeout + time.Second)
 	f.s.evaluateRouting(f.now)
 	if f.metric("proxyd_pool_state_changes_total", `reason="no_job"`) != 1 {
 		t.Errorf("no_job changes = %v", f.metric("proxyd_pool_state_changes_total", `reason="no_job"`))

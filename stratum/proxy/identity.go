@@ -85,7 +85,7 @@ type refusal struct {
 // least recently used dropped first: a dropped name in use is authorized
 // again before its next share. The table grows only with names in use.
 func newSessionAuths(pl *pool) sessionAuths {
-	perSession := pl.cfg.MinersPerSession.Limit()
+	perSession := pl.cfg.MinersPerSession
 	if perSession == 0 {
 		perSession = MaxSessionCapacity
 	}
@@ -129,7 +129,7 @@ func (u *upstream) authorizeForMiner(name string) (*workerAuth, authOutcome) {
 }
 
 func (u *upstream) authorize(name string, forMiner bool) (*workerAuth, authOutcome) {
-	now := time.Now()
+	now := u.pool.proxy.clock.Now()
 	m := u.pool.proxy.metrics.upstreamAuths
 	u.mu.Lock()
 	a := &u.workerAuths
@@ -213,7 +213,7 @@ func (u *upstream) finishAuth(id uint64, ok bool, perr *stratum.Error) bool {
 // "accepted" or "refused") or not ("no_answer"). Only an accepted name stays
 // known to the session; only a refused one is remembered as refused.
 func (u *upstream) completeAuth(id uint64, ok bool, perr *stratum.Error, result string) bool {
-	now := time.Now()
+	now := u.pool.proxy.clock.Now()
 	u.mu.Lock()
 	a := &u.workerAuths
 	wa, found := a.pending[id]
@@ -293,13 +293,13 @@ func (m *miner) passthroughAuthorize(id stratum.ID, worker string) (ok, keep boo
 		m.authWaits = append(m.authWaits, wa)
 	}
 	wait := time.Duration(m.p.authTimeout.Load())
-	t := time.NewTimer(wait)
+	t := m.p.clock.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-wa.done:
 	case <-m.closed:
 		return false, false
-	case <-t.C:
+	case <-t.C():
 		m.send(stratum.AppendError(nil, id, stratum.CodeOther, fmt.Sprintf("pool did not answer the authorization of %q within %s", name, wait)))
 		return false, true
 	}

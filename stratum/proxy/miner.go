@@ -136,7 +136,7 @@ type jobDiff struct {
 }
 
 func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *miner {
-	now := time.Now()
+	now := p.clock.Now()
 	m := &miner{
 		p: p, srv: srv, id: id, conn: conn, ip: ip, connectedAt: now,
 		closed:  make(chan struct{}),
@@ -239,13 +239,13 @@ func (m *miner) readDeadline() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.worked {
-		return m.connectedAt.Add(m.srv.cfg.SubscribeTimeout.D())
+		return m.connectedAt.Add(m.srv.cfg.SubscribeTimeout)
 	}
 	last := m.lastShare
 	if last.IsZero() {
 		last = m.connectedAt
 	}
-	return last.Add(m.srv.cfg.IdleTimeout.D())
+	return last.Add(m.srv.cfg.IdleTimeout)
 }
 
 func (m *miner) readFailed(err error) {
@@ -260,10 +260,10 @@ func (m *miner) readFailed(err error) {
 		working := m.worked
 		m.mu.Unlock()
 		if working {
-			m.log().Info("miner stopped submitting; disconnecting", zap.Duration("idle_timeout", m.srv.cfg.IdleTimeout.D()))
+			m.log().Info("miner stopped submitting; disconnecting", zap.Duration("idle_timeout", m.srv.cfg.IdleTimeout))
 			m.close("idle_timeout", err)
 		} else {
-			m.log().Info("miner never completed subscribe and authorize; disconnecting", zap.Duration("subscribe_timeout", m.srv.cfg.SubscribeTimeout.D()))
+			m.log().Info("miner never completed subscribe and authorize; disconnecting", zap.Duration("subscribe_timeout", m.srv.cfg.SubscribeTimeout))
 			m.close("subscribe_timeout", err)
 		}
 	default:
@@ -347,7 +347,7 @@ func (m *miner) handle(msg *stratum.Message) bool {
 // ensureSession gives the miner an upstream session and extranonce prefix,
 // on pool to when given, else where routing says. It waits at most wait,
 // and not past the miner's close.
-func (m *miner) ensureSession() error { return m.ensureSessionOn(nil, m.srv.cfg.SubscribeTimeout.D()) }
+func (m *miner) ensureSession() error { return m.ensureSessionOn(nil, m.srv.cfg.SubscribeTimeout) }
 
 func (m *miner) ensureSessionOn(pl *pool, wait time.Duration) error {
 	m.mu.Lock()
@@ -356,7 +356,7 @@ func (m *miner) ensureSessionOn(pl *pool, wait time.Duration) error {
 	if has {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(m.ctx, wait)
+	ctx, cancel := withTimeout(m.ctx, m.p.clock, wait)
 	defer cancel()
 	var (
 		up     *upstream
@@ -370,7 +370,7 @@ func (m *miner) ensureSessionOn(pl *pool, wait time.Duration) error {
 			wanted = func() bool { return m.srv.isCarrying(target) }
 		}
 		if target == nil {
-			t := time.NewTimer(100 * time.Millisecond)
+			t := time.NewTimer(100 * time.Millisecond) // a poll: wall time
 			select {
 			case <-t.C:
 				continue
@@ -445,9 +445,7 @@ func (m *miner) poolMaskLocked() uint32 {
 	if m.up == nil {
 		return 0
 	}
-	m.up.mu.Lock() // miner before session: the documented lock order
-	defer m.up.mu.Unlock()
-	return m.up.mask
+	return m.up.versionMask()
 }
 
 func (m *miner) subscribe(id stratum.ID, s *stratum.Subscribe) bool {
@@ -506,7 +504,7 @@ func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) bool {
 	if _, ok := m.workers[a.User]; !ok {
 		// The hashrate window starts now, not at the first share: a worker
 		// is estimated over the time it has been able to submit.
-		m.workers[a.User] = &workerStats{meter: meter{since: time.Now()}}
+		m.workers[a.User] = &workerStats{meter: meter{since: m.p.clock.Now()}}
 		m.p.workers.addLive(a.User)
 	}
 	if m.primary == "" {
@@ -576,10 +574,7 @@ func (m *miner) startWork() {
 	m.hasWork, m.worked = true, true
 	up := m.up
 	m.mu.Unlock()
-	up.mu.Lock()
-	cur := up.current
-	up.mu.Unlock()
-	if cur != nil {
+	if cur := up.currentJob(); cur != nil {
 		m.sendJob(up, cur, true)
 	}
 }
@@ -592,7 +587,7 @@ func (m *miner) sendJob(up *upstream, e *jobEntry, clean bool) {
 		m.mu.Unlock()
 		return
 	}
-	now := time.Now()
+	now := m.p.clock.Now()
 	var d float64
 	switch {
 	case m.diff == 0: // first job, or after a suggestion
@@ -655,14 +650,14 @@ func (m *miner) submit(msg *stratum.Message) {
 		return
 	}
 	diff := m.jobDifficulty(e.seq)
-	sh := job.Share{Extranonce1: e1, VersionMask: mask, Difficulty: diff, NtimeWindow: m.srv.cfg.NtimeWindow.D()}
+	sh := job.Share{Extranonce1: e1, VersionMask: mask, Difficulty: diff, NtimeWindow: m.srv.cfg.NtimeWindow}
 	sh.FromSubmit(&sub)
 	res := e.job.Validate(&sh)
 	if !res.Valid() {
 		m.reject(msg.ID, worker, res.Reason.String(), res.Reason.Code(), res.Reason.Message())
 		return
 	}
-	now := time.Now()
+	now := m.p.clock.Now()
 	m.mu.Lock()
 	m.lastShare = now
 	m.vd.accepted(diff)
@@ -688,10 +683,10 @@ func (m *miner) submit(msg *stratum.Message) {
 		m.reject(msg.ID, worker, "malformed", stratum.CodeOther, err.Error())
 		return
 	}
-	ps := &pendingSubmit{m: m, id: msg.ID, worker: worker, diff: diff, candidate: res.BlockCandidate}
+	ps := &pendingSubmit{reply: m, id: msg.ID, worker: worker, diff: diff, candidate: res.BlockCandidate}
 	p.acct.forwarded.Add(1)
 	if err := up.forward(ps, e, en2, &sub); err != nil {
-		p.noVerdict(ps, up.pool, "upstream_lost", "the pool connection is down: "+err.Error())
+		m.unjudged(ps, up.pool.cfg.Name, "upstream_lost", "the pool connection is down: "+err.Error())
 	}
 }
 
@@ -851,10 +846,10 @@ func (m *miner) reconnect(why string) {
 	m.send(stratum.AppendNotification(nil, &rc))
 	closeIt := func() { m.close("reconnect", errors.New(why)) }
 	if !m.p.tasks.spawn(func() {
-		t := time.NewTimer(reconnectGrace)
+		t := m.p.clock.NewTimer(reconnectGrace)
 		defer t.Stop()
 		select {
-		case <-t.C:
+		case <-t.C():
 			closeIt()
 		case <-m.ctx.Done(): // closed meanwhile, or the proxy is stopping
 		}

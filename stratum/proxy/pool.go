@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/stratum"
 )
 
 // Pool-side tuning.
@@ -55,7 +55,7 @@ func backoffDelay(failures int, rnd func(n int64) int64) time.Duration {
 type pool struct {
 	proxy *Proxy
 	srv   *server
-	cfg   config.Pool
+	cfg   PoolOptions
 	addr  string
 	tls   *tls.Config // nil: plain TCP
 	log   *zap.Logger
@@ -94,14 +94,14 @@ func (pl *pool) splitPolicy() SplitPolicy {
 	return SplitPolicy{
 		MinerExtranonce2Size:    pl.srv.cfg.Extranonce2Size,
 		MinMinerExtranonce2Size: pl.srv.cfg.MinMinerExtranonce2Size,
-		MinersPerSession:        pl.cfg.MinersPerSession.Limit(),
+		MinersPerSession:        pl.cfg.MinersPerSession,
 	}
 }
 
 // perSession is how many miners one session of this pool is expected to
 // carry, for opening sessions in a connect storm.
 func (pl *pool) perSession() int {
-	if n := pl.cfg.MinersPerSession.Limit(); n > 0 {
+	if n := pl.cfg.MinersPerSession; n > 0 {
 		return n
 	}
 	if c := pl.capacity.Load(); c > 0 {
@@ -110,12 +110,12 @@ func (pl *pool) perSession() int {
 	return stormGuess
 }
 
-func newPool(p *Proxy, srv *server, cfg config.Pool) (*pool, error) {
-	addr, scheme, err := config.ParsePoolURL(cfg.URL)
+func newPool(p *Proxy, srv *server, cfg PoolOptions) (*pool, error) {
+	addr, scheme, err := stratum.ParsePoolURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", cfg.Name, err)
 	}
-	tlsCfg, err := poolTLSConfig(cfg.Name, addr, PoolTLS{Enabled: config.IsTLSScheme(scheme), CAFile: cfg.CAFile,
+	tlsCfg, err := poolTLSConfig(cfg.Name, addr, PoolTLS{Enabled: stratum.IsTLSScheme(scheme), CAFile: cfg.CAFile,
 		ServerName: cfg.TLSServerName, PinSHA256: cfg.TLSPinSHA256})
 	if err != nil {
 		return nil, err
@@ -140,14 +140,14 @@ func (pl *pool) start(ctx context.Context) {
 // ends or the backoff expires. It ends with ctx.
 func (pl *pool) keep(ctx context.Context) {
 	defer pl.proxy.wg.Done()
-	t := time.NewTimer(time.Hour)
+	t := pl.proxy.clock.NewTimer(time.Hour)
 	t.Stop()
 	defer t.Stop()
 	for {
 		retry := time.Duration(-1)
 		pl.mu.Lock()
 		if len(pl.sessions) == 0 {
-			now := time.Now()
+			now := pl.proxy.clock.Now()
 			if pl.startSessionLocked(ctx, now) == nil && ctx.Err() == nil {
 				retry = max(pl.nextAttempt.Sub(now), time.Millisecond)
 			}
@@ -156,7 +156,7 @@ func (pl *pool) keep(ctx context.Context) {
 		var expired <-chan time.Time
 		if retry >= 0 {
 			t.Reset(retry)
-			expired = t.C
+			expired = t.C()
 		}
 		select {
 		case <-ctx.Done():
@@ -275,7 +275,7 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 		// open in parallel, one per miners_per_session miners waiting, rather
 		// than one pool handshake after another; no spare session is opened.
 		if wait == nil || pl.waiting >= connecting*pl.perSession() {
-			if u := pl.startSessionLocked(pl.proxy.ctx, time.Now()); u != nil {
+			if u := pl.startSessionLocked(pl.proxy.ctx, pl.proxy.clock.Now()); u != nil {
 				wait = u
 			}
 		}
@@ -296,9 +296,9 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 			}
 			continue
 		}
-		t := time.NewTimer(min(time.Until(retryAt), 100*time.Millisecond))
+		t := pl.proxy.clock.NewTimer(min(retryAt.Sub(pl.proxy.clock.Now()), 100*time.Millisecond))
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-ctx.Done():
 			t.Stop()
 			if lastErr != nil {
@@ -337,7 +337,7 @@ func isDone(c <-chan struct{}) bool {
 // A session that never became ready, or was lost within flapWindow of it,
 // is a failed attempt: the next dial waits for the backoff.
 func (pl *pool) sessionEnded(u *upstream, miners map[*miner]struct{}) {
-	now := time.Now()
+	now := pl.proxy.clock.Now()
 	shutdown := pl.proxy.ctx.Err() != nil
 	pl.mu.Lock()
 	for i, s := range pl.sessions {
@@ -391,8 +391,8 @@ func (pl *pool) janitor(now time.Time) {
 	pl.mu.Lock()
 	sessions := append([]*upstream(nil), pl.sessions...)
 	pl.mu.Unlock()
-	timeout := pl.cfg.SubmitTimeout.D()
-	stale := 2 * pl.cfg.NoJobTimeout.D()
+	timeout := pl.cfg.SubmitTimeout
+	stale := 2 * pl.cfg.NoJobTimeout
 	active := 0
 	for _, u := range sessions {
 		u.expire(now, timeout)

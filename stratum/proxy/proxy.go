@@ -1,11 +1,3 @@
-// Package proxy is proxyd's aggregating Stratum V1 farm proxy: miners connect
-// to its listeners, it serves them through a few upstream pool sessions by
-// splitting each session's extranonce, validates every share locally, sends
-// upstream only what meets the pool's difficulty and relays the pool's real
-// verdict.
-//
-// Data flows one way: listener → miner session → pool session → pool; jobs
-// flow back the same path, one encoded line fanned out to many miners.
 package proxy
 
 import (
@@ -20,8 +12,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/hashgate/proxyd/internal/config"
-	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/stratum"
 )
@@ -34,7 +24,8 @@ const flushOnStop = 2 * time.Second
 type Proxy struct {
 	log     *zap.Logger
 	metrics *metrics
-	live    *daemon.Liveness
+	live    func(name string, maxAge time.Duration) (beat, done func())
+	clock   Clock
 	events  *events.Log
 	servers []*server
 
@@ -45,6 +36,9 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // listeners, janitor, pool keepers, pool sessions
 	tasks  taskGroup      // miner moves and reconnect grace periods
+	// serving counts the miners' reader goroutines (miner.serve). Only the
+	// accept loops add to it, so it is waited for after p.wg.
+	serving sync.WaitGroup
 
 	handlers *handlers // run miners' lines (shares, handshakes)
 
@@ -58,51 +52,48 @@ type Proxy struct {
 	authTimeout atomic.Int64
 }
 
-// Factory builds the proxy for the daemon; nil when no [[server]] is configured.
-func Factory(env daemon.Env) (daemon.Component, error) {
-	p, err := New(env)
-	if p == nil || err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-// New builds the proxy from the [[server]] and [[pool]] tables. It binds
-// nothing yet.
-func New(env daemon.Env) (*Proxy, error) {
-	cfg := env.Config
-	if len(cfg.Servers) == 0 {
+// New builds the proxy from its listeners and pools; nil, nil when there is
+// no listener. It binds nothing yet.
+func New(o Options) (*Proxy, error) {
+	if len(o.Servers) == 0 {
 		return nil, nil
 	}
-	if len(cfg.Pools) == 0 {
+	if len(o.Pools) == 0 {
 		return nil, errors.New("stratum: [[server]] is configured but no [[pool]]: miners would have nowhere to hash")
 	}
-	m, err := newMetrics(env.Metrics)
+	m, err := newMetrics(o.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("stratum metrics: %w", err)
 	}
-	p := &Proxy{log: env.Log.With(zap.String("component", "stratum")), metrics: m, live: env.Liveness, events: env.Events,
-		workers: newWorkerTable()}
+	p := &Proxy{log: o.Log.With(zap.String("component", "stratum")), metrics: m, live: o.Liveness, events: o.Events,
+		workers: newWorkerTable(), clock: o.Clock}
+	if p.clock == nil {
+		p.clock = wallClock{}
+	}
 	p.authTimeout.Store(int64(workerAuthTimeout))
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.handlers = newHandlers(p.ctx)
-	byName := map[string]config.Pool{}
-	for _, pc := range cfg.Pools {
+	byName := map[string]PoolOptions{}
+	for _, pc := range o.Pools {
 		byName[pc.Name] = pc
 	}
-	for _, sc := range cfg.Servers {
+	for _, sc := range o.Servers {
 		s := &server{p: p, cfg: sc, log: p.log.With(zap.String("server", sc.Name)),
 			limits: newConnLimits(sc.MaxConnections, sc.MaxConnectionsPerIP), miners: map[*miner]struct{}{},
 			route: routerState{level: -1}}
 		m.routeLevel.WithLabelValues(sc.Name).Set(-1)
 		names := sc.Pools
 		if len(names) == 0 {
-			for _, pc := range cfg.Pools {
+			for _, pc := range o.Pools {
 				names = append(names, pc.Name)
 			}
 		}
 		for _, n := range names {
-			pl, err := newPool(p, s, byName[n])
+			pc, ok := byName[n]
+			if !ok {
+				return nil, fmt.Errorf("server %s routes to pool %q, which is not configured", sc.Name, n)
+			}
+			pl, err := newPool(p, s, pc)
 			if err != nil {
 				return nil, err
 			}
@@ -116,13 +107,13 @@ func New(env daemon.Env) (*Proxy, error) {
 		}
 		p.servers = append(p.servers, s)
 	}
-	if err := env.Metrics.Register(hashrateCollector{p}); err != nil {
+	if err := o.Metrics.Register(hashrateCollector{p}); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-// Name implements daemon.Component.
+// Name is the component name in logs, /readyz and metrics.
 func (p *Proxy) Name() string { return "stratum" }
 
 // Start binds every listener and opens a first session to each pool.
@@ -154,27 +145,28 @@ func (p *Proxy) Start(context.Context) error {
 // janitor runs the periodic work: verdict timeouts, idle sessions.
 func (p *Proxy) janitor() {
 	defer p.wg.Done()
-	var beat *daemon.Beat
+	beat := func() {}
 	if p.live != nil {
-		beat = p.live.Register("stratum-janitor", 10*time.Second)
-		defer p.live.Unregister(beat)
+		var done func()
+		beat, done = p.live("stratum-janitor", 10*time.Second)
+		defer done()
 	}
-	t := time.NewTicker(janitorEvery)
+	t := p.clock.NewTimer(janitorEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
-		case now := <-t.C:
-			if beat != nil {
-				beat.Beat()
-			}
+		case <-t.C():
+			t.Reset(janitorEvery)
+			now := p.clock.Now()
+			beat()
 			for _, s := range p.servers {
 				for _, pl := range s.pools {
 					pl.janitor(now)
 				}
 				s.evaluateRouting(now)
-				if now.Sub(s.lastRebalance) >= s.cfg.RebalanceInterval.D() {
+				if now.Sub(s.lastRebalance) >= s.cfg.RebalanceInterval {
 					s.lastRebalance = now
 					s.rebalance(now)
 				}
@@ -220,6 +212,7 @@ func (p *Proxy) ReadyNotes() []string {
 func (p *Proxy) event(e events.Event) {
 	if p.events != nil {
 		e.Component = "stratum"
+		e.Time = p.clock.Now() // the decision's time on the clock that made it
 		p.events.Add(e)
 	}
 }
@@ -265,6 +258,11 @@ func (p *Proxy) Stop(ctx context.Context) error {
 	// before the sessions, whose endings may still start some (refused now).
 	p.tasks.stopAndWait()
 	p.wg.Wait()
+	// With the accept loops gone no reader starts; with every miner closed
+	// each reader ends, and with the readers gone no line reaches a
+	// handler: the idle handlers end with p.ctx.
+	p.serving.Wait()
+	p.handlers.wait()
 	acct := p.acct.snapshot()
 	p.log.Info("stratum proxy stopped", zap.Uint64("shares_received", acct.Received), zap.Uint64("forwarded", acct.Forwarded),
 		zap.Uint64("pool_accepted", acct.PoolAccepted), zap.Uint64("no_verdict", acct.NoVerdict))
@@ -281,33 +279,6 @@ func (p *Proxy) inFlight() int {
 	return n
 }
 
-// Reload reports what a changed config would need: listeners and pools are
-// bound to sessions and sockets, so every change here needs a restart.
-func (p *Proxy) Reload(cfg *config.Config) ([]string, error) {
-	var need []string
-	if len(cfg.Servers) != len(p.servers) {
-		need = append(need, "server")
-	} else {
-		for i, s := range p.servers {
-			if fmt.Sprint(cfg.Servers[i]) != fmt.Sprint(s.cfg) {
-				need = append(need, fmt.Sprintf("server[%d]", i))
-			}
-		}
-	}
-	pools := map[string]config.Pool{}
-	for _, pc := range cfg.Pools {
-		pools[pc.Name] = pc
-	}
-	for _, s := range p.servers {
-		for _, pl := range s.pools {
-			if nc, ok := pools[pl.cfg.Name]; !ok || fmt.Sprint(nc) != fmt.Sprint(pl.cfg) {
-				need = append(need, "pool."+pl.cfg.Name)
-			}
-		}
-	}
-	return need, nil
-}
-
 // Addrs returns the bound listener addresses by server name (tests, demo).
 func (p *Proxy) Addrs() map[string]string {
 	out := map[string]string{}
@@ -321,39 +292,6 @@ func (p *Proxy) Addrs() map[string]string {
 
 // Accounting returns the share ledger.
 func (p *Proxy) Accounting() Accounting { return p.acct.snapshot() }
-
-// verdict relays the pool's verdict on a forwarded share to its miner.
-func (p *Proxy) verdict(ps *pendingSubmit, pl *pool, accepted bool, perr *stratum.Error) {
-	m := ps.m
-	if accepted {
-		m.count(ps.worker, tally{poolAccepted: true})
-	} else {
-		m.count(ps.worker, tally{poolRejected: true, reject: poolReason(perr)})
-	}
-	if !ps.candidate { // see noteVerdict
-		pl.noteVerdict(time.Now(), !accepted)
-	}
-	if accepted {
-		p.acct.poolAccepted.Add(1)
-		p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_accepted", "").Inc()
-		m.send(stratum.AppendBoolResult(nil, ps.id, true))
-		return
-	}
-	p.acct.poolRejected.Add(1)
-	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "pool_rejected", poolReason(perr)).Inc()
-	m.send(stratum.AppendError(nil, ps.id, perr.Code, perr.Message))
-}
-
-// noVerdict answers a forwarded share the pool never judged, with an error:
-// never a fake success. A timeout feeds the reject ratio (upstream.expire);
-// a lost session does not: that is the pool's health, judged apart.
-func (p *Proxy) noVerdict(ps *pendingSubmit, pl *pool, reason, message string) {
-	m := ps.m
-	m.count(ps.worker, tally{reject: "no_verdict_" + reason})
-	p.acct.noVerdict.Add(1)
-	p.metrics.shares.WithLabelValues(m.srv.cfg.Name, pl.cfg.Name, "no_verdict", reason).Inc()
-	m.send(stratum.AppendError(nil, ps.id, stratum.CodeOther, message))
-}
 
 // poolReason names a pool's reject for metrics and stats (bounded values).
 func poolReason(e *stratum.Error) string {

@@ -16,13 +16,17 @@ func (s *server) startReadLoop() {
 	s.mu.Unlock()
 	s.p.wg.Add(2)
 	go rl.run(s.p.ctx)
-	go rl.sweep(s.p.ctx, sweepInterval(s.cfg.SubscribeTimeout.D(), s.cfg.IdleTimeout.D()))
+	go rl.sweep(s.p.ctx, sweepInterval(s.cfg.SubscribeTimeout, s.cfg.IdleTimeout))
 }
 
 // read starts reading m: by the read loop, or by a goroutine of its own
 // (TLS, no read loop, or the loop refused it).
 func (s *server) read(m *miner) {
 	if s.rl == nil || !s.rl.add(m) {
-		go m.serve()
+		s.p.serving.Add(1)
+		go func() {
+			defer s.p.serving.Done()
+			m.serve()
+		}()
 	}
 }

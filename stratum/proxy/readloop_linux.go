@@ -250,7 +250,7 @@ func (rl *readLoop) sweep(ctx context.Context, interval time.Duration) {
 			batch = append(batch, m)
 		}
 		rl.mu.Unlock()
-		now := time.Now()
+		now := rl.s.p.clock.Now() // readDeadline is on the proxy's clock
 		for i, m := range batch {
 			if now.After(m.readDeadline()) {
 				m.readFailed(os.ErrDeadlineExceeded)

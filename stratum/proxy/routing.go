@@ -195,7 +195,7 @@ func (pl *pool) evaluate(now time.Time) (changed bool) {
 			}
 			u.mu.Unlock()
 		}
-		limit := pl.cfg.NoJobTimeout.D()
+		limit := pl.cfg.NoJobTimeout
 		switch {
 		case lastJob.IsZero() && now.Sub(activeSince) > limit:
 			up, cause, reason = false, causeNoJob, fmt.Sprintf("authorized but sent no job in %s", limit)
@@ -475,8 +475,8 @@ func (s *server) evaluateRouting(now time.Time) {
 		reason = fmt.Sprintf("every healthy pool of level %d is in reject alert; level %d has one that is not", cur, target)
 	case target < cur:
 		good := target == bestGood
-		if since := levelSince(states, target, good); !since.IsZero() && now.Sub(since) >= s.cfg.FailbackDelay.D() &&
-			now.Sub(s.route.since) >= s.cfg.FailbackDelay.D() {
+		if since := levelSince(states, target, good); !since.IsZero() && now.Sub(since) >= s.cfg.FailbackDelay &&
+			now.Sub(s.route.since) >= s.cfg.FailbackDelay {
 			next = target
 			reason = fmt.Sprintf("level %d has been healthy for %s (failback_delay %s)", target, now.Sub(since).Round(time.Second), s.cfg.FailbackDelay)
 		}
@@ -553,10 +553,10 @@ func (s *server) evaluateRouting(now time.Time) {
 	// With no healthy pool: after the grace, drop the miners so their
 	// firmware fails over to its own backup pools (fake work is worse). A
 	// pool in reject alert is healthy: it never gets here.
-	if bestUp == -1 && !noPoolSince.IsZero() && now.Sub(noPoolSince) >= s.cfg.NoPoolGrace.D() {
+	if bestUp == -1 && !noPoolSince.IsZero() && now.Sub(noPoolSince) >= s.cfg.NoPoolGrace {
 		if miners := s.snapshot(); len(miners) > 0 {
 			s.log.Warn("no healthy pool for longer than no_pool_grace: disconnecting miners so their firmware fails over",
-				zap.Int("miners", len(miners)), zap.Duration("no_pool_grace", s.cfg.NoPoolGrace.D()), logkeep.Field())
+				zap.Int("miners", len(miners)), zap.Duration("no_pool_grace", s.cfg.NoPoolGrace), logkeep.Field())
 			s.p.event(events.Event{Kind: "disconnect_all", Subject: s.cfg.Name, Reason: "no healthy pool for " + s.cfg.NoPoolGrace.String(),
 				Details: map[string]any{"miners": len(miners)}})
 			for _, m := range miners {

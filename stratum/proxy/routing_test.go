@@ -12,15 +12,22 @@ import (
 // levels builds a proxy over a primary (level 0) and a backup (level 1).
 func levels(t *testing.T, serverExtra string) (primary, backup *stratumtest.Pool, px *testProxy) {
 	t.Helper()
+	return levelsOn(t, 0, serverExtra)
+}
+
+// levelsOn is levels on the wall clock (speed 0) or a fast one (startProxyFast).
+func levelsOn(t *testing.T, speed int, serverExtra string) (primary, backup *stratumtest.Pool, px *testProxy) {
+	t.Helper()
 	primary = stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-5, Seed: 1})
 	backup = stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-5, Seed: 2, Extranonce1Func: func(id uint64) []byte { return []byte{0xbb, 0xbb, 0, byte(id)} }})
-	doc := serverExtra
-	px = startProxyLevels(t, []*stratumtest.Pool{primary, backup}, []int{0, 1}, doc)
+	px = startProxyFast(t, speed, []*stratumtest.Pool{primary, backup}, []int{0, 1}, serverExtra)
 	return primary, backup, px
 }
 
 func TestFailoverAndFailback(t *testing.T) {
-	primary, backup, px := levels(t, `failback_delay = "2s"`)
+	// failback_delay and the failover's grace pass 4 times faster on the
+	// proxy's clock; the events' times are on that clock too.
+	primary, backup, px := levelsOn(t, 4, `failback_delay = "2s"`)
 	ctx := ctxFor(t, 2*time.Minute)
 	var miners []*stratumtest.Miner
 	for i, style := range []stratumtest.Style{stratumtest.StyleNiceHash, stratumtest.StyleAntminer, stratumtest.StyleNiceHash, stratumtest.StyleBitaxe} {
@@ -85,7 +92,7 @@ func TestFailoverAndFailback(t *testing.T) {
 
 func TestPoolWithoutJobsIsUnhealthy(t *testing.T) {
 	silent := stratumtest.NewPool(t, stratumtest.PoolOptions{NoJobs: true})
-	px := startProxyLevels(t, []*stratumtest.Pool{silent}, []int{0}, "", `no_job_timeout = "1s"`)
+	px := startProxyUnready(t, []string{silent.URL()}, []int{0}, "", `no_job_timeout = "1s"`)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if err := px.Ready(); err != nil && contains(err.Error(), "sent no job") {

@@ -7,14 +7,12 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/hashgate/proxyd/internal/config"
 )
 
 // server is one [[server]] listener and the miners connected to it.
 type server struct {
 	p      *Proxy
-	cfg    config.Server
+	cfg    ServerOptions
 	log    *zap.Logger
 	ln     net.Listener
 	limits *connLimits
@@ -81,6 +79,11 @@ func (s *server) accept() {
 		s.miners[m] = struct{}{}
 		s.mu.Unlock()
 		s.p.metrics.minersConnected.WithLabelValues(s.cfg.Name).Inc()
+		if s.p.stopping.Load() {
+			// Stop may have listed the miners before this one joined: close
+			// it here, so its reader ends and Stop can join it.
+			m.close("shutdown", nil)
+		}
 		s.read(m)
 	}
 }

@@ -176,7 +176,11 @@ func TestTLSPool(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pool := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-5, JobInterval: 250 * time.Millisecond})
 			front := newTLSPool(t, pool, pki.leaf)
-			px := startProxyURLs(t, []string{front.url()}, []int{0}, "", tt.extra)
+			start := startProxyURLs
+			if tt.wantErr != "" {
+				start = startProxyUnready // its pool never becomes healthy
+			}
+			px := start(t, []string{front.url()}, []int{0}, "", tt.extra)
 			if tt.wantErr == "" {
 				if err := px.Ready(); err != nil {
 					t.Fatalf("TLS pool not ready: %v", err)

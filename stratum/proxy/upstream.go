@@ -82,8 +82,8 @@ type jobSet struct {
 
 // pendingSubmit is a share forwarded to the pool, waiting for its verdict.
 type pendingSubmit struct {
-	m         *miner
-	id        stratum.ID // the miner's request id, echoed in the answer
+	reply     verdictPath // the way the share came: its miner
+	id        stratum.ID  // the miner's request id, echoed in the answer
 	worker    string
 	diff      float64
 	sent      time.Time
@@ -92,9 +92,8 @@ type pendingSubmit struct {
 
 // upstream is one Stratum session to a pool, shared by up to split.Capacity
 // miners. Its reader goroutine (run) owns the connection's read side and
-// publishes jobs; everything else is guarded by mu. Lock order: a pool's mu,
-// then a miner's mu, then a session's mu. A session never takes a miner's mu
-// while holding its own (fan-out collects the miners, unlocks, then sends).
+// publishes jobs; everything else is guarded by mu (lock order: doc.go).
+// Fan-out collects the miners, unlocks, then sends.
 type upstream struct {
 	pool  *pool
 	id    uint64
@@ -107,14 +106,16 @@ type upstream struct {
 	// read under the pool's mu).
 	started time.Time
 
-	mu          sync.Mutex
-	conn        net.Conn
-	state       sessionState
-	err         error
-	e1          []byte
-	split       Split
-	prefixes    *prefixes
-	mask        uint32 // version-rolling mask the pool granted; 0: none
+	mu       sync.Mutex
+	conn     net.Conn
+	state    sessionState
+	err      error
+	e1       []byte
+	split    Split
+	prefixes *prefixes
+	// mask is the version-rolling mask the pool granted (0: none). Written
+	// under mu; atomic so a miner reads it holding only its own lock.
+	mask        atomic.Uint32
 	nextDiff    float64
 	current     *jobEntry
 	miners      map[*miner]struct{}
@@ -189,7 +190,7 @@ func (u *upstream) run(ctx context.Context) {
 		u.log.Debug("pool session attempt failed", zap.Error(err))
 	}
 	for _, ps := range pending {
-		u.pool.proxy.noVerdict(ps, u.pool, "upstream_lost", "the pool connection was lost before the pool's verdict arrived")
+		ps.reply.unjudged(ps, u.pool.cfg.Name, "upstream_lost", "the pool connection was lost before the pool's verdict arrived")
 	}
 	u.pool.sessionEnded(u, miners)
 }
@@ -204,7 +205,7 @@ func (u *upstream) session(ctx context.Context) error {
 		m.upBytes.WithLabelValues(u.pool.cfg.Name, "out"), func(error) { _ = conn.Close() })
 	u.mu.Lock()
 	u.conn = conn
-	u.connectedAt = time.Now()
+	u.connectedAt = u.pool.proxy.clock.Now()
 	u.wq = wq
 	u.mu.Unlock()
 	// The session ends with ctx (shutdown) too.
@@ -329,7 +330,7 @@ func (u *upstream) onConfigure(msg *stratum.Message) {
 		}
 	}
 	u.mu.Lock()
-	u.mask = mask
+	u.mask.Store(mask)
 	u.mu.Unlock()
 	u.pool.noteMask(mask)
 	if mask == 0 {
@@ -381,7 +382,7 @@ func (u *upstream) onAuthorize(msg *stratum.Message) error {
 		return fmt.Errorf("pool %s authorized before answering mining.subscribe", u.pool.cfg.Name)
 	}
 	u.state = stateActive
-	u.readyAt = time.Now()
+	u.readyAt = u.pool.proxy.clock.Now()
 	u.mu.Unlock()
 	close(u.ready)
 	u.pool.sessionReady()
@@ -398,7 +399,7 @@ func (u *upstream) onMethod(msg *stratum.Message) error {
 			u.log.Warn("ignoring malformed mining.notify from pool", zap.Error(err))
 			return nil
 		}
-		u.onNotify(&n, time.Now())
+		u.onNotify(&n, u.pool.proxy.clock.Now())
 	case stratum.MethodSetDifficulty:
 		var d stratum.SetDifficulty
 		if err := d.DecodeParams(msg.Params); err != nil || !(d.Difficulty > 0) {
@@ -502,12 +503,12 @@ func (u *upstream) onNotify(n *stratum.Notify, received time.Time) {
 	for _, m := range miners {
 		m.sendJob(u, e, n.CleanJobs)
 	}
-	p.metrics.fanout.WithLabelValues(u.pool.cfg.Name).Observe(time.Since(received).Seconds())
+	p.metrics.fanout.WithLabelValues(u.pool.cfg.Name).Observe(p.clock.Now().Sub(received).Seconds())
 }
 
 func (u *upstream) onVersionMask(mask uint32) {
 	u.mu.Lock()
-	u.mask = mask
+	u.mask.Store(mask)
 	miners := make([]*miner, 0, len(u.miners))
 	for m := range u.miners {
 		miners = append(miners, m)
@@ -582,7 +583,7 @@ func (u *upstream) detach(m *miner, prefix uint32) {
 		u.prefixes.release(prefix)
 	}
 	if len(u.miners) == 0 {
-		u.emptySince = time.Now()
+		u.emptySince = u.pool.proxy.clock.Now()
 	}
 }
 
@@ -596,6 +597,17 @@ type minerView struct {
 	nextDiff    float64
 }
 
+// versionMask is the version-rolling mask the pool granted (0: none). It
+// takes no lock: a miner asks holding its own.
+func (u *upstream) versionMask() uint32 { return u.mask.Load() }
+
+// currentJob is the session's latest job, nil before the first.
+func (u *upstream) currentJob() *jobEntry {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.current
+}
+
 func (u *upstream) view(prefix uint32) minerView {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -603,7 +615,7 @@ func (u *upstream) view(prefix uint32) minerView {
 	e1 = append(e1, u.e1...)
 	pb := u.prefixes.encode(prefix)
 	e1 = append(e1, pb...)
-	return minerView{extranonce1: e1, prefix: pb, e2size: u.split.MinerExtranonce2Size, mask: u.mask, current: u.current, nextDiff: u.nextDiff}
+	return minerView{extranonce1: e1, prefix: pb, e2size: u.split.MinerExtranonce2Size, mask: u.mask.Load(), current: u.current, nextDiff: u.nextDiff}
 }
 
 // forward sends a share upstream under the pool's user. The miner is
@@ -616,7 +628,7 @@ func (u *upstream) forward(ps *pendingSubmit, e *jobEntry, en2 stratum.Extranonc
 	}
 	id := u.nextID
 	u.nextID++
-	ps.sent = time.Now()
+	ps.sent = u.pool.proxy.clock.Now()
 	u.pending[id] = ps
 	u.mu.Unlock()
 
@@ -658,7 +670,7 @@ func (u *upstream) onVerdict(id uint64, msg *stratum.Message) {
 		u.log.Debug("verdict for a share no longer pending (timed out earlier)", zap.Uint64("id", id))
 		return
 	}
-	rtt := time.Since(ps.sent)
+	rtt := u.pool.proxy.clock.Now().Sub(ps.sent)
 	accepted := false
 	var perr *stratum.Error
 	if hasError(msg) {
@@ -682,7 +694,10 @@ func (u *upstream) onVerdict(id uint64, msg *stratum.Message) {
 	}
 	u.mu.Unlock()
 	u.pool.proxy.metrics.submitLatency.WithLabelValues(u.pool.cfg.Name).Observe(rtt.Seconds())
-	u.pool.proxy.verdict(ps, u.pool, accepted, perr)
+	if !ps.candidate { // see noteVerdict
+		u.pool.noteVerdict(u.pool.proxy.clock.Now(), !accepted)
+	}
+	ps.reply.judged(ps, u.pool.cfg.Name, accepted, perr)
 }
 
 // expire answers shares whose verdict is overdue.
@@ -701,7 +716,7 @@ func (u *upstream) expire(now time.Time, timeout time.Duration) {
 		if !ps.candidate { // see noteVerdict
 			u.pool.noteVerdict(now, true)
 		}
-		u.pool.proxy.noVerdict(ps, u.pool, "timeout",
+		ps.reply.unjudged(ps, u.pool.cfg.Name, "timeout",
 			fmt.Sprintf("the pool did not answer within %s", timeout))
 	}
 }

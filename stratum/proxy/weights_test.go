@@ -15,29 +15,34 @@ import (
 // the hashrate (±5%) from 200 miners of mixed hashrate (a third of them
 // three times as fast), measured at the pools.
 func TestWeightedSplit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs for about 45 s")
-	}
+	// The proxy runs on a clock 3 times faster than the wall clock; the
+	// miners (wall time) submit 3 times as often, so in the proxy's time
+	// the rates, the 2s rebalance interval and the 30 s + 15 s run are as
+	// before: 45 s of routing in 15 s. (At 5 times, the miners' reconnect
+	// backoff, wall time, weighed 5 times more in the proxy's time and the
+	// split overshot.)
+	const speed = 3
 	a := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-6, Seed: 3})
 	b := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-6, Seed: 4})
-	px := startProxyLevels(t, []*stratumtest.Pool{a, b}, nil,
+	px := startProxyFast(t, speed, []*stratumtest.Pool{a, b}, nil,
 		"min_difficulty = 0.000001\nmax_difficulty = 0.000001\ninitial_difficulty = 0.000001\nrebalance_interval = \"2s\"",
 		"weight = 70", "weight = 30")
 	styles := stratumtest.AllStyles()
-	slow := stratumtest.NewFleet(t, px.addr, stratumtest.FleetOptions{Miners: 134, Styles: styles, SharesPerMinute: 6,
+	slow := stratumtest.NewFleet(t, px.addr, stratumtest.FleetOptions{Miners: 134, Styles: styles, SharesPerMinute: 6 * speed,
 		UserFunc: func(i int) string { return fmt.Sprintf("site.slow%d", i) }, Seed: 5,
 		Miner: stratumtest.MinerOptions{AutoReconnect: true}})
-	fast := stratumtest.NewFleet(t, px.addr, stratumtest.FleetOptions{Miners: 66, Styles: styles, SharesPerMinute: 18,
+	fast := stratumtest.NewFleet(t, px.addr, stratumtest.FleetOptions{Miners: 66, Styles: styles, SharesPerMinute: 18 * speed,
 		UserFunc: func(i int) string { return fmt.Sprintf("site.fast%d", i) }, Seed: 6,
 		Miner: stratumtest.MinerOptions{AutoReconnect: true}})
 	if slow.Len()+fast.Len() != 200 {
 		t.Fatalf("fleet of %d miners", slow.Len()+fast.Len())
 	}
 
-	// Let estimates form and rebalancing act, then measure a window at the pools.
-	time.Sleep(30 * time.Second)
+	// Let estimates form and rebalancing act, then measure a window at the
+	// pools (their timestamps are wall time).
+	time.Sleep(30 * time.Second / speed)
 	start := time.Now()
-	time.Sleep(15 * time.Second)
+	time.Sleep(15 * time.Second / speed)
 	end := time.Now()
 	sum := func(p *stratumtest.Pool) float64 {
 		var d float64
@@ -61,12 +66,15 @@ func TestWeightedSplit(t *testing.T) {
 	checkAccountingEventually(t, px)
 }
 
-// TestChaos: 500 miners while pools restart at random for 60 s. No panic,
+// TestChaos: 500 miners while pools restart at random for 60 s (of the
+// proxy's time, 20 s of the wall clock's). No panic,
 // no goroutine left behind, and the ledger balances.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs for 60 s")
+		t.Skip("runs for 20 s")
 	}
+	// 60 s of the proxy's time in 20 s: see TestWeightedSplit.
+	const speed = 3
 	before := runtime.NumGoroutine()
 	// Registered first, so it runs after every other cleanup (proxy Stop,
 	// pools and fleet Close): nothing may be left running then.
@@ -87,10 +95,10 @@ func TestChaos(t *testing.T) {
 		p0 := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-6, Seed: 7})
 		p1 := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-6, Seed: 8})
 		p2 := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-6, Seed: 9})
-		px := startProxyLevels(t, []*stratumtest.Pool{p0, p1, p2}, []int{0, 0, 1},
+		px := startProxyFast(t, speed, []*stratumtest.Pool{p0, p1, p2}, []int{0, 0, 1},
 			"initial_difficulty = 0.000001\nfailback_delay = \"3s\"\nno_pool_grace = \"3s\"\nrebalance_interval = \"2s\"")
 		fleet, err := stratumtest.StartFleet(ctxFor(t, time.Minute), px.addr, stratumtest.FleetOptions{
-			Miners: 500, Styles: stratumtest.AllStyles(), SharesPerMinute: 6, ContinueOnError: true, Seed: 10,
+			Miners: 500, Styles: stratumtest.AllStyles(), SharesPerMinute: 6 * speed, ContinueOnError: true, Seed: 10,
 			Miner: stratumtest.MinerOptions{AutoReconnect: true},
 		})
 		if err != nil {
@@ -98,13 +106,13 @@ func TestChaos(t *testing.T) {
 		}
 		rng := rand.New(rand.NewPCG(11, 12))
 		pools := []*stratumtest.Pool{p0, p1, p2}
-		deadline := time.Now().Add(60 * time.Second)
+		deadline := time.Now().Add(60 * time.Second / speed)
 		restarts := 0
 		for time.Now().Before(deadline) {
-			time.Sleep(time.Duration(500+rng.IntN(2500)) * time.Millisecond)
+			time.Sleep(time.Duration(500+rng.IntN(2500)) * time.Millisecond / speed)
 			p := pools[rng.IntN(len(pools))]
 			p.Stop()
-			time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
+			time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond / speed)
 			if err := p.Start(); err != nil {
 				t.Fatalf("restarting a pool: %v", err)
 			}

@@ -1,0 +1,90 @@
+// Package proxy is proxyd's aggregating Stratum V1 farm proxy: miners connect
+// to its listeners, it serves them through a few upstream pool sessions by
+// splitting each session's extranonce, validates every share locally, sends
+// upstream only what meets the pool's difficulty and relays the pool's real
+// verdict.
+//
+// Build it with New from Options (listeners, pools, limits, a logger, a
+// Prometheus registerer, an optional liveness func and event journal),
+// then Start and Stop it. proxyd's wiring (internal/components) converts
+// its config into Options; this package knows nothing of TOML files, the
+// daemon or its HTTP server beyond RegisterAPI's routes.
+//
+// Time comes from Options.Clock (the wall clock when nil): routing, health,
+// backoff, verdict timeouts, hashrate windows and a miner's waits read it,
+// so tests run minutes of routing in seconds. Socket deadlines stay on the
+// wall clock.
+//
+// # What it does not do
+//
+//   - It speaks Stratum V1 only, on both sides. The pool side is what a
+//     second protocol would replace: a session gives its miners jobs
+//     (job.Job, buildable from a protocol-neutral job.Template), takes their
+//     shares, and answers each one through the verdictPath it carries.
+//   - It never answers a forwarded share itself: a share the pool did not
+//     judge gets an error, never a fake success.
+//   - It does not build blocks or talk to bitcoind; a block candidate is
+//     forwarded to the pool ahead of everything queued, and logged.
+//   - It keeps no state across restarts: worker totals and pool health
+//     start over.
+//
+// # The share path
+//
+// Listener → miner → session → pool, and the verdict back the same way.
+// Reading these files in this order follows one share:
+//
+//  1. server.go: the accept loop admits a connection (limits.go) and starts
+//     the miner's reader.
+//  2. miner.go: serve reads lines; handleLine runs each on a shared handler
+//     goroutine (handlers.go); submit validates the share against the
+//     miner's job (stratum/job), counts it and, when it meets the pool's
+//     difficulty, forwards it with a pendingSubmit whose reply is the miner.
+//  3. upstream.go: forward writes the share to the pool under the pool's
+//     user; onVerdict (or expire, or the session's end) takes the pending
+//     submit back and calls its reply.
+//  4. verdict.go: the miner counts the verdict and writes the answer.
+//  5. routing.go: which pool a miner's session is on (failover levels,
+//     weights, health, reject alerts), and moving miners between them.
+//  6. pool.go: a pool's sessions (one kept open always, more as miners
+//     need prefixes), reconnect backoff, and placing a miner on a session.
+//
+// Jobs flow the other way: upstream.onNotify builds one job.Job per notify
+// and fans one encoded line out to the session's miners (miner.sendJob).
+// Writes to miners go through a bounded writeQueue (queue.go) and never
+// block the writer.
+//
+// # Goroutines and their owners
+//
+// Every goroutine is joined by Stop, in this order:
+//
+//   - one accept loop per listener (server.accept), the janitor
+//     (Proxy.janitor: verdict timeouts, routing, rebalancing), one keeper
+//     per pool (pool.keep) and one reader per pool session (upstream.run):
+//     Proxy.wg. They end with Proxy.ctx or their listener.
+//   - a miner's moves and reconnect grace periods (miner.relocate, move,
+//     moveTo): Proxy.tasks; each ends with its miner's ctx.
+//   - one reader per miner (miner.serve): Proxy.serving; it ends when Stop
+//     closes the miner's connection.
+//   - the line handlers (handlers.run), started by readers: handlers.wg;
+//     idle ones end with Proxy.ctx.
+//   - a writeQueue's flusher runs while the queue holds bytes and ends when
+//     it is empty or its connection fails (Stop closes every connection).
+//
+// The package's tests fail on any goroutine left after them (goleak in
+// TestMain).
+//
+// # Locks
+//
+// Each type's mutex guards that type's fields (see the field comments).
+// Where two are held at once, they are taken in this order and never the
+// other way:
+//
+//	pool.mu → miner.mu → upstream.mu
+//	miner.mu → workerTable.mu
+//
+// server.rmu (routing state) is taken after no other lock; server.mu (the
+// miner set), writeQueue.mu, connLimits.mu and accounting.mu are leaves:
+// nothing is locked while one is held. A miner reads its session's version
+// mask (an atomic) and current job (upstream.currentJob) without holding
+// the session's lock itself.
+package proxy
