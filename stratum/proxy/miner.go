@@ -589,15 +589,14 @@ func (m *miner) sendJob(up *upstream, e *jobEntry, clean bool) {
 	}
 	now := m.p.clock.Now()
 	var d float64
-	switch {
-	case m.diff == 0: // first job, or after a suggestion
+	if m.diff == 0 { // first job, or after a suggestion
 		start := m.srv.cfg.InitialDifficulty
 		if m.suggested > 0 {
 			start = m.suggested
 		}
 		d = m.vd.clamp(start, e.poolDiff)
 		m.vd.reset(now)
-	default:
+	} else {
 		d, _ = m.vd.next(m.diff, e.poolDiff, now)
 	}
 	m.diff = d

@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
-	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/internal/config" //nolint:depguard // tests write their setups in the operator's TOML, so they get its defaults and validation; production code never imports config
 	"github.com/hashgate/proxyd/internal/events"
 )
 

@@ -45,7 +45,7 @@ func (v *vardiff) accepted(d float64) {
 func (v *vardiff) next(cur, poolDiff float64, now time.Time) (float64, bool) {
 	elapsed := now.Sub(v.windowStart).Seconds()
 	interval := 60 / v.target // seconds per share at the target rate
-	want := cur
+	var want float64
 	switch {
 	case v.shares >= retargetAfterShares || (v.shares > 0 && elapsed >= 6*interval):
 		want = v.sumDiff * 60 / (math.Max(elapsed, 1) * v.target)
