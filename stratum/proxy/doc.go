@@ -33,10 +33,12 @@
 // Listener → miner → session → pool, and the verdict back the same way.
 // Reading these files in this order follows one share:
 //
-//  1. server.go: the accept loop admits a connection (limits.go) and starts
-//     the miner's reader.
-//  2. miner.go: serve reads lines; handleLine runs each on a shared handler
-//     goroutine (handlers.go); submit validates the share against the
+//  1. server.go: the accept loop admits a connection (limits.go) and hands
+//     it to the listener's read loop (readloop_linux.go: one epoll instance
+//     per listener; a readable miner's lines are read and handled on a
+//     shared handler goroutine, handlers.go), or to a reader goroutine of
+//     its own where the loop cannot take it (TLS, non-Linux, loop failure).
+//  2. miner.go: handleLine runs each line; submit validates the share against the
 //     miner's job (stratum/job), counts it and, when it meets the pool's
 //     difficulty, forwards it with a pendingSubmit whose reply is the miner.
 //  3. upstream.go: forward writes the share to the pool under the pool's
@@ -63,8 +65,11 @@
 //     Proxy.wg. They end with Proxy.ctx or their listener.
 //   - a miner's moves and reconnect grace periods (miner.relocate, move,
 //     moveTo): Proxy.tasks; each ends with its miner's ctx.
-//   - one reader per miner (miner.serve): Proxy.serving; it ends when Stop
-//     closes the miner's connection.
+//   - one read loop and one deadline sweep per listener (readLoop.run,
+//     readLoop.sweep): Proxy.wg; they end with Proxy.ctx.
+//   - a reader per miner only where the read loop cannot take it
+//     (miner.serve): Proxy.serving; it ends when Stop closes the miner's
+//     connection.
 //   - the line handlers (handlers.run), started by readers: handlers.wg;
 //     idle ones end with Proxy.ctx.
 //   - a writeQueue's flusher runs while the queue holds bytes and ends when
