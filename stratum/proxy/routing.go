@@ -119,7 +119,7 @@ func (w *verdictWindow) ratio(now time.Time) (float64, int) {
 func (w *verdictWindow) reset() { *w = verdictWindow{} }
 
 // poolHealth is one pool's health and reject alert as one listener sees
-// them. Guarded by the pool's mu.
+// them. Owned by the listener's router (router.go).
 type poolHealth struct {
 	up        bool
 	cause     healthCause
