@@ -258,9 +258,12 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 		}
 		var wait *upstream
 		connecting := 0
-		// Each session's lock alone: a session opened meanwhile is found
-		// on the next turn.
-		for _, u := range pl.snapshot() {
+		// Each session's lock alone, not under the pool's: the sessions are
+		// tried on a copy of the list.
+		pl.mu.Lock()
+		sessions, seen := append([]*upstream(nil), pl.sessions...), pl.nextID
+		pl.mu.Unlock()
+		for _, u := range sessions {
 			if prefix, ok := u.attach(m); ok {
 				return u, prefix, nil
 			}
@@ -272,6 +275,12 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 			}
 		}
 		pl.mu.Lock()
+		if pl.nextID != seen {
+			// A session opened while this miner tried the others: try it
+			// before deciding to open one more.
+			pl.mu.Unlock()
+			continue
+		}
 		// Open another session when the miners already waiting would fill
 		// every session still connecting. In a reconnect storm sessions then
 		// open in parallel, one per miners_per_session miners waiting, rather
