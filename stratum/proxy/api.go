@@ -141,7 +141,7 @@ func (p *Proxy) WorkersPage(after string, limit int) WorkersPage {
 					cv.LastShare = &ls
 				}
 				if m.up != nil {
-					cv.Pool, cv.Session = m.up.pool.cfg.Name, m.up.id
+					cv.Pool, cv.Session = m.up.home().cfg.Name, m.up.sessionID()
 				}
 				v.Connections = append(v.Connections, cv)
 				v.HashrateHs += cv.HashrateHs
@@ -236,8 +236,9 @@ func (p *Proxy) Pools() []PoolView {
 	now := p.clock.Now()
 	var out []PoolView
 	for _, s := range p.servers {
-		loads := s.poolLoad(now, false)
-		carrying := s.carrying()
+		loads := s.poolLoad(now)
+		view := s.router.view.Load()
+		carrying := view.carry
 		var levelHash, levelWeight float64
 		for _, pl := range carrying {
 			levelHash += loads[pl].hashrate
@@ -258,13 +259,14 @@ func (p *Proxy) Pools() []PoolView {
 			}
 			pl.mu.Lock()
 			v.Failures = pl.failures
-			v.Healthy, v.Reason = pl.health.up, pl.health.reason
-			if pl.health.up {
-				hs := pl.health.changedAt.UTC()
+			pl.mu.Unlock()
+			pv := view.pools[pl]
+			v.Healthy, v.Reason = pv.up, pv.reason
+			if pv.up {
+				hs := pv.changedAt.UTC()
 				v.HealthySince = &hs
 				v.Reason = ""
 			}
-			pl.mu.Unlock()
 			for _, u := range pl.snapshot() {
 				u.mu.Lock()
 				sv := SessionView{

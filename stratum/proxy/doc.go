@@ -18,7 +18,8 @@
 // # What it does not do
 //
 //   - It speaks Stratum V1 only, on both sides. The pool side is what a
-//     second protocol would replace: a session gives its miners jobs
+//     second protocol would replace: miners hold a session (session.go), the
+//     interface the V1 upstream implements; a session gives its miners jobs
 //     (job.Job, buildable from a protocol-neutral job.Template), takes their
 //     shares, and answers each one through the verdictPath it carries.
 //   - It never answers a forwarded share itself: a share the pool did not
@@ -30,7 +31,9 @@
 //
 // # The share path
 //
-// Listener → miner → session → pool, and the verdict back the same way.
+// Listener → miner → router → session → pool, and the verdict back the same
+// way. The router places a miner on a pool when it subscribes (and moves it
+// later); a share goes from the miner to its session without the router.
 // Reading these files in this order follows one share:
 //
 //  1. server.go: the accept loop admits a connection (limits.go) and hands
@@ -45,8 +48,10 @@
 //     user; onVerdict (or expire, or the session's end) takes the pending
 //     submit back and calls its reply.
 //  4. verdict.go: the miner counts the verdict and writes the answer.
-//  5. routing.go: which pool a miner's session is on (failover levels,
-//     weights, health, reject alerts), and moving miners between them.
+//  5. router.go and routing.go: each listener's router, the goroutine that
+//     owns routing (pool health, reject alerts, failover level, weights, the
+//     session set), fed by messages and read through the view it publishes;
+//     which pool a miner's session is on, and moving miners between them.
 //  6. pool.go: a pool's sessions (one kept open always, more as miners
 //     need prefixes), reconnect backoff, and placing a miner on a session.
 //
@@ -59,12 +64,15 @@
 //
 // Every goroutine is joined by Stop, in this order:
 //
-//   - one accept loop per listener (server.accept), the janitor
-//     (Proxy.janitor: verdict timeouts, routing, rebalancing), one keeper
-//     per pool (pool.keep) and one reader per pool session (upstream.run):
-//     Proxy.wg. They end with Proxy.ctx or their listener.
+//   - one router per listener (router.run: routing, see "Who owns what"),
+//     one accept loop per listener (server.accept), the janitor
+//     (Proxy.janitor: verdict timeouts and idle sessions, then a tick to each
+//     router, which it waits for), one keeper per pool (pool.keep) and one
+//     reader per pool session (upstream.run): Proxy.wg. They end with
+//     Proxy.ctx or their listener.
 //   - a miner's moves and reconnect grace periods (miner.relocate, move,
-//     moveTo): Proxy.tasks; each ends with its miner's ctx.
+//     moveTo), and the closes of a listener's miners after no_pool_grace:
+//     Proxy.tasks; each ends with its miner's ctx.
 //   - one read loop and one deadline sweep per listener (readLoop.run,
 //     readLoop.sweep): Proxy.wg; they end with Proxy.ctx.
 //   - a reader per miner only where the read loop cannot take it
@@ -78,18 +86,40 @@
 // The package's tests fail on any goroutine left after them (goleak in
 // TestMain).
 //
+// # Who owns what
+//
+//   - A listener's routing: its router goroutine alone (router.go): every
+//     pool's health and reject alert, the carrying level and pools, the
+//     weighted split's load cache, the session set (which session each miner
+//     is on). It learns by messages: a pool's verdicts (upstream.onVerdict,
+//     expire), a pool that lost its last session (pool.sessionEnded, which
+//     waits for the answer), a miner placed on or taken off a session
+//     (miner), the janitor's tick on the proxy's Clock. It reads a pool's
+//     session facts (pool.observe) and a miner's routing hashrate itself,
+//     one lock at a time. Everyone else reads the routeView it publishes
+//     (an atomic pointer): pick, isCarrying, noPool, Ready, the API. The
+//     share path never talks to it.
+//   - A pool's session list, reconnect backoff and last error: pool.mu.
+//   - A pool session's connection, jobs (an atomic jobSet for the share
+//     path), prefixes, pending submits, passthrough authorizations:
+//     upstream.mu; its state is mirrored in an atomic for isActive.
+//   - A miner's handshake, session, jobs' difficulties and workers: miner.mu.
+//   - A listener's miner set: server.mu.
+//
 // # Locks
 //
-// Each type's mutex guards that type's fields (see the field comments).
-// Where two are held at once, they are taken in this order and never the
-// other way:
+// No lock is taken while another type's lock is held, except these, always
+// in this order:
 //
-//	pool.mu → miner.mu → upstream.mu
+//	miner.turn → any lock below (a read turn handles the miner's lines)
 //	miner.mu → workerTable.mu
 //
-// server.rmu (routing state) is taken after no other lock; server.mu (the
-// miner set), writeQueue.mu, connLimits.mu and accounting.mu are leaves:
-// nothing is locked while one is held. A miner reads its session's version
-// mask (an atomic) and current job (upstream.currentJob) without holding
-// the session's lock itself.
+// Everything else is a leaf: pool.mu, upstream.mu, server.mu,
+// workerTable.mu, writeQueue.mu, connLimits.mu, accounting.mu, readLoop.mu
+// and readLoop.emu, taskGroup.mu. The router holds no lock while it works,
+// and nobody sends it a message holding a lock it takes (pool.mu,
+// upstream.mu, miner.mu, server.mu): a send may wait while its queue is
+// full. It closes and moves miners on Proxy.tasks, never inline. A miner reads its session's version mask and jobs
+// atomically, and asks its session for its extranonce (view) holding no
+// lock of its own.
 package proxy

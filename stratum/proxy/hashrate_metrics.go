@@ -26,7 +26,7 @@ func (c hashrateCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.p.clock.Now()
 	var site float64
 	for _, s := range c.p.servers {
-		loads := s.poolLoad(now, false)
+		loads := s.poolLoad(now)
 		for _, pl := range s.pools {
 			h := loads[pl].hashrate
 			site += h

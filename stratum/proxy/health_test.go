@@ -56,7 +56,9 @@ func TestVerdictWindow(t *testing.T) {
 }
 
 // routingFixture is a proxy that is never started: its pools have fake
-// sessions that deliver jobs, and its clock is the test's.
+// sessions that deliver jobs, and its clock is the test's. The test plays
+// the router's goroutine: it hands the router its queued messages and runs
+// its evaluation.
 type routingFixture struct {
 	t      *testing.T
 	p      *Proxy
@@ -86,7 +88,8 @@ func newRoutingFixture(t *testing.T, levels []int, serverExtra string) *routingF
 	f.s = f.p.servers[0]
 	for i, pl := range f.s.pools {
 		u := newUpstream(pl, uint64(i+1))
-		u.state, u.connectedAt, u.readyAt = stateActive, f.now, f.now
+		u.setState(stateActive)
+		u.connectedAt, u.readyAt = f.now, f.now
 		pl.sessions = append(pl.sessions, u)
 	}
 	f.tick(0)
@@ -102,21 +105,26 @@ func (f *routingFixture) tick(d time.Duration) {
 			u.lastJobAt = f.now
 		}
 	}
-	f.s.evaluateRouting(f.now)
+	f.route()
 }
 
-// verdicts feeds pool i n verdicts at the current time.
+// route runs the router as its goroutine would: its queued messages, then
+// an evaluation at the current time.
+func (f *routingFixture) route() {
+	f.s.router.drain()
+	f.s.router.evaluate(f.now)
+}
+
+// verdicts feeds pool i n verdicts at the current time, through the
+// router's queue as the sessions do.
 func (f *routingFixture) verdicts(i, n int, bad bool) {
 	for range n {
-		f.s.pools[i].noteVerdict(f.now, bad)
+		f.s.router.noteVerdict(f.s.pools[i], f.now, bad)
 	}
+	f.s.router.drain()
 }
 
-func (f *routingFixture) level() int {
-	f.s.rmu.Lock()
-	defer f.s.rmu.Unlock()
-	return f.s.route.level
-}
+func (f *routingFixture) level() int { return f.s.router.view.Load().level }
 
 func (f *routingFixture) carrying() string { return poolNames(f.s.carrying()) }
 
@@ -263,7 +271,7 @@ func TestUnhealthyCausesAreTyped(t *testing.T) {
 	pl := f.s.pools[0]
 	pl.sessions[0].lastJobAt = f.now
 	f.now = f.now.Add(pl.cfg.NoJobTimeout + time.Second)
-	f.s.evaluateRouting(f.now)
+	f.route()
 	if f.metric("proxyd_pool_state_changes_total", `reason="no_job"`) != 1 {
 		t.Errorf("no_job changes = %v", f.metric("proxyd_pool_state_changes_total", `reason="no_job"`))
 	}
@@ -273,9 +281,7 @@ func TestUnhealthyCausesAreTyped(t *testing.T) {
 	pl.failures = 1
 	pl.mu.Unlock()
 	f.tick(janitorEvery)
-	f.s.pools[0].mu.Lock()
-	cause := pl.health.cause
-	f.s.pools[0].mu.Unlock()
+	cause := f.s.router.health[pl].cause
 	if cause != causeConnection {
 		t.Errorf("cause %v, want connection", cause)
 	}

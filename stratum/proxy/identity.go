@@ -277,13 +277,13 @@ func (m *miner) passthroughAuthorize(id stratum.ID, worker string) (ok, keep boo
 		return false, m.refuse(id, stratum.CodeOther,
 			fmt.Sprintf("the pool has not answered %d authorizations of this connection yet (max_pending_authorizations = %d)", len(m.authWaits), max))
 	}
-	name := up.pool.upstreamName(worker)
+	name := up.home().upstreamName(worker)
 	wa, outcome := up.authorizeForMiner(name)
 	switch outcome {
 	case authRateLimit:
 		m.p.metrics.limitHits.WithLabelValues(m.srv.cfg.Name, limitAuthRate).Inc()
 		m.send(stratum.AppendError(nil, id, stratum.CodeOther, fmt.Sprintf(
-			"too many new workers are being authorized at the pool (max_authorizations_per_second = %g); retry later", up.pool.cfg.MaxAuthorizationsPerSecond)))
+			"too many new workers are being authorized at the pool (max_authorizations_per_second = %g); retry later", up.home().cfg.MaxAuthorizationsPerSecond)))
 		return false, true
 	case authRefused:
 		m.send(stratum.AppendError(nil, id, wa.err.Code, wa.err.Message))

@@ -98,7 +98,7 @@ type miner struct {
 	xnsub       bool
 	workers     map[string]*workerStats
 	primary     string
-	up          *upstream
+	up          session // the pool session the miner hashes on; nil: none
 	prefix      uint32
 	prefixBytes []byte
 	e1          []byte
@@ -359,7 +359,7 @@ func (m *miner) ensureSessionOn(pl *pool, wait time.Duration) error {
 	ctx, cancel := withTimeout(m.ctx, m.p.clock, wait)
 	defer cancel()
 	var (
-		up     *upstream
+		up     session
 		prefix uint32
 		err    error
 	)
@@ -401,6 +401,7 @@ func (m *miner) ensureSessionOn(pl *pool, wait time.Duration) error {
 		m.mask = m.minerMask & v.mask
 	}
 	m.mu.Unlock()
+	m.srv.router.placedOn(m, up)
 	return nil
 }
 
@@ -485,7 +486,7 @@ func (m *miner) authorize(id stratum.ID, a *stratum.Authorize) bool {
 	m.mu.Lock()
 	var pl *pool
 	if m.up != nil {
-		pl = m.up.pool
+		pl = m.up.home()
 	}
 	m.mu.Unlock()
 	if pl == nil {
@@ -581,7 +582,7 @@ func (m *miner) startWork() {
 
 // sendJob hands one job to the miner, preceded by a new difficulty when
 // vardiff changes it: difficulty only ever changes together with a job.
-func (m *miner) sendJob(up *upstream, e *jobEntry, clean bool) {
+func (m *miner) sendJob(up session, e *jobEntry, clean bool) {
 	m.mu.Lock()
 	if m.up != up || !m.hasWork {
 		m.mu.Unlock()
@@ -643,7 +644,7 @@ func (m *miner) submit(msg *stratum.Message) {
 		m.reject(msg.ID, worker, "unauthorized_worker", stratum.CodeUnauthorized, "unauthorized worker")
 		return
 	}
-	e := up.jobs.Load().byID[string(sub.JobID)]
+	e := up.job(string(sub.JobID))
 	if e == nil {
 		m.reject(msg.ID, worker, job.ReasonStale.String(), job.ReasonStale.Code(), "job not found (stale)")
 		return
@@ -664,18 +665,18 @@ func (m *miner) submit(msg *stratum.Message) {
 	m.mu.Unlock()
 	p.acct.valid.Add(1)
 	pm := p.metrics
-	pm.shareDiffSum.WithLabelValues(m.srv.cfg.Name, up.pool.cfg.Name).Add(diff)
+	pm.shareDiffSum.WithLabelValues(m.srv.cfg.Name, up.home().cfg.Name).Add(diff)
 
 	if !res.BlockCandidate && !pow.MeetsDifficulty(&res.Hash, e.poolDiff) {
 		p.acct.belowPool.Add(1)
-		pm.shares.WithLabelValues(m.srv.cfg.Name, up.pool.cfg.Name, "accepted", "below_pool_difficulty").Inc()
+		pm.shares.WithLabelValues(m.srv.cfg.Name, up.home().cfg.Name, "accepted", "below_pool_difficulty").Inc()
 		m.send(stratum.AppendBoolResult(nil, msg.ID, true))
 		return
 	}
 	if res.BlockCandidate {
-		pm.blockCandidates.WithLabelValues(m.srv.cfg.Name, up.pool.cfg.Name).Inc()
+		pm.blockCandidates.WithLabelValues(m.srv.cfg.Name, up.home().cfg.Name).Inc()
 		m.log().Info("block candidate: forwarding ahead of everything queued",
-			zap.String("pool", up.pool.cfg.Name), zap.String("hash", res.Hash.String()), zap.String("job", e.poolJobID), logkeep.Field())
+			zap.String("pool", up.home().cfg.Name), zap.String("hash", res.Hash.String()), zap.String("job", e.poolJobID), logkeep.Field())
 	}
 	en2, err := stratum.MakeExtranonce(prefixBytes, sub.Extranonce2.Bytes())
 	if err != nil {
@@ -685,7 +686,7 @@ func (m *miner) submit(msg *stratum.Message) {
 	ps := &pendingSubmit{reply: m, id: msg.ID, worker: worker, diff: diff, candidate: res.BlockCandidate}
 	p.acct.forwarded.Add(1)
 	if err := up.forward(ps, e, en2, &sub); err != nil {
-		m.unjudged(ps, up.pool.cfg.Name, "upstream_lost", "the pool connection is down: "+err.Error())
+		m.unjudged(ps, up.home().cfg.Name, "upstream_lost", "the pool connection is down: "+err.Error())
 	}
 }
 
@@ -718,7 +719,7 @@ func (m *miner) reject(id stratum.ID, worker, reason string, code int, message s
 	poolName := ""
 	m.mu.Lock()
 	if m.up != nil {
-		poolName = m.up.pool.cfg.Name
+		poolName = m.up.home().cfg.Name
 	}
 	m.countLocked(worker, tally{reject: reason})
 	m.mu.Unlock()
@@ -745,20 +746,24 @@ func (m *miner) poolMaskChanged(poolMask uint32) {
 
 // extranonceChanged follows the session's new extranonce1: miners that
 // subscribed to it are told, the others reconnect.
-func (m *miner) extranonceChanged(up *upstream) {
+func (m *miner) extranonceChanged(up session) {
 	m.mu.Lock()
 	if m.up != up {
 		m.mu.Unlock()
 		return
 	}
-	xn := m.xnsub
+	xn, prefix := m.xnsub, m.prefix
 	m.mu.Unlock()
 	if !xn {
 		m.reconnect("pool changed extranonce")
 		return
 	}
+	v := up.view(prefix) // the session's lock, not under the miner's
 	m.mu.Lock()
-	v := up.view(m.prefix)
+	if m.up != up || m.prefix != prefix { // moved meanwhile: its new session told it
+		m.mu.Unlock()
+		return
+	}
 	m.e1 = v.extranonce1
 	m.mu.Unlock()
 	se := stratum.SetExtranonce{Extranonce1: v.extranonce1, Extranonce2Size: v.e2size}
@@ -769,7 +774,7 @@ func (m *miner) extranonceChanged(up *upstream) {
 // to when given, else where routing says. A miner that takes
 // mining.set_extranonce keeps its connection; the others are asked to
 // reconnect, and routing places them when they come back.
-func (m *miner) relocate(from *upstream, to *pool, why string) {
+func (m *miner) relocate(from session, to *pool, why string) {
 	m.mu.Lock()
 	if m.up != from {
 		m.mu.Unlock()
@@ -781,6 +786,7 @@ func (m *miner) relocate(from *upstream, to *pool, why string) {
 	m.hasWork = false
 	m.mu.Unlock()
 	from.detach(m, prefix) // a no-op when the session already ended
+	m.srv.router.unplaced(m, from)
 	m.p.metrics.moves.WithLabelValues(m.srv.cfg.Name).Inc()
 	if !xn {
 		m.reconnect(why)
@@ -796,7 +802,7 @@ func (m *miner) relocate(from *upstream, to *pool, why string) {
 	}
 	m.mu.Lock()
 	e1, e2, mask, wantVR := m.e1, m.e2size, m.mask, m.wantVR
-	pool := m.up.pool.cfg.Name
+	pool := m.up.home().cfg.Name
 	m.mu.Unlock()
 	se := stratum.SetExtranonce{Extranonce1: e1, Extranonce2Size: e2}
 	lines := [][]byte{stratum.AppendNotification(nil, &se)}
@@ -811,16 +817,24 @@ func (m *miner) relocate(from *upstream, to *pool, why string) {
 }
 
 // move takes the miner off its session from to wherever routing says.
-func (m *miner) move(from *upstream, why string) { m.relocate(from, nil, why) }
+func (m *miner) move(from session, why string) { m.relocate(from, nil, why) }
 
 // moveTo moves the miner from whatever session it is on to pool to.
 func (m *miner) moveTo(to *pool, why string) {
 	m.mu.Lock()
 	from := m.up
 	m.mu.Unlock()
-	if from != nil && from.pool != to {
+	if from != nil && from.home() != to {
 		m.relocate(from, to, why)
 	}
+}
+
+// routingHashrate is the damped estimate the weighted split steers by; the
+// router asks, holding nothing.
+func (m *miner) routingHashrate(now time.Time) float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.hashrateLocked(now, true)
 }
 
 // hashrateLocked estimates the miner's hashrate over all its workers; m.mu held.
@@ -874,6 +888,7 @@ func (m *miner) close(reason string, err error) {
 		m.mu.Unlock()
 		if up != nil {
 			up.detach(m, prefix)
+			m.srv.router.unplaced(m, up)
 		}
 		// Retire before leaving the server's list: a worker page skips
 		// retired miners, so the worker is always in one place, never in

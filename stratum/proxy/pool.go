@@ -61,7 +61,9 @@ type pool struct {
 	log   *zap.Logger
 	wake  chan struct{} // nudges keep: a session ended
 
-	mu          sync.Mutex // guards the fields below; taken before any session's mu
+	// mu guards the fields below. It is a leaf: nothing else is locked
+	// while it is held (a session's state is read atomically, isActive).
+	mu          sync.Mutex
 	sessions    []*upstream
 	nextID      uint64
 	failures    int // consecutive failed attempts; reset by a session that becomes ready
@@ -73,7 +75,6 @@ type pool struct {
 	lastErr   error
 	mask      uint32 // the last version-rolling mask a session of this pool got
 	maskKnown bool
-	health    poolHealth
 	lostAt    time.Time // when the last working session ended with no other left
 	waiting   int       // miners in acquire waiting for a session still connecting
 
@@ -255,12 +256,15 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 		if wanted != nil && !wanted() {
 			return nil, 0, errNotCarrying
 		}
-		pl.mu.Lock()
 		var wait *upstream
 		connecting := 0
-		for _, u := range pl.sessions {
+		// Each session's lock alone, not under the pool's: the sessions are
+		// tried on a copy of the list.
+		pl.mu.Lock()
+		sessions, seen := append([]*upstream(nil), pl.sessions...), pl.nextID
+		pl.mu.Unlock()
+		for _, u := range sessions {
 			if prefix, ok := u.attach(m); ok {
-				pl.mu.Unlock()
 				return u, prefix, nil
 			}
 			if !u.isActive() && !isDone(u.done) {
@@ -269,6 +273,13 @@ func (pl *pool) acquire(ctx context.Context, m *miner, wanted func() bool) (*ups
 					wait = u // a session still connecting may have room
 				}
 			}
+		}
+		pl.mu.Lock()
+		if pl.nextID != seen {
+			// A session opened while this miner tried the others: try it
+			// before deciding to open one more.
+			pl.mu.Unlock()
+			continue
 		}
 		// Open another session when the miners already waiting would fill
 		// every session still connecting. In a reconnect storm sessions then
@@ -339,6 +350,11 @@ func isDone(c <-chan struct{}) bool {
 func (pl *pool) sessionEnded(u *upstream, miners map[*miner]struct{}) {
 	now := pl.proxy.clock.Now()
 	shutdown := pl.proxy.ctx.Err() != nil
+	u.mu.Lock()
+	readyAt := u.readyAt
+	err := u.err
+	retired := u.retired
+	u.mu.Unlock()
 	pl.mu.Lock()
 	for i, s := range pl.sessions {
 		if s == u {
@@ -346,11 +362,6 @@ func (pl *pool) sessionEnded(u *upstream, miners map[*miner]struct{}) {
 			break
 		}
 	}
-	u.mu.Lock()
-	readyAt := u.readyAt
-	err := u.err
-	retired := u.retired
-	u.mu.Unlock()
 	if !shutdown && !retired {
 		pl.probing = true
 	}
@@ -368,18 +379,17 @@ func (pl *pool) sessionEnded(u *upstream, miners map[*miner]struct{}) {
 	if shutdown {
 		return
 	}
-	// Judge the pool now rather than at the next tick when this was its last
-	// working session or a reconnect just failed, so miners are moved to
-	// wherever routing sends them before they look for a new home.
+	// Have the router judge the pool now rather than at the next tick when
+	// this was its last working session or a reconnect just failed, and
+	// wait for it, so miners are moved to wherever routing sends them
+	// before they look for a new home.
 	if !pl.hasActive() {
 		if !readyAt.IsZero() {
 			pl.mu.Lock()
 			pl.lostAt = now
 			pl.mu.Unlock()
 		}
-		if pl.evaluate(now) {
-			pl.srv.evaluateRouting(now)
-		}
+		pl.srv.router.ask(routerMsg{kind: msgSessionLost, pool: pl, at: now})
 	}
 	for m := range miners {
 		pl.proxy.tasks.spawn(func() { m.relocate(u, nil, "pool session ended") })
@@ -432,22 +442,6 @@ func (pl *pool) noteMask(mask uint32) {
 	pl.mu.Lock()
 	pl.mask, pl.maskKnown = mask, true
 	pl.mu.Unlock()
-}
-
-// readiness reports whether the pool is healthy, and why not.
-func (pl *pool) readiness() error {
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	if pl.health.up {
-		return nil
-	}
-	if pl.health.reason != "" {
-		return fmt.Errorf("pool %s: %s", pl.cfg.Name, pl.health.reason)
-	}
-	if pl.lastErr != nil {
-		return fmt.Errorf("pool %s: %v", pl.cfg.Name, pl.lastErr)
-	}
-	return fmt.Errorf("pool %s: connecting", pl.cfg.Name)
 }
 
 func (pl *pool) snapshot() []*upstream {

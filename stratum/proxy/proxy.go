@@ -34,7 +34,7 @@ type Proxy struct {
 	// in-flight shares have their verdicts.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // listeners, janitor, pool keepers, pool sessions
+	wg     sync.WaitGroup // listeners, routers, janitor, pool keepers, pool sessions
 	tasks  taskGroup      // miner moves and reconnect grace periods
 	// serving counts the miners' reader goroutines (miner.serve). Only the
 	// accept loops add to it, so it is waited for after p.wg.
@@ -79,8 +79,7 @@ func New(o Options) (*Proxy, error) {
 	}
 	for _, sc := range o.Servers {
 		s := &server{p: p, cfg: sc, log: p.log.With(zap.String("server", sc.Name)),
-			limits: newConnLimits(sc.MaxConnections, sc.MaxConnectionsPerIP), miners: map[*miner]struct{}{},
-			route: routerState{level: -1}}
+			limits: newConnLimits(sc.MaxConnections, sc.MaxConnectionsPerIP), miners: map[*miner]struct{}{}}
 		m.routeLevel.WithLabelValues(sc.Name).Set(-1)
 		names := sc.Pools
 		if len(names) == 0 {
@@ -102,6 +101,7 @@ func New(o Options) (*Proxy, error) {
 			// see the first event and dashboards show 0, not "no data".
 			m.blockCandidates.WithLabelValues(sc.Name, pl.cfg.Name).Add(0)
 		}
+		s.router = newRouter(s)
 		for _, reason := range disconnectReasons {
 			m.disconnects.WithLabelValues(sc.Name, reason).Add(0)
 		}
@@ -131,6 +131,7 @@ func (p *Proxy) Start(context.Context) error {
 			zap.Float64("initial_difficulty", s.cfg.InitialDifficulty))
 	}
 	for _, s := range p.servers {
+		s.router.start(p.ctx)
 		for _, pl := range s.pools {
 			pl.start(p.ctx)
 		}
@@ -142,7 +143,10 @@ func (p *Proxy) Start(context.Context) error {
 	return nil
 }
 
-// janitor runs the periodic work: verdict timeouts, idle sessions.
+// janitor runs the periodic work on the proxy's clock: verdict timeouts and
+// idle sessions, then each listener's router tick (routing, rebalancing).
+// It waits for each router to finish its tick, so a tick's routing sees the
+// verdicts the same tick expired.
 func (p *Proxy) janitor() {
 	defer p.wg.Done()
 	beat := func() {}
@@ -165,11 +169,7 @@ func (p *Proxy) janitor() {
 				for _, pl := range s.pools {
 					pl.janitor(now)
 				}
-				s.evaluateRouting(now)
-				if now.Sub(s.lastRebalance) >= s.cfg.RebalanceInterval {
-					s.lastRebalance = now
-					s.rebalance(now)
-				}
+				s.router.ask(routerMsg{kind: msgTick, at: now})
 			}
 		}
 	}
@@ -184,7 +184,7 @@ func (p *Proxy) Ready() error {
 		}
 		var why []string
 		for _, pl := range s.pools {
-			if err := pl.readiness(); err != nil {
+			if err := s.readiness(pl); err != nil {
 				why = append(why, err.Error())
 			}
 		}
@@ -200,7 +200,7 @@ func (p *Proxy) ReadyNotes() []string {
 	var notes []string
 	for _, s := range p.servers {
 		for _, pl := range s.pools {
-			if n := pl.alertNote(); n != "" {
+			if n := s.alertNote(pl); n != "" {
 				notes = append(notes, "server "+s.cfg.Name+": "+n)
 			}
 		}

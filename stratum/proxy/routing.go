@@ -119,7 +119,7 @@ func (w *verdictWindow) ratio(now time.Time) (float64, int) {
 func (w *verdictWindow) reset() { *w = verdictWindow{} }
 
 // poolHealth is one pool's health and reject alert as one listener sees
-// them. Guarded by the pool's mu.
+// them. Owned by the listener's router (router.go).
 type poolHealth struct {
 	up        bool
 	cause     healthCause
@@ -149,75 +149,81 @@ func (h *poolHealth) goodSince() time.Time {
 	return h.changedAt
 }
 
-// noteVerdict feeds the reject ratio: bad is a reject or a share the pool
-// never answered. Block candidates are not fed: a pool may reject one as a
-// share (above its share target) that the network would take.
-func (pl *pool) noteVerdict(at time.Time, bad bool) {
-	pl.mu.Lock()
-	pl.health.verdicts.add(at, bad)
-	pl.mu.Unlock()
+// poolFacts is what a pool's health is judged from, read out of the pool
+// and its sessions (each under its own lock, one at a time).
+type poolFacts struct {
+	active      int       // working sessions
+	lastJob     time.Time // the newest job of any working session
+	activeSince time.Time // the oldest working session's connect
+	failures    int
+	lostAt      time.Time
+	lastErr     error
 }
 
-// evaluate recomputes the pool's health and reject alert; it reports a
-// change of either.
-func (pl *pool) evaluate(now time.Time) (changed bool) {
-	var active []*upstream
-	for _, u := range pl.snapshot() {
-		if u.isActive() {
-			active = append(active, u)
+// observe reads the pool's facts for the router. It holds pool.mu and a
+// session's mu one after the other, never both.
+func (pl *pool) observe() poolFacts {
+	pl.mu.Lock()
+	f := poolFacts{failures: pl.failures, lostAt: pl.lostAt, lastErr: pl.lastErr}
+	sessions := append([]*upstream(nil), pl.sessions...)
+	pl.mu.Unlock()
+	for _, u := range sessions {
+		if !u.isActive() {
+			continue
 		}
+		f.active++
+		u.mu.Lock()
+		if u.lastJobAt.After(f.lastJob) {
+			f.lastJob = u.lastJobAt
+		}
+		if f.activeSince.IsZero() || u.connectedAt.Before(f.activeSince) {
+			f.activeSince = u.connectedAt
+		}
+		u.mu.Unlock()
 	}
+	return f
+}
+
+// evaluatePool recomputes pl's health and reject alert from its facts; it
+// reports a change of either. Router goroutine only.
+func (r *router) evaluatePool(pl *pool, now time.Time) (changed bool) {
+	f := pl.observe()
+	h := r.health[pl]
 	up, cause, reason := true, causeHealthy, ""
 	keep := false // keep the current verdict for now
-	if len(active) == 0 {
+	if f.active == 0 {
 		// Between a lost session and its replacement the pool keeps its
 		// verdict for a moment: a one-off TCP drop is not a failover. A
 		// failed reconnect, or a second without a session, is.
-		pl.mu.Lock()
-		failing := pl.failures > 0 || pl.lostAt.IsZero() || now.Sub(pl.lostAt) >= lostGrace
-		if pl.lastErr != nil {
-			reason = pl.lastErr.Error()
+		failing := f.failures > 0 || f.lostAt.IsZero() || now.Sub(f.lostAt) >= lostGrace
+		if f.lastErr != nil {
+			reason = f.lastErr.Error()
 		} else {
 			reason = "lost its session to the pool"
 		}
-		keep = !failing && pl.health.up
-		pl.mu.Unlock()
+		keep = !failing && h.up
 		up, cause = false, causeConnection
 	} else {
-		var lastJob, activeSince time.Time
-		for _, u := range active {
-			u.mu.Lock()
-			if u.lastJobAt.After(lastJob) {
-				lastJob = u.lastJobAt
-			}
-			if activeSince.IsZero() || u.connectedAt.Before(activeSince) {
-				activeSince = u.connectedAt
-			}
-			u.mu.Unlock()
-		}
 		limit := pl.cfg.NoJobTimeout
 		switch {
-		case lastJob.IsZero() && now.Sub(activeSince) > limit:
+		case f.lastJob.IsZero() && now.Sub(f.activeSince) > limit:
 			up, cause, reason = false, causeNoJob, fmt.Sprintf("authorized but sent no job in %s", limit)
-		case !lastJob.IsZero() && now.Sub(lastJob) > limit:
-			up, cause, reason = false, causeNoJob, fmt.Sprintf("no new job for %s", now.Sub(lastJob).Round(time.Second))
-		case lastJob.IsZero():
+		case !f.lastJob.IsZero() && now.Sub(f.lastJob) > limit:
+			up, cause, reason = false, causeNoJob, fmt.Sprintf("no new job for %s", now.Sub(f.lastJob).Round(time.Second))
+		case f.lastJob.IsZero():
 			up, cause, reason = false, causeStarting, "waiting for the first job"
 		}
 	}
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
 	if !keep {
-		changed = pl.setHealthLocked(up, cause, reason, now)
+		changed = r.setHealth(pl, h, up, cause, reason, now)
 	}
-	if pl.evaluateAlertLocked(now) {
+	if r.evaluateAlert(pl, h, now) {
 		changed = true
 	}
 	return changed
 }
 
-func (pl *pool) setHealthLocked(up bool, cause healthCause, reason string, now time.Time) bool {
-	h := &pl.health
+func (r *router) setHealth(pl *pool, h *poolHealth, up bool, cause healthCause, reason string, now time.Time) bool {
 	if !h.changedAt.IsZero() && h.up == up {
 		h.cause, h.reason = cause, reason // same state: keep the latest words
 		return false
@@ -252,10 +258,9 @@ func (pl *pool) setHealthLocked(up bool, cause healthCause, reason string, now t
 	return true
 }
 
-// evaluateAlertLocked raises or clears the pool's reject alert; pl.mu held.
-// It reports a change.
-func (pl *pool) evaluateAlertLocked(now time.Time) bool {
-	h := &pl.health
+// evaluateAlert raises or clears pl's reject alert and reports a change.
+// Router goroutine only.
+func (r *router) evaluateAlert(pl *pool, h *poolHealth, now time.Time) bool {
 	rate, n := h.verdicts.ratio(now)
 	maxRate := pl.cfg.MaxRejectRate
 	m := pl.proxy.metrics
@@ -306,18 +311,7 @@ func upDown(up bool) string {
 	return "down"
 }
 
-// alertNote describes the pool's reject alert, "" when there is none.
-func (pl *pool) alertNote() string {
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	if !pl.health.alert {
-		return ""
-	}
-	return fmt.Sprintf("pool %s reject alert: %s", pl.cfg.Name, pl.health.alertReason)
-}
-
-// router is one listener's routing state, guarded by its own mutex (no
-// other lock is taken while it is held).
+// routerState is one listener's carrying level; owned by its router.
 type routerState struct {
 	level       int // carrying failover level; -1: no healthy pool
 	since       time.Time
@@ -325,8 +319,7 @@ type routerState struct {
 	carry       []*pool // the pools carrying at the last evaluation, in config order
 }
 
-// poolState is one pool's health as routing reads it, copied out of the
-// pool's lock so routing decides without holding any.
+// poolState is one pool's health as routing decides by it.
 type poolState struct {
 	pl        *pool
 	up, good  bool
@@ -336,16 +329,15 @@ type poolState struct {
 	alert     string
 }
 
-func (s *server) poolStates() []poolState {
-	out := make([]poolState, 0, len(s.pools))
-	for _, pl := range s.pools {
-		pl.mu.Lock()
-		h := &pl.health
+// poolStates lists the pools' health in config order. Router goroutine only.
+func (r *router) poolStates() []poolState {
+	out := make([]poolState, 0, len(r.s.pools))
+	for _, pl := range r.s.pools {
+		h := r.health[pl]
 		st := poolState{pl: pl, up: h.up, good: h.good(), goodSince: h.goodSince(), reason: h.reason, alert: h.alertReason}
 		if h.up {
 			st.upSince = h.changedAt
 		}
-		pl.mu.Unlock()
 		out = append(out, st)
 	}
 	return out
@@ -427,19 +419,20 @@ func poolNames(pools []*pool) string {
 	return strings.Join(names, ",")
 }
 
-// evaluateRouting re-derives the carrying level and pools and moves miners
-// when they change. It runs on the janitor tick and right after a session
-// is lost.
+// evaluate re-derives the carrying level and pools and moves miners when
+// they change. The router runs it on the janitor's tick and right after a
+// pool lost its last session; it publishes the result (routeView).
 //
 // The level is the lowest with a good pool (healthy, no reject alert), or,
 // when no pool is good, the lowest with a healthy one. Moving to a worse
 // level happens at once; moving to a better one (fail-back) only after it
 // has been good, and the current one has carried, for failback_delay.
-func (s *server) evaluateRouting(now time.Time) {
+func (r *router) evaluate(now time.Time) {
+	s := r.s
 	for _, pl := range s.pools {
-		pl.evaluate(now)
+		r.evaluatePool(pl, now)
 	}
-	states := s.poolStates()
+	states := r.poolStates()
 	bestUp, bestGood := -1, -1
 	for _, st := range states {
 		if st.up && (bestUp == -1 || st.pl.cfg.Level < bestUp) {
@@ -453,15 +446,14 @@ func (s *server) evaluateRouting(now time.Time) {
 	if target == -1 {
 		target = bestUp
 	}
-	s.rmu.Lock()
-	cur := s.route.level
+	cur := r.route.level
 	next := cur
 	reason := ""
 	switch {
 	case bestUp == -1:
 		next = -1
-		if s.route.noPoolSince.IsZero() {
-			s.route.noPoolSince = now
+		if r.route.noPoolSince.IsZero() {
+			r.route.noPoolSince = now
 		}
 		reason = "no pool of this listener is healthy"
 	case cur == -1 || !levelHas(states, cur, false):
@@ -476,29 +468,29 @@ func (s *server) evaluateRouting(now time.Time) {
 	case target < cur:
 		good := target == bestGood
 		if since := levelSince(states, target, good); !since.IsZero() && now.Sub(since) >= s.cfg.FailbackDelay &&
-			now.Sub(s.route.since) >= s.cfg.FailbackDelay {
+			now.Sub(r.route.since) >= s.cfg.FailbackDelay {
 			next = target
 			reason = fmt.Sprintf("level %d has been healthy for %s (failback_delay %s)", target, now.Sub(since).Round(time.Second), s.cfg.FailbackDelay)
 		}
 	}
 	if bestUp != -1 {
-		s.route.noPoolSince = time.Time{}
+		r.route.noPoolSince = time.Time{}
 	}
 	changed := next != cur
 	// The first pool coming up at start is not an incident: log it at info.
-	quiet := changed && cur == -1 && !s.everRouted
+	quiet := changed && cur == -1 && !r.everRouted
 	if changed {
-		s.route.level, s.route.since = next, now
+		r.route.level, r.route.since = next, now
 		if next != -1 {
-			s.everRouted = true
+			r.everRouted = true
 		}
 	}
-	prevCarry := s.route.carry
+	prevCarry := r.route.carry
 	carry := carryingOf(states, next)
 	carryChanged := !samePools(prevCarry, carry)
-	s.route.carry = carry
-	noPoolSince := s.route.noPoolSince
-	s.rmu.Unlock()
+	r.route.carry = carry
+	noPoolSince := r.route.noPoolSince
+	r.publish()
 
 	switch {
 	case changed:
@@ -518,7 +510,7 @@ func (s *server) evaluateRouting(now time.Time) {
 		s.p.event(events.Event{Kind: kind, Subject: s.cfg.Name, From: levelName(cur), To: levelName(next), Reason: reason})
 		s.p.metrics.routeLevel.WithLabelValues(s.cfg.Name).Set(float64(next))
 		if next != -1 {
-			s.moveOff(carry, kind+": "+reason)
+			r.moveOff(carry, kind+": "+reason)
 		}
 	case carryChanged && next != -1 && len(prevCarry) > 0:
 		// Same level, other pools: one of them left the carrying set (it
@@ -548,19 +540,23 @@ func (s *server) evaluateRouting(now time.Time) {
 		s.log.Warn("routing changed", zap.String("kind", "failover"), zap.Int("from_level", cur), zap.Int("to_level", next),
 			zap.String("reason", reason), zap.String("carrying", poolNames(carry)), logkeep.Field())
 		s.p.event(events.Event{Kind: "failover", Subject: s.cfg.Name, From: poolNames(prevCarry), To: poolNames(carry), Reason: reason})
-		s.moveOff(carry, "failover: "+reason)
+		r.moveOff(carry, "failover: "+reason)
 	}
 	// With no healthy pool: after the grace, drop the miners so their
 	// firmware fails over to its own backup pools (fake work is worse). A
 	// pool in reject alert is healthy: it never gets here.
 	if bestUp == -1 && !noPoolSince.IsZero() && now.Sub(noPoolSince) >= s.cfg.NoPoolGrace {
 		if miners := s.snapshot(); len(miners) > 0 {
+			// Closed on tasks: a close tells the router the miner left,
+			// and the router never waits on itself.
 			s.log.Warn("no healthy pool for longer than no_pool_grace: disconnecting miners so their firmware fails over",
 				zap.Int("miners", len(miners)), zap.Duration("no_pool_grace", s.cfg.NoPoolGrace), logkeep.Field())
 			s.p.event(events.Event{Kind: "disconnect_all", Subject: s.cfg.Name, Reason: "no healthy pool for " + s.cfg.NoPoolGrace.String(),
 				Details: map[string]any{"miners": len(miners)}})
 			for _, m := range miners {
-				m.close("no_pool", nil)
+				if !s.p.tasks.spawn(func() { m.close("no_pool", nil) }) {
+					return // stopping: Stop closes every miner
+				}
 			}
 		}
 	}
@@ -573,40 +569,21 @@ func levelName(l int) string {
 	return fmt.Sprintf("level %d", l)
 }
 
-// isCarrying: pl is one of the pools new work should go to.
-func (s *server) isCarrying(pl *pool) bool {
-	return slices.Contains(s.carrying(), pl)
-}
-
-// carrying returns the pools new work goes to: those of the carrying level
-// without a reject alert, or all its healthy ones when each has one.
-func (s *server) carrying() []*pool {
-	s.rmu.Lock()
-	level := s.route.level
-	s.rmu.Unlock()
-	if level < 0 {
-		return nil
-	}
-	return carryingOf(s.poolStates(), level)
-}
-
 // moveOff moves every miner whose pool is not in carry: exactly one move
-// each, to where routing places it.
-func (s *server) moveOff(carry []*pool, why string) {
-	for _, m := range s.snapshot() {
-		m.mu.Lock()
-		up := m.up
-		m.mu.Unlock()
-		if up != nil && !slices.Contains(carry, up.pool) {
-			s.p.tasks.spawn(func() { m.move(up, why) })
+// each, to where routing places it. Router goroutine only: it reads the
+// session set, not the miners.
+func (r *router) moveOff(carry []*pool, why string) {
+	for m, up := range r.placed {
+		if !slices.Contains(carry, up.home()) {
+			r.s.p.tasks.spawn(func() { m.move(up, why) })
 		}
 	}
 }
 
-// poolLoad is each pool's current hashrate and miners on this listener: the
-// damped routing estimate for the weighted split (routing), else the one
-// operators see.
-func (s *server) poolLoad(now time.Time, routing bool) map[*pool]*load {
+// poolLoad is each pool's current hashrate and miners on this listener, as
+// operators see it (the API, the hashrate metric). It locks each miner in
+// turn, holding nothing else.
+func (s *server) poolLoad(now time.Time) map[*pool]*load {
 	out := map[*pool]*load{}
 	for _, pl := range s.pools {
 		out[pl] = &load{}
@@ -614,11 +591,30 @@ func (s *server) poolLoad(now time.Time, routing bool) map[*pool]*load {
 	for _, m := range s.snapshot() {
 		m.mu.Lock()
 		if m.up != nil {
-			l := out[m.up.pool]
-			l.miners = append(l.miners, minerLoad{m: m, hashrate: m.hashrateLocked(now, routing)})
+			l := out[m.up.home()]
+			l.miners = append(l.miners, minerLoad{m: m, hashrate: m.hashrateLocked(now, false)})
 			l.hashrate += l.miners[len(l.miners)-1].hashrate
 		}
 		m.mu.Unlock()
+	}
+	return out
+}
+
+// routingLoad is each pool's damped routing hashrate (meter.routingRate)
+// and miners, from the router's session set: what the weighted split steers
+// by. Router goroutine only.
+func (r *router) routingLoad(now time.Time) map[*pool]*load {
+	out := map[*pool]*load{}
+	for _, pl := range r.s.pools {
+		out[pl] = &load{}
+	}
+	for m, up := range r.placed {
+		l := out[up.home()]
+		if l == nil {
+			continue
+		}
+		l.miners = append(l.miners, minerLoad{m: m, hashrate: m.routingHashrate(now)})
+		l.hashrate += l.miners[len(l.miners)-1].hashrate
 	}
 	return out
 }
@@ -634,10 +630,11 @@ type minerLoad struct {
 }
 
 // pick chooses the pool for a new miner: the healthy pool of the carrying
-// level furthest below its weighted share. Cached loads (refreshed each
-// janitor tick) keep this O(pools), not O(miners).
+// level furthest below its weighted share. It reads the router's published
+// view (loads cached at each rebalance): O(pools), no lock, no round trip.
 func (s *server) pick() *pool {
-	pools := s.carrying()
+	v := s.router.view.Load()
+	pools := v.carry
 	switch len(pools) {
 	case 0:
 		return nil
@@ -647,10 +644,9 @@ func (s *server) pick() *pool {
 	var total, weights float64
 	miners := 0
 	for _, pl := range pools {
-		pl.mu.Lock()
-		total += pl.health.hashrate
-		miners += pl.health.miners
-		pl.mu.Unlock()
+		pv := v.pools[pl]
+		total += pv.hashrate
+		miners += pv.miners
 		weights += pl.cfg.Weight
 	}
 	perMiner := 1.0
@@ -660,12 +656,11 @@ func (s *server) pick() *pool {
 	var best *pool
 	bestDeficit := 0.0
 	for _, pl := range pools {
-		pl.mu.Lock()
-		have := pl.health.hashrate
+		pv := v.pools[pl]
+		have := pv.hashrate
 		if have == 0 {
-			have = float64(pl.health.miners) * perMiner
+			have = float64(pv.miners) * perMiner
 		}
-		pl.mu.Unlock()
 		deficit := pl.cfg.Weight/weights*(total+perMiner) - have
 		if best == nil || deficit > bestDeficit {
 			best, bestDeficit = pl, deficit
@@ -675,15 +670,17 @@ func (s *server) pick() *pool {
 }
 
 // rebalance moves a few miners from the pool furthest above its weighted
-// share to the one furthest below, largest fitting miners first.
-func (s *server) rebalance(now time.Time) {
-	pools := s.carrying()
-	loads := s.poolLoad(now, true)
+// share to the one furthest below, largest fitting miners first. Router
+// goroutine only.
+func (r *router) rebalance(now time.Time) {
+	s := r.s
+	pools := r.route.carry
+	loads := r.routingLoad(now)
 	for pl, l := range loads { // refresh the cache pick() reads
-		pl.mu.Lock()
-		pl.health.hashrate, pl.health.miners = l.hashrate, len(l.miners)
-		pl.mu.Unlock()
+		h := r.health[pl]
+		h.hashrate, h.miners = l.hashrate, len(l.miners)
 	}
+	r.publish()
 	if len(pools) < 2 {
 		return
 	}

@@ -24,17 +24,9 @@ type server struct {
 	// per miner reads (serve). Set by accept before the first miner.
 	rl *readLoop
 
-	rmu           sync.Mutex // guards route; taken after no other lock
-	route         routerState
-	lastRebalance time.Time // owned by the janitor
-	everRouted    bool      // a level has carried before; guarded by rmu
-}
-
-// noPool reports that no pool of this listener is healthy.
-func (s *server) noPool() bool {
-	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	return s.route.level < 0
+	// router owns the listener's routing (router.go); set by New once
+	// pools is complete.
+	router *router
 }
 
 // accept runs until the listener closes.

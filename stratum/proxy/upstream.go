@@ -106,9 +106,13 @@ type upstream struct {
 	// read under the pool's mu).
 	started time.Time
 
+	// active mirrors state == stateActive so the pool and the router can
+	// ask without taking mu (setState writes both).
+	active atomic.Bool
+
 	mu       sync.Mutex
 	conn     net.Conn
-	state    sessionState
+	state    sessionState // written with setState
 	err      error
 	e1       []byte
 	split    Split
@@ -158,7 +162,7 @@ func (u *upstream) run(ctx context.Context) {
 	err := u.session(ctx)
 	u.mu.Lock()
 	wasActive := u.state == stateActive
-	u.state = stateClosed
+	u.setState(stateClosed)
 	if u.err == nil {
 		u.err = err
 	}
@@ -279,10 +283,14 @@ func (u *upstream) isAuthResponse(id uint64) bool {
 	return ok
 }
 
-func (u *upstream) isActive() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.state == stateActive
+// isActive reports whether the session is subscribed and authorized. It
+// takes no lock: the pool asks holding its own.
+func (u *upstream) isActive() bool { return u.active.Load() }
+
+// setState moves the session to st; u.mu held.
+func (u *upstream) setState(st sessionState) {
+	u.state = st
+	u.active.Store(st == stateActive)
 }
 
 // handle processes one message from the pool; an error ends the session.
@@ -381,7 +389,7 @@ func (u *upstream) onAuthorize(msg *stratum.Message) error {
 		u.mu.Unlock()
 		return fmt.Errorf("pool %s authorized before answering mining.subscribe", u.pool.cfg.Name)
 	}
-	u.state = stateActive
+	u.setState(stateActive)
 	u.readyAt = u.pool.proxy.clock.Now()
 	u.mu.Unlock()
 	close(u.ready)
@@ -694,8 +702,8 @@ func (u *upstream) onVerdict(id uint64, msg *stratum.Message) {
 	}
 	u.mu.Unlock()
 	u.pool.proxy.metrics.submitLatency.WithLabelValues(u.pool.cfg.Name).Observe(rtt.Seconds())
-	if !ps.candidate { // see noteVerdict
-		u.pool.noteVerdict(u.pool.proxy.clock.Now(), !accepted)
+	if !ps.candidate { // see router.noteVerdict
+		u.pool.srv.router.noteVerdict(u.pool, u.pool.proxy.clock.Now(), !accepted)
 	}
 	ps.reply.judged(ps, u.pool.cfg.Name, accepted, perr)
 }
@@ -713,8 +721,8 @@ func (u *upstream) expire(now time.Time, timeout time.Duration) {
 	}
 	u.mu.Unlock()
 	for _, ps := range late {
-		if !ps.candidate { // see noteVerdict
-			u.pool.noteVerdict(now, true)
+		if !ps.candidate { // see router.noteVerdict
+			u.pool.srv.router.noteVerdict(u.pool, now, true)
 		}
 		ps.reply.unjudged(ps, u.pool.cfg.Name, "timeout",
 			fmt.Sprintf("the pool did not answer within %s", timeout))

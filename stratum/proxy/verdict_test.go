@@ -49,9 +49,8 @@ func TestVerdictsGoBackTheWayTheShareCame(t *testing.T) {
 		t.Fatalf("miner a got %q\nwant %q\nminer b got %q\nwant %q", a.got, wantA, b.got, wantB)
 	}
 	// The block candidate's reject does not count against the pool.
-	pl.mu.Lock()
-	n := pl.health.verdicts.n
-	pl.mu.Unlock()
+	f.s.router.drain() // the verdicts went to the router as messages
+	n := f.s.router.health[pl].verdicts.n
 	if n != 3 {
 		t.Errorf("the pool's reject window holds %d verdicts, want 3 (accept, reject, timeout)", n)
 	}
