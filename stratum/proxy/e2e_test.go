@@ -71,6 +71,9 @@ func startProxyFast(t *testing.T, speed int, pools []*stratumtest.Pool, levels [
 type startHow struct {
 	speed   int  // 0: the wall clock; else a fastClock this many times faster
 	unready bool // do not wait for a healthy pool
+	// stall, when set, is Options.MinerWriteStall: the queue-bound tests
+	// wait for it in wall time, so they use a shorter one than 5 s.
+	stall time.Duration
 }
 
 // startProxyOn starts the proxy.
@@ -104,6 +107,7 @@ level = %d
 	o := testOptions(t, doc)
 	o.Metrics = reg
 	o.Liveness = new(liveBoard).register
+	o.MinerWriteStall = how.stall
 	if how.speed > 0 {
 		o.Clock = fastClock(t, how.speed)
 		for i := range o.Pools {

@@ -30,6 +30,11 @@ type Options struct {
 	Liveness func(name string, maxAge time.Duration) (beat, done func())
 	// Clock is the proxy's time source (see Clock); nil is the wall clock.
 	Clock Clock
+	// MinerWriteStall is how long a miner's write queue may hold more than
+	// its 256 KiB limit with nothing written before the miner is dropped
+	// (write_queue_full); 0 is 5 s. Socket write deadlines follow it, so
+	// it runs on the wall clock.
+	MinerWriteStall time.Duration
 }
 
 // ServerOptions is one listener (a [[server]] table).

@@ -22,12 +22,13 @@ const flushOnStop = 2 * time.Second
 // Proxy is the farm proxy component. Build it with New, then Start and Stop
 // it (the daemon does).
 type Proxy struct {
-	log     *zap.Logger
-	metrics *metrics
-	live    func(name string, maxAge time.Duration) (beat, done func())
-	clock   Clock
-	events  *events.Log
-	servers []*server
+	log        *zap.Logger
+	metrics    *metrics
+	live       func(name string, maxAge time.Duration) (beat, done func())
+	clock      Clock
+	minerStall time.Duration // Options.MinerWriteStall, defaulted
+	events     *events.Log
+	servers    []*server
 
 	// ctx bounds the pool sessions. It is the proxy's own, not the daemon's:
 	// on shutdown the sessions must outlive the daemon's cancellation until
@@ -69,6 +70,10 @@ func New(o Options) (*Proxy, error) {
 		workers: newWorkerTable(), clock: o.Clock}
 	if p.clock == nil {
 		p.clock = wallClock{}
+	}
+	p.minerStall = o.MinerWriteStall
+	if p.minerStall <= 0 {
+		p.minerStall = stallAfter
 	}
 	p.authTimeout.Store(int64(workerAuthTimeout))
 	p.ctx, p.cancel = context.WithCancel(context.Background())

@@ -36,10 +36,10 @@ var errQueueClosed = errors.New("connection closed")
 // queued and the batch being written (at most maxBatchBytes, plus one line
 // when a single line is larger). Past the byte limit, a send fails (and the
 // caller closes the connection) when the peer has also stopped taking data:
-// nothing written for stallAfter. A peer that reads, just more slowly than a
+// nothing written for stall (stallAfter by default). A peer that reads, just more slowly than a
 // burst arrives, may be held up to hardLimitFactor times the limit; a send
 // that would pass that fails at once. While it holds more than the limit,
-// the write in progress has a deadline of stallAfter past the last progress
+// the write in progress has a deadline of stall past the last progress
 // (not only writeTimeout), so a peer that stopped reading is given up on
 // then even if nothing more is sent to it.
 //
@@ -53,7 +53,8 @@ type writeQueue struct {
 	onError      func(error)        // called once, outside mu, when a write fails
 	written      prometheus.Counter // bytes written; counted here because wrapping conn would lose writev
 
-	now func() time.Time // the clock: time.Now except in tests
+	now   func() time.Time // the clock: time.Now except in tests
+	stall time.Duration    // stallAfter unless the owner sets another before use
 
 	mu       sync.Mutex
 	prio     [][]byte // block candidates: written before anything else queued
@@ -67,7 +68,7 @@ type writeQueue struct {
 }
 
 const (
-	stallAfter      = 5 * time.Second
+	stallAfter      = 5 * time.Second // the default stall
 	hardLimitFactor = 16
 	// maxBatchBytes bounds one flush write, so progress (and the write
 	// deadline) is measured in steps a slow but reading peer can make.
@@ -75,7 +76,7 @@ const (
 )
 
 func newWriteQueue(conn net.Conn, limit int, writeTimeout time.Duration, inline bool, written prometheus.Counter, onError func(error)) *writeQueue {
-	q := &writeQueue{conn: conn, limit: limit, writeTimeout: writeTimeout, inline: inline, written: written, onError: onError, now: time.Now}
+	q := &writeQueue{conn: conn, limit: limit, writeTimeout: writeTimeout, inline: inline, written: written, onError: onError, now: time.Now, stall: stallAfter}
 	if sc, ok := conn.(syscall.Conn); ok && !inline {
 		if rc, err := sc.SyscallConn(); err == nil {
 			q.raw = newRawWriter(rc)
@@ -101,7 +102,7 @@ func (q *writeQueue) send(prio bool, lines ...[]byte) error {
 	if held == 0 {
 		q.progress = now
 	}
-	if over := held + n; over > q.limit && (over > hardLimitFactor*q.limit || now.Sub(q.progress) > stallAfter) {
+	if over := held + n; over > q.limit && (over > hardLimitFactor*q.limit || now.Sub(q.progress) > q.stall) {
 		q.err = errQueueFull
 		q.mu.Unlock()
 		return errQueueFull
@@ -220,7 +221,7 @@ func (q *writeQueue) flush() error {
 		}
 		q.mu.Lock()
 		if err != nil && isTimeout(err) && q.queued+q.writing > q.limit {
-			err = fmt.Errorf("%w (%d bytes held, nothing written for %s)", errQueueFull, q.queued+q.writing, stallAfter)
+			err = fmt.Errorf("%w (%d bytes held, nothing written for %s)", errQueueFull, q.queued+q.writing, q.stall)
 		}
 		q.writing = 0
 		if n > 0 {
@@ -236,7 +237,7 @@ func (q *writeQueue) flush() error {
 }
 
 // armDeadlineLocked sets the deadline of the write in progress: writeTimeout
-// from now or, while more than the limit is held, stallAfter past the last
+// from now or, while more than the limit is held, stall past the last
 // progress if that is sooner. Set under mu, so a later call always reflects
 // what is held now. q.mu held.
 func (q *writeQueue) armDeadlineLocked() {
@@ -246,7 +247,7 @@ func (q *writeQueue) armDeadlineLocked() {
 		d = wall.Add(q.writeTimeout)
 	}
 	if q.queued+q.writing > q.limit {
-		if s := wall.Add(stallAfter - q.now().Sub(q.progress)); d.IsZero() || s.Before(d) {
+		if s := wall.Add(q.stall - q.now().Sub(q.progress)); d.IsZero() || s.Before(d) {
 			d = s
 		}
 	}

@@ -14,15 +14,20 @@ import (
 // End-to-end tests of the bound on what proxyd holds for a client that
 // does not read (issue 12, finding 6), over real TCP on 127.0.0.1.
 
+// testStall is the write-queue stall the bound tests run with: long enough
+// that a reading peer always makes progress within it, short enough that
+// the tests do not wait 5 s of wall time for each drop.
+const testStall = time.Second
+
 // A real TCP client that never reads: once proxyd holds more than the
 // queue limit for it (the batch being written included) and nothing was
-// written for stallAfter, it is dropped as write_queue_full, even if
+// written for the stall time, it is dropped as write_queue_full, even if
 // nothing more is sent to it; the other miners keep every job. (Before:
 // the batch being written was not counted, and such a client held it
 // until the 10 s write deadline: write_failed.)
 func TestNonReadingMinerDroppedAtTheQueueBound(t *testing.T) {
 	pool := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-5, MerkleBranches: 32})
-	px := startProxy(t, []*stratumtest.Pool{pool}, "", "")
+	px := startProxyOn(t, startHow{stall: testStall}, []string{pool.URL()}, nil, "")
 	slow := stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: stratumtest.StylePlain, User: "acct.slow", SocketReadBuffer: 4096})
 	fast := stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: stratumtest.StylePlain, User: "acct.fast"})
 	wq := slowConn(t, px, "acct.slow")
@@ -81,7 +86,7 @@ func slowConn(t *testing.T, px *testProxy, worker string) *writeQueue {
 // request's answer was queued until 16 × the limit.)
 func TestRequestFloodWithoutReadingHoldsTheLimit(t *testing.T) {
 	pool := stratumtest.NewPool(t, stratumtest.PoolOptions{InitialDifficulty: 1e-5})
-	px := startProxy(t, []*stratumtest.Pool{pool}, "", "")
+	px := startProxyOn(t, startHow{stall: testStall}, []string{pool.URL()}, nil, "")
 	m := stratumtest.NewMiner(t, px.addr, stratumtest.MinerOptions{Style: stratumtest.StylePlain, User: "acct.flood", SocketReadBuffer: 4096})
 	wq := slowConn(t, px, "acct.flood")
 	m.StopReading()
