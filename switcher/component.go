@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/nvml"
+	"github.com/hashgate/proxyd/switcher/kubeagent"
 	"github.com/hashgate/proxyd/switcher/runtime"
 )
 
@@ -86,6 +88,10 @@ type Component struct {
 	done    chan struct{}
 	hooked  *nvml.Component
 	closers []func() error
+	// agent lends GPUs to a cluster ([switcher.kubernetes]); agentStop
+	// ends its Run and waits for it.
+	agent     *kubeagent.Agent
+	agentStop func()
 }
 
 // NewComponent checks the config against what the switcher can run and
@@ -238,6 +244,8 @@ func (c *Component) build() (*Switcher, error) {
 				rts = append(rts, runtime.NewSim(runtime.SimOptions{Server: lib.Sim, Now: c.now}))
 			case runtime.KindExec:
 				rts = append(rts, runtime.NewExec(c.log.Named("exec"), nil))
+			case config.RuntimeKubernetes:
+				// Added below, once the agent is built.
 			case runtime.KindDocker:
 				d, err := runtime.NewDocker(runtime.DockerOptions{Config: cfg.Docker, Log: c.log.Named("docker"), Now: c.now})
 				if err != nil {
@@ -248,7 +256,20 @@ func (c *Component) build() (*Switcher, error) {
 			}
 		}
 	}
+	agent, stopAgent, err := c.startAgent()
+	if err != nil {
+		for _, cl := range closers {
+			_ = cl()
+		}
+		return nil, err
+	}
+	var cluster ClusterDemand
+	if agent != nil {
+		cluster = agent
+		rts = kubeRuntimes(agent, rts, c.opts.Config.Switcher)
+	}
 	sw, err := New(Options{
+		Cluster:    cluster,
 		Config:     c.opts.Config.Switcher,
 		Contracts:  c.opts.Config.Contracts,
 		GPUs:       mgr,
@@ -260,15 +281,67 @@ func (c *Component) build() (*Switcher, error) {
 		Events:     c.opts.Events,
 	})
 	if err != nil {
+		stopAgent()
 		for _, cl := range closers {
 			_ = cl()
 		}
 		return nil, err
 	}
+	if agent != nil {
+		agent.OnChange(sw.Wake)
+	}
 	c.mu.Lock()
 	c.closers = closers
+	c.agent, c.agentStop = agent, stopAgent
 	c.mu.Unlock()
 	return sw, nil
+}
+
+// startAgent builds and runs the Kubernetes agent when
+// [switcher.kubernetes] is enabled; stop ends it (a no-op without one).
+func (c *Component) startAgent() (*kubeagent.Agent, func(), error) {
+	k := c.opts.Config.Switcher.Kubernetes
+	if k == nil || !k.Enabled {
+		return nil, func() {}, nil
+	}
+	node := k.NodeName
+	if node == "" {
+		node = os.Getenv("NODE_NAME")
+	}
+	client, err := kubeagent.NewClient(k.Kubeconfig)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := kubeagent.New(kubeagent.Options{
+		Client: client, Node: node, Driver: k.Driver, UUIDAttribute: k.UUIDAttribute,
+		Selector:         kubeagent.Selector{Namespaces: k.Namespaces, DeviceClass: k.DeviceClass, MinPriority: k.MinPriority},
+		IdleBeforeMining: k.IdleBeforeMining.D(), MaxLent: k.MaxLent, APITimeout: k.APITimeout.D(),
+		Clock: c.opts.Clock, Log: c.log.Named("kubernetes"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Run(ctx)
+	}()
+	return a, func() { cancel(); <-done }, nil
+}
+
+// kubeRuntimes adds the lending runtime and makes the miner's runtime
+// start a miner only on a GPU tainted for mining.
+func kubeRuntimes(a *kubeagent.Agent, rts []runtime.Runtime, cfg config.Switcher) []runtime.Runtime {
+	mining, _ := cfg.MiningWorkload()
+	out := make([]runtime.Runtime, 0, len(rts)+1)
+	for _, rt := range rts {
+		if rt.Kind() == mining.Runtime {
+			rt = a.GuardMining(rt)
+		}
+		out = append(out, rt)
+	}
+	return append(out, a.Runtime())
 }
 
 func (c *Component) now() time.Time {
@@ -302,6 +375,14 @@ func (c *Component) Ready() error {
 		}
 		return why
 	}
+	c.mu.Lock()
+	agent := c.agent
+	c.mu.Unlock()
+	if agent != nil {
+		if err := agent.Ready(); err != nil {
+			return err
+		}
+	}
 	return sw.NotReady()
 }
 
@@ -309,8 +390,8 @@ func (c *Component) Ready() error {
 // until ctx, the state is written. Workloads keep running.
 func (c *Component) Stop(ctx context.Context) error {
 	c.mu.Lock()
-	cancel, done, hooked, sw, closers := c.cancel, c.done, c.hooked, c.sw, c.closers
-	c.hooked, c.closers = nil, nil
+	cancel, done, hooked, sw, closers, stopAgent := c.cancel, c.done, c.hooked, c.sw, c.closers, c.agentStop
+	c.hooked, c.closers, c.agentStop = nil, nil, nil
 	c.mu.Unlock()
 	if hooked != nil {
 		hooked.SetAPIHooks(nvml.APIHooks{})
@@ -330,6 +411,9 @@ func (c *Component) Stop(ctx context.Context) error {
 	var err error
 	if sw != nil {
 		err = sw.Shutdown(ctx)
+	}
+	if stopAgent != nil {
+		stopAgent()
 	}
 	for _, cl := range closers {
 		_ = cl()

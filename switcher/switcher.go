@@ -59,6 +59,10 @@ type Options struct {
 	Metrics  *Metrics
 	// FeedClient polls the demand feed (nil: a client with a 10 s timeout).
 	FeedClient *http.Client
+	// Cluster, if set, is the demand of a cluster this node lends GPUs to
+	// ([switcher.kubernetes]); it is served by the lending workload
+	// config.KubernetesWorkload.
+	Cluster ClusterDemand
 	// Events is the journal decisions and transitions go to (the daemon's,
 	// served at GET /api/v1/events?component=switcher); nil: a journal of
 	// the switcher's own.
@@ -83,6 +87,7 @@ type Switcher struct {
 	store      *store
 	feedClient *http.Client
 	journal    *events.Log
+	cluster    ClusterDemand
 
 	results chan opResult // ops → loop; capacity ≥ GPUs (one op per GPU)
 	wake    chan struct{} // capacity 1: "reconcile now"
@@ -106,7 +111,10 @@ type Switcher struct {
 	failures     map[string]string // contract → its workload's last failure
 	refusals     map[string]string // contract → refusal already announced
 	reconciled   bool
-	holdReason   error // why the switcher does not act (reconcile failed)
+	clusterGPUs  int       // the cluster's last demand (ClusterDemand)
+	clusterPin   []string  // and its pin
+	clusterSince time.Time // when it last went from 0 GPUs to some
+	holdReason   error     // why the switcher does not act (reconcile failed)
 	persistErr   error
 	stopped      bool
 	pending      []func() // ops launched in this pass, started after the state is written
@@ -190,6 +198,7 @@ func New(o Options) (*Switcher, error) {
 		metrics:      o.Metrics,
 		feedClient:   o.FeedClient,
 		journal:      o.Events,
+		cluster:      o.Cluster,
 		wake:         make(chan struct{}, 1),
 		apiContracts: map[string]Contract{},
 		recs:         map[string]*gpuRec{},
