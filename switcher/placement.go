@@ -87,8 +87,11 @@ func (s *Switcher) clusterContractLocked() (Contract, bool) {
 	if s.clusterGPUs <= 0 {
 		return Contract{}, false
 	}
-	// It has no end of its own: it ends when the cluster wants no GPU.
-	return Contract{ID: ClusterContractID, GPUs: s.clusterGPUs, Start: s.clusterSince, End: now.Add(24 * time.Hour),
+	// It has no end of its own: it ends when the cluster wants no GPU. It
+	// starts a minute early: a pass compares it with the time the pass
+	// began, which may be before this call (a restart adopting a lent GPU
+	// must not see the contract "not active yet" and drain it).
+	return Contract{ID: ClusterContractID, GPUs: s.clusterGPUs, Start: s.clusterSince.Add(-time.Minute), End: now.Add(24 * time.Hour),
 		Workload: config.KubernetesWorkload, Pin: slices.Clone(s.clusterPin)}, true
 }
 

@@ -9,11 +9,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -21,8 +25,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/hashgate/proxyd/internal/logkeep"
+	"github.com/hashgate/proxyd/switcher/runtime"
 )
 
 // What marks proxyd's rules. A rule is proxyd's only if it carries both
@@ -54,7 +60,8 @@ const (
 
 // ErrClaimed: the scheduler allocated a claim on the GPU while proxyd
 // tainted it for mining; the claim wins and the GPU stays lent.
-var ErrClaimed = errors.New("a ResourceClaim was allocated on the GPU while proxyd tainted it for mining: the claim wins, the GPU stays lent")
+var ErrClaimed = fmt.Errorf("a ResourceClaim was allocated on the GPU while proxyd tainted it for mining: "+
+	"the claim wins, the GPU stays lent (%w)", runtime.ErrInUse)
 
 // Clock tells the time; tests pass a fake one.
 type Clock interface{ Now() time.Time }
@@ -104,9 +111,10 @@ type Agent struct {
 	changed     chan struct{} // capacity 1: the caches changed
 	writeMu     sync.Mutex
 	mu          sync.Mutex
-	leases      map[string]*lease // GPU UUID → lease
-	restored    bool              // the switcher told which GPUs are lent (List)
-	apiErr      error             // last failed probe of the API server, nil when it answers
+	leases      map[string]*lease  // GPU UUID → lease
+	ignored     map[types.UID]bool // pending claims that let a lent GPU's dwell run out
+	restored    bool               // the switcher told which GPUs are lent (List)
+	apiErr      error              // last failed probe of the API server, nil when it answers
 	apiErrSince time.Time
 	onChange    func()
 	lastDemand  string // for logging changes only
@@ -138,7 +146,7 @@ func New(o Options) (*Agent, error) {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	a := &Agent{o: o, log: o.Log, changed: make(chan struct{}, 1), leases: map[string]*lease{}, onChange: func() {}}
+	a := &Agent{o: o, log: o.Log, changed: make(chan struct{}, 1), leases: map[string]*lease{}, ignored: map[types.UID]bool{}, onChange: func() {}}
 	a.factory = informers.NewSharedInformerFactory(o.Client, 0)
 	a.rulesF = informers.NewSharedInformerFactoryWithOptions(o.Client, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
 		lo.LabelSelector = labels.Set{LabelManagedBy: ManagedByValue, LabelNode: labelValue(o.Node)}.String()
@@ -437,19 +445,54 @@ func (a *Agent) demand() (demand, bool) {
 	devs := a.devices()
 	claims, _ := a.claims.List(labels.Everything())
 	pods, _ := a.pods.List(labels.Everything())
-	n, names := pendingDemand(claims, pods, a.o.Selector, a.o.Node)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.restored {
 		return demand{}, false
 	}
-	d := computeDemand(devs, allocatedOn(claims), a.leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, a.o.Clock.Now())
+	now := a.o.Clock.Now()
+	alloc := allocatedOn(claims)
+	n, names, uids := pendingDemand(claims, pods, a.o.Selector, a.o.Node, a.ignored)
+	d := computeDemand(devs, alloc, a.leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
+	if len(d.Expired) > 0 && n > 0 {
+		// A lent GPU sat free for a whole dwell and these claims did not
+		// take it: they wait for something else (another node, a
+		// selector), so they are demand no more, or every dwell would lend
+		// the next GPU to them.
+		for _, u := range uids {
+			a.ignored[u] = true
+		}
+		a.log.Info("pending claims left a lent GPU free for the whole dwell: they no longer count as demand for this node",
+			zap.Strings("claims", names), zap.Duration("idle_before_mining", a.o.IdleBeforeMining), logkeep.Field())
+		n, names, _ = pendingDemand(claims, pods, a.o.Selector, a.o.Node, a.ignored)
+		d = computeDemand(devs, alloc, a.leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
+	}
+	a.pruneIgnoredLocked(claims)
 	if s := fmt.Sprintf("%d %v %v %v", d.GPUs, d.Pending, d.Expired, heldKeys(d.Held)); s != a.lastDemand {
 		a.lastDemand = s
 		a.log.Info("the cluster's demand for this node's GPUs changed", zap.Int("gpus", d.GPUs), zap.Strings("pending_claims", d.Pending),
 			zap.Strings("dwell_over", d.Expired), zap.Strings("held", heldKeys(d.Held)), logkeep.Field())
 	}
 	return d, true
+}
+
+// pruneIgnoredLocked forgets ignored claims that were deleted or
+// allocated. Callers hold mu.
+func (a *Agent) pruneIgnoredLocked(claims []*resourcev1.ResourceClaim) {
+	if len(a.ignored) == 0 {
+		return
+	}
+	pending := map[types.UID]bool{}
+	for _, c := range claims {
+		if c.Status.Allocation == nil {
+			pending[c.UID] = true
+		}
+	}
+	for u := range a.ignored {
+		if !pending[u] {
+			delete(a.ignored, u)
+		}
+	}
 }
 
 func heldKeys(m map[string][]string) []string {
@@ -542,9 +585,42 @@ func NewClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes: reading kubeconfig %s: %w", kubeconfig, err)
 	}
 	cfg.UserAgent = "proxyd"
+	// client-go logs through klog to stderr, outside proxyd's JSON log;
+	// what matters (the API server not answering) the agent logs itself.
+	klog.SetLogger(logr.Discard())
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: building the client: %w", err)
 	}
 	return cs, nil
+}
+
+// event records what the agent did to a GPU as an Event on its Node (in
+// namespace default, where cluster-scoped objects' events go). It is best
+// effort: a failure is logged, never retried.
+func (a *Agent) event(ctx context.Context, reason, action, note string) {
+	ctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
+	defer cancel()
+	now := a.o.Clock.Now()
+	ev := &eventsv1.Event{
+		ObjectMeta:          metav1.ObjectMeta{GenerateName: "proxyd-" + labelValue(a.o.Node) + "-", Namespace: metav1.NamespaceDefault},
+		EventTime:           metav1.NewMicroTime(now),
+		ReportingController: "hashgate.io/proxyd",
+		ReportingInstance:   labelValue("proxyd-" + a.o.Node),
+		Action:              action,
+		Reason:              reason,
+		Type:                corev1.EventTypeNormal,
+		Regarding:           corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: a.o.Node},
+		Note:                truncate(note, 1024),
+	}
+	if _, err := a.o.Client.EventsV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		a.log.Debug("cannot record a Kubernetes Event", zap.String("reason", reason), zap.Error(err))
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

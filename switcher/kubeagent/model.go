@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // deviceRef names one DRA device: what a DeviceTaintRule selects and what
@@ -85,8 +86,10 @@ const maxPendingPerClaim = 64
 // unallocated claims in a selected namespace, with a request for the
 // selected device class, that a pending pod (not bound to another node)
 // of high enough priority waits on. It also returns the matching claims'
-// names, sorted, for the journal and the API.
-func pendingDemand(claims []*resourcev1.ResourceClaim, pods []*corev1.Pod, sel Selector, node string) (int, []string) {
+// names, sorted, for the journal and the API, and their UIDs. Claims in
+// ignored do not count.
+func pendingDemand(claims []*resourcev1.ResourceClaim, pods []*corev1.Pod, sel Selector, node string,
+	ignored map[types.UID]bool) (int, []string, []types.UID) {
 	type key struct{ ns, name string }
 	waiting := map[key]bool{} // claims a pending pod of ours waits on
 	for _, p := range pods {
@@ -112,8 +115,9 @@ func pendingDemand(claims []*resourcev1.ResourceClaim, pods []*corev1.Pod, sel S
 	}
 	total := 0
 	var names []string
+	var uids []types.UID
 	for _, c := range claims {
-		if c.Status.Allocation != nil || c.DeletionTimestamp != nil || !waiting[key{c.Namespace, c.Name}] {
+		if c.Status.Allocation != nil || c.DeletionTimestamp != nil || !waiting[key{c.Namespace, c.Name}] || ignored[c.UID] {
 			continue
 		}
 		if len(sel.Namespaces) > 0 && !contains(sel.Namespaces, c.Namespace) {
@@ -128,9 +132,10 @@ func pendingDemand(claims []*resourcev1.ResourceClaim, pods []*corev1.Pod, sel S
 		}
 		total += min(n, maxPendingPerClaim)
 		names = append(names, c.Namespace+"/"+c.Name)
+		uids = append(uids, c.UID)
 	}
 	sort.Strings(names)
-	return total, names
+	return total, names, uids
 }
 
 // requestCount is how many devices of the class one request asks for.

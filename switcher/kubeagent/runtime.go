@@ -52,6 +52,7 @@ func (l lender) Start(ctx context.Context, spec runtime.Spec, in runtime.Instanc
 	}
 	a.log.Info("lent a GPU to the cluster: proxyd's taint is removed, the scheduler may allocate it", zap.String("gpu", in.GPUUUID),
 		zap.String("device", ref.String()), logkeep.Field())
+	a.event(ctx, "GPULent", "Lend", fmt.Sprintf("proxyd stopped mining on GPU %s (device %s) and removed its taint: the scheduler may allocate it", in.GPUUUID, ref))
 	a.notify()
 	return handleFor(in, func() metav1.Time { return metav1.NewTime(now) }), nil
 }
@@ -103,6 +104,7 @@ func (l lender) Stop(ctx context.Context, spec runtime.Spec, h runtime.Handle, f
 		a.mu.Unlock()
 		a.log.Info("took a GPU back from the cluster: tainted NoSchedule, no claim holds it", zap.String("gpu", h.GPUUUID),
 			zap.String("device", ref.String()), logkeep.Field())
+		a.event(ctx, "GPUTakenBack", "Taint", fmt.Sprintf("no claim held GPU %s (device %s) for the dwell: tainted %s=%s:NoSchedule, mining resumes", h.GPUUUID, ref, TaintKey, TaintValue))
 		a.notify()
 		return nil
 	}
@@ -123,6 +125,7 @@ func (l lender) Stop(ctx context.Context, spec runtime.Spec, h runtime.Handle, f
 	}
 	a.log.Warn("a claim was allocated on a GPU while proxyd tainted it for mining: the claim wins, the GPU stays lent",
 		zap.String("gpu", h.GPUUUID), zap.Strings("claims", held), logkeep.Field())
+	a.event(ctx, "ClaimWonRace", "Untaint", fmt.Sprintf("claim(s) %s were allocated on GPU %s (device %s) while proxyd tainted it: the taint is removed again, no miner starts", strings.Join(held, ", "), h.GPUUUID, ref))
 	return fmt.Errorf("GPU %s: claim(s) %s: %w", h.GPUUUID, strings.Join(held, ", "), ErrClaimed)
 }
 
