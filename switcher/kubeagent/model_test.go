@@ -26,8 +26,8 @@ func slice(name, driver, node string, devs map[string]string) *resourcev1.Resour
 func TestMapDevices(t *testing.T) {
 	slices := []*resourcev1.ResourceSlice{
 		slice("a", "gpu.nvidia.com", "n1", map[string]string{"gpu-0": "GPU-0", "gpu-1": "GPU-1"}),
-		slice("b", "gpu.nvidia.com", "n2", map[string]string{"gpu-0": "GPU-x"}),  // another node
-		slice("c", "other.example", "n1", map[string]string{"gpu-9": "GPU-9"}),   // another driver
+		slice("b", "gpu.nvidia.com", "n2", map[string]string{"gpu-0": "GPU-x"}),   // another node
+		slice("c", "other.example", "n1", map[string]string{"gpu-9": "GPU-9"}),    // another driver
 		slice("d", "gpu.nvidia.com", "n1", map[string]string{"gpu-dup": "GPU-1"}), // the same UUID again
 	}
 	m, dups := mapDevices(slices, "gpu.nvidia.com", "n1", "uuid")

@@ -6,17 +6,18 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"crypto/tls"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -544,6 +545,8 @@ func startFrontProxy(t *testing.T, target string) *frontProxy {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = &http.Transport{TLSClientConfig: insecureTLS(), ForceAttemptHTTP2: false}
 	rp.FlushInterval = -1
+	// The API server away is a scenario, not news: keep the test log readable.
+	rp.ErrorLog = log.New(io.Discard, "", 0)
 	rp.ModifyResponse = func(resp *http.Response) error {
 		fp.mu.Lock()
 		f := fp.onResponse
