@@ -75,6 +75,9 @@ type harness struct {
 	sw        *Switcher
 	uuids     []string
 	steps     int
+	// extra runtimes and a cluster's demand, for the cluster tests.
+	extra   []runtime.Runtime
+	cluster ClusterDemand
 	// allowViolations: the test itself put workloads on busy GPUs.
 	allowViolations bool
 	maxInTransition int
@@ -84,6 +87,9 @@ type harnessOpts struct {
 	cfg   func(*config.Switcher)
 	setup func(*nvmlsim.Server) // before the switcher first looks
 	noRun bool                  // do not bring the GPUs to mining
+	// extra runtimes and a cluster's demand (cluster tests).
+	extra   []runtime.Runtime
+	cluster ClusterDemand
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -114,7 +120,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		o.cfg(&cfg)
 	}
 	h := &harness{t: t, clock: clock, sim: sim, mgr: mgr, cfg: cfg, uuids: sim.UUIDs(),
-		rt: runtime.NewSim(runtime.SimOptions{Server: sim, Now: clock.Now})}
+		rt: runtime.NewSim(runtime.SimOptions{Server: sim, Now: clock.Now}), extra: o.extra, cluster: o.cluster}
 	if o.setup != nil {
 		o.setup(sim)
 	}
@@ -129,8 +135,8 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 // proxyd would.
 func (h *harness) start() {
 	h.t.Helper()
-	sw, err := New(Options{Config: h.cfg, Contracts: h.contracts, GPUs: h.mgr, Runtimes: []runtime.Runtime{h.rt},
-		Clock: h.clock, Log: zaptest.NewLogger(h.t).Named(fmt.Sprintf("switcher%d", h.steps))})
+	sw, err := New(Options{Config: h.cfg, Contracts: h.contracts, GPUs: h.mgr, Runtimes: append([]runtime.Runtime{h.rt}, h.extra...),
+		Cluster: h.cluster, Clock: h.clock, Log: zaptest.NewLogger(h.t).Named(fmt.Sprintf("switcher%d", h.steps))})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
 	}

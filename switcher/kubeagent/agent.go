@@ -17,9 +17,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	eventsv1client "k8s.io/client-go/kubernetes/typed/events/v1"
+	resourcev1client "k8s.io/client-go/kubernetes/typed/resource/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	resourcelisters "k8s.io/client-go/listers/resource/v1"
 	"k8s.io/client-go/rest"
@@ -70,9 +73,25 @@ type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
 
+// Client is what the agent uses of the API server: three API groups'
+// typed clients (not client-go's clientset of every group, which would
+// double proxyd's binary).
+type Client struct {
+	Resource resourcev1client.ResourceV1Interface
+	Core     corev1client.CoreV1Interface
+	Events   eventsv1client.EventsV1Interface
+}
+
+// informer watches one kind of object with list and watch.
+func informer(example kruntime.Object, list func(context.Context, metav1.ListOptions) (kruntime.Object, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
+	lw := &cache.ListWatch{ListWithContextFunc: list, WatchFuncWithContext: watchFn}
+	return cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+}
+
 // Options build an Agent.
 type Options struct {
-	Client kubernetes.Interface
+	Client Client
 	// Node is this node's name (spec.nodeName of its ResourceSlices).
 	Node string
 	// Driver publishes the GPUs (default gpu.nvidia.com); UUIDAttribute is
@@ -100,9 +119,7 @@ type Agent struct {
 	o   Options
 	log *zap.Logger
 
-	factory     informers.SharedInformerFactory
-	rulesF      informers.SharedInformerFactory
-	slicesF     informers.SharedInformerFactory
+	informers   []cache.SharedIndexInformer
 	slices      resourcelisters.ResourceSliceLister
 	rules       resourcelisters.DeviceTaintRuleLister
 	claims      resourcelisters.ResourceClaimLister
@@ -122,7 +139,7 @@ type Agent struct {
 
 // New builds an agent; nothing talks to the API server before Run.
 func New(o Options) (*Agent, error) {
-	if o.Client == nil {
+	if o.Client.Resource == nil || o.Client.Core == nil || o.Client.Events == nil {
 		return nil, errors.New("kubernetes: no API client")
 	}
 	if o.Node == "" {
@@ -147,24 +164,44 @@ func New(o Options) (*Agent, error) {
 		o.Log = zap.NewNop()
 	}
 	a := &Agent{o: o, log: o.Log, changed: make(chan struct{}, 1), leases: map[string]*lease{}, ignored: map[types.UID]bool{}, onChange: func() {}}
-	a.factory = informers.NewSharedInformerFactory(o.Client, 0)
-	a.rulesF = informers.NewSharedInformerFactoryWithOptions(o.Client, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-		lo.LabelSelector = labels.Set{LabelManagedBy: ManagedByValue, LabelNode: labelValue(o.Node)}.String()
-	}))
-	a.slicesF = informers.NewSharedInformerFactoryWithOptions(o.Client, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-		lo.FieldSelector = "spec.nodeName=" + o.Node + ",spec.driver=" + o.Driver
-	}))
-	si := a.slicesF.Resource().V1().ResourceSlices()
-	ri := a.rulesF.Resource().V1().DeviceTaintRules()
-	ci := a.factory.Resource().V1().ResourceClaims()
-	pi := a.factory.Core().V1().Pods()
-	a.slices, a.rules, a.claims, a.pods = si.Lister(), ri.Lister(), ci.Lister(), pi.Lister()
+	rc, core := o.Client.Resource, o.Client.Core
+	ruleSel := labels.Set{LabelManagedBy: ManagedByValue, LabelNode: labelValue(o.Node)}.String()
+	sliceSel := "spec.nodeName=" + o.Node + ",spec.driver=" + o.Driver
+	si := informer(&resourcev1.ResourceSlice{}, func(ctx context.Context, lo metav1.ListOptions) (kruntime.Object, error) {
+		lo.FieldSelector = sliceSel
+		return rc.ResourceSlices().List(ctx, lo)
+	}, func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+		lo.FieldSelector = sliceSel
+		return rc.ResourceSlices().Watch(ctx, lo)
+	})
+	ri := informer(&resourcev1.DeviceTaintRule{}, func(ctx context.Context, lo metav1.ListOptions) (kruntime.Object, error) {
+		lo.LabelSelector = ruleSel
+		return rc.DeviceTaintRules().List(ctx, lo)
+	}, func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+		lo.LabelSelector = ruleSel
+		return rc.DeviceTaintRules().Watch(ctx, lo)
+	})
+	ci := informer(&resourcev1.ResourceClaim{}, func(ctx context.Context, lo metav1.ListOptions) (kruntime.Object, error) {
+		return rc.ResourceClaims(metav1.NamespaceAll).List(ctx, lo)
+	}, func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+		return rc.ResourceClaims(metav1.NamespaceAll).Watch(ctx, lo)
+	})
+	pi := informer(&corev1.Pod{}, func(ctx context.Context, lo metav1.ListOptions) (kruntime.Object, error) {
+		return core.Pods(metav1.NamespaceAll).List(ctx, lo)
+	}, func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+		return core.Pods(metav1.NamespaceAll).Watch(ctx, lo)
+	})
+	a.informers = []cache.SharedIndexInformer{si, ri, ci, pi}
+	a.slices = resourcelisters.NewResourceSliceLister(si.GetIndexer())
+	a.rules = resourcelisters.NewDeviceTaintRuleLister(ri.GetIndexer())
+	a.claims = resourcelisters.NewResourceClaimLister(ci.GetIndexer())
+	a.pods = corelisters.NewPodLister(pi.GetIndexer())
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.notify() },
 		UpdateFunc: func(any, any) { a.notify() },
 		DeleteFunc: func(any) { a.notify() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{si.Informer(), ri.Informer(), ci.Informer(), pi.Informer()} {
+	for _, inf := range a.informers {
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return nil, fmt.Errorf("kubernetes: watching: %w", err)
 		}
@@ -200,8 +237,12 @@ func (a *Agent) notify() {
 // once its informers and loops have stopped.
 func (a *Agent) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, f := range []informers.SharedInformerFactory{a.factory, a.rulesF, a.slicesF} {
-		f.Start(ctx.Done())
+	for _, inf := range a.informers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inf.RunWithContext(ctx)
+		}()
 	}
 	wg.Add(1)
 	go func() {
@@ -220,9 +261,6 @@ func (a *Agent) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			for _, f := range []informers.SharedInformerFactory{a.factory, a.rulesF, a.slicesF} {
-				f.Shutdown()
-			}
 			wg.Wait()
 			return
 		case <-a.changed:
@@ -247,7 +285,7 @@ func (a *Agent) probe(ctx context.Context) {
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
-		_, err := a.o.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Raw()
+		_, err := a.o.Client.Resource.RESTClient().Get().AbsPath("/version").Do(pctx).Raw()
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -390,7 +428,7 @@ func (a *Agent) ensureRule(ctx context.Context, uuid string, ref deviceRef) erro
 	want := a.rule(uuid, ref)
 	ctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
 	defer cancel()
-	rc := a.o.Client.ResourceV1().DeviceTaintRules()
+	rc := a.o.Client.Resource.DeviceTaintRules()
 	_, err := rc.Create(ctx, want, metav1.CreateOptions{FieldManager: ManagedByValue})
 	if err == nil {
 		a.log.Info("tainted a mining GPU so the scheduler allocates no claim to it", zap.String("gpu", uuid),
@@ -423,7 +461,7 @@ func (a *Agent) ensureRule(ctx context.Context, uuid string, ref deviceRef) erro
 func (a *Agent) deleteRule(ctx context.Context, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
 	defer cancel()
-	err := a.o.Client.ResourceV1().DeviceTaintRules().Delete(ctx, name, metav1.DeleteOptions{})
+	err := a.o.Client.Resource.DeviceTaintRules().Delete(ctx, name, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting DeviceTaintRule %s: %w", name, err)
 	}
@@ -568,7 +606,7 @@ func (a *Agent) podReadyFor(claims []*resourcev1.ResourceClaim, ref deviceRef) (
 // NewClient connects to the API server: through kubeconfig if set, else
 // with the pod's service account (in-cluster). Every request is bounded
 // by its context (Options.APITimeout).
-func NewClient(kubeconfig string) (kubernetes.Interface, error) {
+func NewClient(kubeconfig string) (Client, error) {
 	var (
 		cfg *rest.Config
 		err error
@@ -580,19 +618,24 @@ func NewClient(kubeconfig string) (kubernetes.Interface, error) {
 	}
 	if err != nil {
 		if kubeconfig == "" {
-			return nil, fmt.Errorf("kubernetes: not in a pod with a service account and no [switcher.kubernetes] kubeconfig: %w", err)
+			return Client{}, fmt.Errorf("kubernetes: not in a pod with a service account and no [switcher.kubernetes] kubeconfig: %w", err)
 		}
-		return nil, fmt.Errorf("kubernetes: reading kubeconfig %s: %w", kubeconfig, err)
+		return Client{}, fmt.Errorf("kubernetes: reading kubeconfig %s: %w", kubeconfig, err)
 	}
 	cfg.UserAgent = "proxyd"
 	// client-go logs through klog to stderr, outside proxyd's JSON log;
 	// what matters (the API server not answering) the agent logs itself.
 	klog.SetLogger(logr.Discard())
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes: building the client: %w", err)
+	var c Client
+	if c.Resource, err = resourcev1client.NewForConfig(cfg); err == nil {
+		if c.Core, err = corev1client.NewForConfig(cfg); err == nil {
+			c.Events, err = eventsv1client.NewForConfig(cfg)
+		}
 	}
-	return cs, nil
+	if err != nil {
+		return Client{}, fmt.Errorf("kubernetes: building the client: %w", err)
+	}
+	return c, nil
 }
 
 // event records what the agent did to a GPU as an Event on its Node (in
@@ -613,7 +656,7 @@ func (a *Agent) event(ctx context.Context, reason, action, note string) {
 		Regarding:           corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: a.o.Node},
 		Note:                truncate(note, 1024),
 	}
-	if _, err := a.o.Client.EventsV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+	if _, err := a.o.Client.Events.Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 		a.log.Debug("cannot record a Kubernetes Event", zap.String("reason", reason), zap.Error(err))
 	}
 }

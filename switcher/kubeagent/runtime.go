@@ -134,7 +134,7 @@ func (l lender) Stop(ctx context.Context, spec runtime.Spec, h runtime.Handle, f
 func (a *Agent) freshClaimsOn(ctx context.Context, ref deviceRef) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
 	defer cancel()
-	list, err := a.o.Client.ResourceV1().ResourceClaims(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	list, err := a.o.Client.Resource.ResourceClaims(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing ResourceClaims: %w", err)
 	}
