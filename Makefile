@@ -13,7 +13,8 @@ LDFLAGS := -s -w \
 
 # The kube-apiserver the Kubernetes node agent's tests run (test/kubernetes,
 # its own module): built once into GOBIN (or GOPATH/bin), rebuilt only when
-# its version differs; Go's build cache keeps the compiled packages.
+# its version differs; Go's build cache keeps the compiled packages (no
+# -trimpath: they are shared with `go test` of test/kubernetes).
 KUBE_VERSION   ?= v1.37.2
 KUBE_BIN       ?= $(or $(shell $(GO) env GOBIN),$(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin)
 KUBE_APISERVER ?= $(KUBE_BIN)/kube-apiserver
@@ -42,7 +43,7 @@ kube-apiserver: ## build the kube-apiserver the Kubernetes tests run into GOBIN 
 		echo "kube-apiserver $(KUBE_VERSION) is at $(KUBE_APISERVER)"; \
 	else \
 		echo "building kube-apiserver $(KUBE_VERSION) into $(KUBE_APISERVER)"; \
-		cd test/kubernetes && $(GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o "$(KUBE_APISERVER)" k8s.io/kubernetes/cmd/kube-apiserver; \
+		cd test/kubernetes && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o "$(KUBE_APISERVER)" k8s.io/kubernetes/cmd/kube-apiserver; \
 	fi
 
 kube-test: kube-apiserver ## the node agent's acceptance tests against a real kube-apiserver and etcd (test/kubernetes)

@@ -198,6 +198,16 @@ func (c *Component) run(ctx context.Context) {
 				if err != nil {
 					return nil
 				}
+				c.mu.Lock()
+				agent := c.agent
+				c.mu.Unlock()
+				if agent != nil {
+					// The GPU's device, proxyd's rule on it and the claims it serves.
+					return struct {
+						GPUStatus
+						Kubernetes kubeagent.GPUInfo `json:"kubernetes"`
+					}{st, agent.GPU(uuid)}
+				}
 				return st
 			},
 			AfterResume: func(_ context.Context, uuid string) error {
@@ -315,7 +325,7 @@ func (c *Component) startAgent() (*kubeagent.Agent, func(), error) {
 	a, err := kubeagent.New(kubeagent.Options{
 		Client: client, Node: node, Driver: k.Driver, UUIDAttribute: k.UUIDAttribute,
 		Selector:         kubeagent.Selector{Namespaces: k.Namespaces, DeviceClass: k.DeviceClass, MinPriority: k.MinPriority},
-		IdleBeforeMining: k.IdleBeforeMining.D(), MaxLent: k.MaxLent, APITimeout: k.APITimeout.D(),
+		IdleBeforeMining: k.IdleBeforeMining.D(), MaxLent: k.MaxLent, APITimeout: k.APITimeout.D(), ClusterContract: ClusterContractID,
 		Clock: c.opts.Clock, Log: c.log.Named("kubernetes"),
 	})
 	if err != nil {

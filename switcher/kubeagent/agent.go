@@ -104,6 +104,11 @@ type Options struct {
 	IdleBeforeMining time.Duration
 	// MaxLent caps the GPUs lent at once (0: no cap).
 	MaxLent int
+	// ClusterContract is the id of the switcher's contract that stands for
+	// the cluster's demand: only GPUs lent for it dwell and count as the
+	// cluster's (a contract of the operator's that lends GPUs to the
+	// cluster keeps them for its own term).
+	ClusterContract string
 	// APITimeout bounds each write or fresh read.
 	APITimeout time.Duration
 	Clock      Clock
@@ -491,7 +496,8 @@ func (a *Agent) demand() (demand, bool) {
 	now := a.o.Clock.Now()
 	alloc := allocatedOn(claims)
 	n, names, uids := pendingDemand(claims, pods, a.o.Selector, a.o.Node, a.ignored)
-	d := computeDemand(devs, alloc, a.leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
+	leases := a.clusterLeasesLocked(devs)
+	d := computeDemand(devs, alloc, leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
 	if len(d.Expired) > 0 && n > 0 {
 		// A lent GPU sat free for a whole dwell and these claims did not
 		// take it: they wait for something else (another node, a
@@ -503,7 +509,7 @@ func (a *Agent) demand() (demand, bool) {
 		a.log.Info("pending claims left a lent GPU free for the whole dwell: they no longer count as demand for this node",
 			zap.Strings("claims", names), zap.Duration("idle_before_mining", a.o.IdleBeforeMining), logkeep.Field())
 		n, names, _ = pendingDemand(claims, pods, a.o.Selector, a.o.Node, a.ignored)
-		d = computeDemand(devs, alloc, a.leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
+		d = computeDemand(devs, alloc, leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
 	}
 	a.pruneIgnoredLocked(claims)
 	if s := fmt.Sprintf("%d %v %v %v", d.GPUs, d.Pending, d.Expired, heldKeys(d.Held)); s != a.lastDemand {
@@ -512,6 +518,21 @@ func (a *Agent) demand() (demand, bool) {
 			zap.Strings("dwell_over", d.Expired), zap.Strings("held", heldKeys(d.Held)), logkeep.Field())
 	}
 	return d, true
+}
+
+// clusterLeasesLocked returns the leases of the cluster's contract and
+// removes the GPUs lent for other contracts from devs: those are neither
+// the cluster's demand nor GPUs it may be given. Callers hold mu.
+func (a *Agent) clusterLeasesLocked(devs map[string]deviceRef) map[string]*lease {
+	out := map[string]*lease{}
+	for u, l := range a.leases {
+		if l.contract == a.o.ClusterContract {
+			out[u] = l
+		} else {
+			delete(devs, u)
+		}
+	}
+	return out
 }
 
 // pruneIgnoredLocked forgets ignored claims that were deleted or

@@ -171,6 +171,7 @@ func contains(list []string, s string) bool {
 
 // lease is one lent GPU's dwell clock. Guarded by Agent.mu.
 type lease struct {
+	contract string    // the switcher's contract the GPU is lent for
 	since    time.Time // lent (Start) or adopted after a restart
 	lastHeld time.Time // last time a claim was seen allocated on it
 }

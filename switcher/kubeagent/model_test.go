@@ -189,3 +189,22 @@ func TestValidRuleName(t *testing.T) {
 		}
 	}
 }
+
+// GPUs lent for another contract (an operator's contract naming the
+// kubernetes workload) are neither the cluster's demand nor offered to it.
+func TestClusterLeasesOnly(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	a := &Agent{o: Options{ClusterContract: "kubernetes"}, leases: map[string]*lease{
+		"GPU-0": {contract: "kubernetes", since: t0},
+		"GPU-1": {contract: "acme", since: t0},
+	}}
+	devs := map[string]deviceRef{"GPU-0": {"d", "n1", "gpu-0"}, "GPU-1": {"d", "n1", "gpu-1"}, "GPU-2": {"d", "n1", "gpu-2"}}
+	leases := a.clusterLeasesLocked(devs)
+	if len(leases) != 1 || leases["GPU-0"] == nil {
+		t.Errorf("cluster leases %v", leases)
+	}
+	d := computeDemand(devs, nil, leases, 0, nil, time.Hour, 0, t0.Add(time.Minute))
+	if d.GPUs != 1 || fmt.Sprint(d.Pin) != "[GPU-0 GPU-2]" {
+		t.Errorf("demand %d pin %v, want 1 and [GPU-0 GPU-2]", d.GPUs, d.Pin)
+	}
+}

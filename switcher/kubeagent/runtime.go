@@ -43,7 +43,7 @@ func (l lender) Start(ctx context.Context, spec runtime.Spec, in runtime.Instanc
 	now := a.o.Clock.Now()
 	a.mu.Lock()
 	if a.leases[in.GPUUUID] == nil {
-		a.leases[in.GPUUUID] = &lease{since: now}
+		a.leases[in.GPUUUID] = &lease{contract: in.Contract, since: now}
 	}
 	a.mu.Unlock()
 	if err := a.deleteRule(ctx, a.ruleName(ref)); err != nil {
@@ -169,7 +169,7 @@ func (l lender) List(ctx context.Context, q runtime.ListQuery) ([]runtime.Listed
 			continue
 		}
 		if a.leases[h.GPUUUID] == nil {
-			a.leases[h.GPUUUID] = &lease{since: now}
+			a.leases[h.GPUUUID] = &lease{contract: h.Contract, since: now}
 		}
 		out = append(out, runtime.Listed{Handle: h, Running: true})
 	}

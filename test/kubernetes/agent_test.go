@@ -376,6 +376,20 @@ func TestNodeAgent(t *testing.T) {
 		if err := c.consistent(); err != nil {
 			t.Fatal(err)
 		}
+		// /api/v1/gpus shows each GPU's device, rule and claims.
+		for _, g := range c.p.gpus() {
+			k := g.Switch.Kubernetes
+			dev := c.devices[g.UUID]
+			switch {
+			case k == nil:
+				t.Errorf("GPU %s: no kubernetes section in /api/v1/gpus", dev)
+			case dev == lent && (k.Rule != "" || fmt.Sprint(k.Claims) != "[ai/job-1]" || !k.Lent):
+				t.Errorf("serving GPU %s: %+v, want no rule, claim ai/job-1, lent", dev, *k)
+			case dev != lent && (k.Rule != "proxyd-mining-node-1-"+dev || len(k.Claims) != 0 || k.Lent ||
+				k.Device != "gpu.nvidia.com/node-1/"+dev):
+				t.Errorf("mining GPU %s: %+v, want its rule, no claim, not lent", dev, *k)
+			}
+		}
 	})
 
 	t.Run("back to mining after the dwell, not before", func(t *testing.T) {

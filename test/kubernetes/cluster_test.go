@@ -445,9 +445,15 @@ type gpuView struct {
 	UUID   string `json:"uuid"`
 	Index  int    `json:"index"`
 	Switch *struct {
-		State    string `json:"state"`
-		Contract string `json:"contract"`
-		Reason   string `json:"reason"`
+		State      string `json:"state"`
+		Contract   string `json:"contract"`
+		Reason     string `json:"reason"`
+		Kubernetes *struct {
+			Device string   `json:"device"`
+			Rule   string   `json:"rule"`
+			Claims []string `json:"claims"`
+			Lent   bool     `json:"lent"`
+		} `json:"kubernetes"`
 	} `json:"switch"`
 }
 
