@@ -73,12 +73,12 @@ func kubeAPIServer(t *testing.T) string {
 	}
 	gobin := os.Getenv("GOBIN")
 	if gobin == "" {
+		// One line each, GOBIN first (an empty line when unset).
 		out, err := exec.Command("go", "env", "GOBIN", "GOPATH").Output()
-		if err == nil {
-			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if lines := strings.Split(string(out), "\n"); err == nil && len(lines) >= 2 {
 			gobin = strings.TrimSpace(lines[0])
-			if gobin == "" && len(lines) > 1 {
-				gobin = filepath.Join(strings.Split(lines[1], string(os.PathListSeparator))[0], "bin")
+			if gobin == "" {
+				gobin = filepath.Join(strings.Split(strings.TrimSpace(lines[1]), string(os.PathListSeparator))[0], "bin")
 			}
 		}
 	}
