@@ -490,7 +490,10 @@ func (a *Agent) demand() (demand, bool) {
 	pods, _ := a.pods.List(labels.Everything())
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.restored {
+	if !a.restored || a.apiErr != nil {
+		// Not restored yet, or the API server does not answer: the cache
+		// may be stale and no rule could be written anyway, so the
+		// switcher keeps what it has (nothing is lent or taken back).
 		return demand{}, false
 	}
 	now := a.o.Clock.Now()

@@ -281,18 +281,19 @@ func claimPods(c *resourcev1.ResourceClaim) []string {
 	return out
 }
 
-// validRuleName keeps a rule's name a DNS subdomain: lower case, and
-// anything else than [a-z0-9.-] replaced by '-'.
+// validRuleName makes a rule's name a valid object name (a DNS-1123
+// subdomain) whatever the node and device names hold: lower case, every
+// character but [a-z0-9-] replaced by '-', at most 253 characters, no
+// leading or trailing '-'.
 func validRuleName(s string) string {
-	s = strings.ToLower(s)
-	b := []byte(s)
+	b := []byte(strings.ToLower(s))
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
 			b[i] = '-'
 		}
 	}
 	if len(b) > 253 {
 		b = b[:253]
 	}
-	return strings.Trim(string(b), "-.")
+	return strings.Trim(string(b), "-")
 }

@@ -2,6 +2,8 @@ package kubeagent
 
 import (
 	"fmt"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,7 +184,8 @@ func TestValidRuleName(t *testing.T) {
 	for in, want := range map[string]string{
 		"proxyd-mining-node-1-gpu-0":   "proxyd-mining-node-1-gpu-0",
 		"proxyd-mining-Node_A-gpu-0":   "proxyd-mining-node-a-gpu-0",
-		"proxyd-mining-n.example-gpu-": "proxyd-mining-n.example-gpu",
+		"proxyd-mining-n.example-gpu-": "proxyd-mining-n-example-gpu",
+		"proxyd-mining-ñode-gpu-0":     "proxyd-mining---ode-gpu-0",
 	} {
 		if got := validRuleName(in); got != want {
 			t.Errorf("validRuleName(%q) = %q, want %q", in, got, want)
@@ -207,4 +210,24 @@ func TestClusterLeasesOnly(t *testing.T) {
 	if d.GPUs != 1 || fmt.Sprint(d.Pin) != "[GPU-0 GPU-2]" {
 		t.Errorf("demand %d pin %v, want 1 and [GPU-0 GPU-2]", d.GPUs, d.Pin)
 	}
+}
+
+var ruleNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// Whatever NODE_NAME and the driver's device names hold, the rule's name
+// is one the API server accepts.
+func FuzzValidRuleName(f *testing.F) {
+	for _, s := range []string{"proxyd-mining-node-1-gpu-0", "proxyd-mining-Node_A.example.com-gpu-7", "", "-", "..", "ñ",
+		"proxyd-mining-" + strings.Repeat("x", 300)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := validRuleName(s)
+		if got != "" && (len(got) > 253 || !ruleNameRE.MatchString(got)) {
+			t.Fatalf("validRuleName(%q) = %q: not a DNS-1123 subdomain", s, got)
+		}
+		if got == "" && ruleNameRE.MatchString(strings.ToLower(s)) {
+			t.Fatalf("validRuleName(%q) is empty for a valid name", s)
+		}
+	})
 }

@@ -47,7 +47,11 @@ func (l lender) Start(ctx context.Context, spec runtime.Spec, in runtime.Instanc
 	}
 	a.mu.Unlock()
 	if err := a.deleteRule(ctx, a.ruleName(ref)); err != nil {
-		// The lease stays: the rule keeper removes the rule once it can.
+		// Not lent after all: the switcher has no handle to take it back
+		// with, so the lease goes and the rule keeper keeps the taint.
+		a.mu.Lock()
+		delete(a.leases, in.GPUUUID)
+		a.mu.Unlock()
 		return runtime.Handle{}, fmt.Errorf("kubernetes: lending GPU %s: %w", in.GPUUUID, err)
 	}
 	a.log.Info("lent a GPU to the cluster: proxyd's taint is removed, the scheduler may allocate it", zap.String("gpu", in.GPUUUID),
