@@ -179,3 +179,16 @@ func TestClusterRestartAdoptsLentGPU(t *testing.T) {
 	}
 	h.steady("the lent GPU stays serving across the restart", 10, func() bool { return h.count(StateServingAI) == 1 })
 }
+
+// [switcher.kubernetes] changes need a restart (the agent is built at
+// start); a reload that turns it on is not an error and changes nothing.
+func TestReloadKubernetesNeedsRestart(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	next := h.cfg
+	next.Kubernetes = &config.Kubernetes{Enabled: true, APITimeout: config.Duration(time.Second)}
+	need, err := h.sw.Reload(&config.Config{Switcher: next})
+	if err != nil || !slices.Contains(need, "switcher.kubernetes") {
+		t.Fatalf("reload: %v %v", need, err)
+	}
+	h.steady("all mining after the reload", 5, func() bool { return h.count(StateMining) == len(h.uuids) })
+}

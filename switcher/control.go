@@ -392,11 +392,14 @@ func (s *Switcher) Reload(cfg *config.Config) (needRestart []string, err error) 
 	if old.ReconcileInterval != now.ReconcileInterval {
 		needRestart = append(needRestart, "switcher.reconcile_interval")
 	}
+	if !reflect.DeepEqual(old.Kubernetes, now.Kubernetes) {
+		needRestart = append(needRestart, "switcher.kubernetes") // the agent is built at start
+	}
 	// Live: keep what needs a restart as it is.
 	live := now
 	live.StateDir, live.Workload, live.Mining, live.Docker = old.StateDir, old.Workload, old.Mining, old.Docker
 	live.DemandURL, live.DemandTokenFile, live.DemandPollInterval = old.DemandURL, old.DemandTokenFile, old.DemandPollInterval
-	live.ReconcileInterval = old.ReconcileInterval
+	live.ReconcileInterval, live.Kubernetes = old.ReconcileInterval, old.Kubernetes
 	if err := s.setConfig(live, cfg.Contracts); err != nil {
 		return nil, err
 	}
