@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	resourcev1 "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 )
 
 // Timings of the scenarios: the dwell is short so the test does not wait
@@ -576,4 +579,34 @@ func consistentRules(c *cluster, serving string) error {
 		return fmt.Errorf("%d rules, want %d (every GPU but the serving one)", n, len(c.uuids)-1)
 	}
 	return nil
+}
+
+// The shipped ConfigMap's proxyd.toml passes `proxyd check-config` (with
+// the Secret's token file put where the DaemonSet mounts it).
+func TestConfigMapChecks(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "kubernetes", "configmap.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(raw, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok || cm.Data["proxyd.toml"] == "" {
+		t.Fatalf("configmap.yaml holds %T without proxyd.toml", obj)
+	}
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "api-token")
+	writeFile(t, tok, []byte(apiToken+"\n"))
+	const mounted = "/etc/proxyd/secret/api-token"
+	if !strings.Contains(cm.Data["proxyd.toml"], mounted) {
+		t.Fatalf("proxyd.toml does not read the token from %s, where the DaemonSet mounts the Secret", mounted)
+	}
+	cfg := filepath.Join(dir, "proxyd.toml")
+	writeFile(t, cfg, []byte(strings.ReplaceAll(cm.Data["proxyd.toml"], mounted, tok)))
+	out, err := exec.Command(buildProxyd(t), "check-config", "--config", cfg).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "switcher on") {
+		t.Fatalf("proxyd check-config on the ConfigMap's proxyd.toml: %v\n%s", err, out)
+	}
 }
