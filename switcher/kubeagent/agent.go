@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -20,15 +19,9 @@ import (
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	eventsv1client "k8s.io/client-go/kubernetes/typed/events/v1"
-	resourcev1client "k8s.io/client-go/kubernetes/typed/resource/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	resourcelisters "k8s.io/client-go/listers/resource/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
 
 	"github.com/hashgate/proxyd/internal/logkeep"
 	"github.com/hashgate/proxyd/switcher/runtime"
@@ -72,15 +65,6 @@ type Clock interface{ Now() time.Time }
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
-
-// Client is what the agent uses of the API server: three API groups'
-// typed clients (not client-go's clientset of every group, which would
-// double proxyd's binary).
-type Client struct {
-	Resource resourcev1client.ResourceV1Interface
-	Core     corev1client.CoreV1Interface
-	Events   eventsv1client.EventsV1Interface
-}
 
 // informer watches one kind of object with list and watch.
 func informer(example kruntime.Object, list func(context.Context, metav1.ListOptions) (kruntime.Object, error),
@@ -144,7 +128,7 @@ type Agent struct {
 
 // New builds an agent; nothing talks to the API server before Run.
 func New(o Options) (*Agent, error) {
-	if o.Client.Resource == nil || o.Client.Core == nil || o.Client.Events == nil {
+	if !o.Client.ok() {
 		return nil, errors.New("kubernetes: no API client")
 	}
 	if o.Node == "" {
@@ -169,32 +153,36 @@ func New(o Options) (*Agent, error) {
 		o.Log = zap.NewNop()
 	}
 	a := &Agent{o: o, log: o.Log, changed: make(chan struct{}, 1), leases: map[string]*lease{}, ignored: map[types.UID]bool{}, onChange: func() {}}
-	rc, core := o.Client.Resource, o.Client.Core
+	c := o.Client
 	ruleSel := labels.Set{LabelManagedBy: ManagedByValue, LabelNode: labelValue(o.Node)}.String()
 	sliceSel := "spec.nodeName=" + o.Node + ",spec.driver=" + o.Driver
 	si := informer(&resourcev1.ResourceSlice{}, func(ctx context.Context, lo metav1.ListOptions) (kruntime.Object, error) {
 		lo.FieldSelector = sliceSel
-		return rc.ResourceSlices().List(ctx, lo)
+		l := &resourcev1.ResourceSliceList{}
+		return l, c.list(ctx, c.resource, "resourceslices", lo, l)
 	}, func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
 		lo.FieldSelector = sliceSel
-		return rc.ResourceSlices().Watch(ctx, lo)
+		return c.watchAll(ctx, c.resource, "resourceslices", lo)
 	})
 	ri := informer(&resourcev1.DeviceTaintRule{}, func(ctx context.Context, lo metav1.ListOptions) (kruntime.Object, error) {
 		lo.LabelSelector = ruleSel
-		return rc.DeviceTaintRules().List(ctx, lo)
+		l := &resourcev1.DeviceTaintRuleList{}
+		return l, c.list(ctx, c.resource, "devicetaintrules", lo, l)
 	}, func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
 		lo.LabelSelector = ruleSel
-		return rc.DeviceTaintRules().Watch(ctx, lo)
+		return c.watchAll(ctx, c.resource, "devicetaintrules", lo)
 	})
 	ci := informer(&resourcev1.ResourceClaim{}, func(ctx context.Context, lo metav1.ListOptions) (kruntime.Object, error) {
-		return rc.ResourceClaims(metav1.NamespaceAll).List(ctx, lo)
+		l := &resourcev1.ResourceClaimList{}
+		return l, c.list(ctx, c.resource, "resourceclaims", lo, l)
 	}, func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-		return rc.ResourceClaims(metav1.NamespaceAll).Watch(ctx, lo)
+		return c.watchAll(ctx, c.resource, "resourceclaims", lo)
 	})
 	pi := informer(&corev1.Pod{}, func(ctx context.Context, lo metav1.ListOptions) (kruntime.Object, error) {
-		return core.Pods(metav1.NamespaceAll).List(ctx, lo)
+		l := &corev1.PodList{}
+		return l, c.list(ctx, c.core, "pods", lo, l)
 	}, func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-		return core.Pods(metav1.NamespaceAll).Watch(ctx, lo)
+		return c.watchAll(ctx, c.core, "pods", lo)
 	})
 	a.informers = []cache.SharedIndexInformer{si, ri, ci, pi}
 	a.slices = resourcelisters.NewResourceSliceLister(si.GetIndexer())
@@ -290,7 +278,7 @@ func (a *Agent) probe(ctx context.Context) {
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
-		_, err := a.o.Client.Resource.RESTClient().Get().AbsPath("/version").Do(pctx).Raw()
+		err := a.o.Client.version(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -433,8 +421,7 @@ func (a *Agent) ensureRule(ctx context.Context, uuid string, ref deviceRef) erro
 	want := a.rule(uuid, ref)
 	ctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
 	defer cancel()
-	rc := a.o.Client.Resource.DeviceTaintRules()
-	_, err := rc.Create(ctx, want, metav1.CreateOptions{FieldManager: ManagedByValue})
+	err := a.o.Client.createRule(ctx, want)
 	if err == nil {
 		a.log.Info("tainted a mining GPU so the scheduler allocates no claim to it", zap.String("gpu", uuid),
 			zap.String("device", ref.String()), zap.String("rule", want.Name), logkeep.Field())
@@ -443,7 +430,7 @@ func (a *Agent) ensureRule(ctx context.Context, uuid string, ref deviceRef) erro
 	if !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating DeviceTaintRule %s for GPU %s (%s): %w", want.Name, uuid, ref, err)
 	}
-	have, err := rc.Get(ctx, want.Name, metav1.GetOptions{})
+	have, err := a.o.Client.getRule(ctx, want.Name)
 	if err != nil {
 		return fmt.Errorf("reading DeviceTaintRule %s: %w", want.Name, err)
 	}
@@ -455,7 +442,7 @@ func (a *Agent) ensureRule(ctx context.Context, uuid string, ref deviceRef) erro
 		return nil
 	}
 	have.Spec = want.Spec
-	if _, err := rc.Update(ctx, have, metav1.UpdateOptions{FieldManager: ManagedByValue}); err != nil {
+	if err := a.o.Client.updateRule(ctx, have); err != nil {
 		return fmt.Errorf("updating DeviceTaintRule %s: %w", want.Name, err)
 	}
 	return nil
@@ -466,7 +453,7 @@ func (a *Agent) ensureRule(ctx context.Context, uuid string, ref deviceRef) erro
 func (a *Agent) deleteRule(ctx context.Context, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
 	defer cancel()
-	err := a.o.Client.Resource.DeviceTaintRules().Delete(ctx, name, metav1.DeleteOptions{})
+	err := a.o.Client.deleteRule(ctx, name)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting DeviceTaintRule %s: %w", name, err)
 	}
@@ -627,41 +614,6 @@ func (a *Agent) podReadyFor(claims []*resourcev1.ResourceClaim, ref deviceRef) (
 	return false, "claim(s) " + strings.Join(held, ", ") + " allocated on " + ref.String() + "; no pod of theirs is Ready yet"
 }
 
-// NewClient connects to the API server: through kubeconfig if set, else
-// with the pod's service account (in-cluster). Every request is bounded
-// by its context (Options.APITimeout).
-func NewClient(kubeconfig string) (Client, error) {
-	var (
-		cfg *rest.Config
-		err error
-	)
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		if kubeconfig == "" {
-			return Client{}, fmt.Errorf("kubernetes: not in a pod with a service account and no [switcher.kubernetes] kubeconfig: %w", err)
-		}
-		return Client{}, fmt.Errorf("kubernetes: reading kubeconfig %s: %w", kubeconfig, err)
-	}
-	cfg.UserAgent = "proxyd"
-	// client-go logs through klog to stderr, outside proxyd's JSON log;
-	// what matters (the API server not answering) the agent logs itself.
-	klog.SetLogger(logr.Discard())
-	var c Client
-	if c.Resource, err = resourcev1client.NewForConfig(cfg); err == nil {
-		if c.Core, err = corev1client.NewForConfig(cfg); err == nil {
-			c.Events, err = eventsv1client.NewForConfig(cfg)
-		}
-	}
-	if err != nil {
-		return Client{}, fmt.Errorf("kubernetes: building the client: %w", err)
-	}
-	return c, nil
-}
-
 // event records what the agent did to a GPU as an Event on its Node (in
 // namespace default, where cluster-scoped objects' events go). It is best
 // effort: a failure is logged, never retried.
@@ -680,7 +632,7 @@ func (a *Agent) event(ctx context.Context, reason, action, note string) {
 		Regarding:           corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: a.o.Node},
 		Note:                truncate(note, 1024),
 	}
-	if _, err := a.o.Client.Events.Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+	if err := a.o.Client.createEvent(ctx, ev); err != nil {
 		a.log.Debug("cannot record a Kubernetes Event", zap.String("reason", reason), zap.Error(err))
 	}
 }

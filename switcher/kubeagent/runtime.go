@@ -96,6 +96,14 @@ func (l lender) Stop(ctx context.Context, spec runtime.Spec, h runtime.Handle, f
 		a.mu.Unlock()
 		return nil // not published: the cluster cannot allocate it
 	}
+	// A claim the cache already shows on the device: no taint to write
+	// and take back (a force-cordoned GPU under a claim would otherwise
+	// churn the API server every pass; proxyd does not evict).
+	if claims, err := a.claims.List(labels.Everything()); err == nil {
+		if held := allocatedOn(claims)[ref]; len(held) > 0 {
+			return fmt.Errorf("GPU %s: claim(s) %s hold it: %w", h.GPUUUID, strings.Join(held, ", "), ErrClaimed)
+		}
+	}
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
 	if err := a.ensureRule(ctx, h.GPUUUID, ref); err != nil {
@@ -138,7 +146,7 @@ func (l lender) Stop(ctx context.Context, spec runtime.Spec, h runtime.Handle, f
 func (a *Agent) freshClaimsOn(ctx context.Context, ref deviceRef) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
 	defer cancel()
-	list, err := a.o.Client.Resource.ResourceClaims(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	list, err := a.o.Client.listClaims(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing ResourceClaims: %w", err)
 	}

@@ -356,6 +356,19 @@ func TestNodeAgent(t *testing.T) {
 		if st := c.stateOf(lent); st != "STARTING_AI" {
 			t.Fatalf("lent GPU %s is %s before any claim is allocated, want STARTING_AI", lent, st)
 		}
+		// proxyd said so on the node, as an Event.
+		c.p.waitFor("a GPULent Event on the node", 10*time.Second, func() bool {
+			evs, err := c.admin.EventsV1().Events("default").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range evs.Items {
+				if e.Reason == "GPULent" && e.Regarding.Kind == "Node" && e.Regarding.Name == node && strings.Contains(e.Note, c.uuids[lent]) {
+					return true
+				}
+			}
+			return false
+		})
 		// And only one: the others keep mining, with their rules.
 		for i := 0; i < 20; i++ {
 			if n := len(c.ruleDevices()); n != len(all)-1 {
