@@ -489,17 +489,22 @@ func (a *Agent) demand() (demand, bool) {
 	leases := a.clusterLeasesLocked(devs)
 	d := computeDemand(devs, alloc, leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
 	if len(d.Expired) > 0 && n > 0 {
-		// A lent GPU sat free for a whole dwell and these claims did not
-		// take it: they wait for something else (another node, a
-		// selector), so they are demand no more, or every dwell would lend
-		// the next GPU to them.
-		for _, u := range uids {
-			a.ignored[u] = true
+		// A lent GPU sat free for a whole dwell and the claims that were
+		// pending all that time did not take it: they wait for something
+		// else (another node, a selector), so they are demand no more, or
+		// every dwell would lend the next GPU to them. A claim newer than
+		// the GPU's idle time still counts.
+		if stale := staleClaims(claims, uids, expiredSince(d.Expired, leases)); len(stale) > 0 {
+			var staleNames []string
+			for _, c := range stale {
+				a.ignored[c.UID] = true
+				staleNames = append(staleNames, c.Namespace+"/"+c.Name)
+			}
+			a.log.Info("pending claims left a lent GPU free for the whole dwell: they no longer count as demand for this node",
+				zap.Strings("claims", staleNames), zap.Duration("idle_before_mining", a.o.IdleBeforeMining), logkeep.Field())
+			n, names, _ = pendingDemand(claims, pods, a.o.Selector, a.o.Node, a.ignored)
+			d = computeDemand(devs, alloc, leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
 		}
-		a.log.Info("pending claims left a lent GPU free for the whole dwell: they no longer count as demand for this node",
-			zap.Strings("claims", names), zap.Duration("idle_before_mining", a.o.IdleBeforeMining), logkeep.Field())
-		n, names, _ = pendingDemand(claims, pods, a.o.Selector, a.o.Node, a.ignored)
-		d = computeDemand(devs, alloc, leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
 	}
 	a.pruneIgnoredLocked(claims)
 	if s := fmt.Sprintf("%d %v %v %v", d.GPUs, d.Pending, d.Expired, heldKeys(d.Held)); s != a.lastDemand {

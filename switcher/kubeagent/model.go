@@ -138,6 +138,33 @@ func pendingDemand(claims []*resourcev1.ResourceClaim, pods []*corev1.Pod, sel S
 	return total, names, uids
 }
 
+// expiredSince is the latest time one of the expired GPUs became idle.
+func expiredSince(expired []string, leases map[string]*lease) time.Time {
+	var t time.Time
+	for _, u := range expired {
+		if l := leases[u]; l != nil && l.idleSince().After(t) {
+			t = l.idleSince()
+		}
+	}
+	return t
+}
+
+// staleClaims are the pending claims (by uid) that already existed when
+// an expired GPU became idle: they had it free for the whole dwell.
+func staleClaims(claims []*resourcev1.ResourceClaim, pending []types.UID, idleSince time.Time) []*resourcev1.ResourceClaim {
+	want := map[types.UID]bool{}
+	for _, u := range pending {
+		want[u] = true
+	}
+	var out []*resourcev1.ResourceClaim
+	for _, c := range claims {
+		if want[c.UID] && !c.CreationTimestamp.Time.After(idleSince) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // requestCount is how many devices of the class one request asks for.
 func requestCount(r resourcev1.DeviceRequest, class string) int {
 	if e := r.Exactly; e != nil {

@@ -231,3 +231,21 @@ func FuzzValidRuleName(f *testing.F) {
 		}
 	})
 }
+
+// Only claims that were pending for the whole idle time of an expired GPU
+// stop counting; a claim that came later still asks for a GPU.
+func TestStaleClaims(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	old, fresh := claim("ai", "old", nil, "c", 1), claim("ai", "fresh", nil, "c", 1)
+	old.CreationTimestamp = metav1.NewTime(t0.Add(-time.Minute))
+	fresh.CreationTimestamp = metav1.NewTime(t0.Add(9 * time.Minute))
+	leases := map[string]*lease{"GPU-0": {since: t0}, "GPU-1": {since: t0.Add(-time.Hour)}}
+	since := expiredSince([]string{"GPU-0", "GPU-1"}, leases)
+	if !since.Equal(t0) {
+		t.Fatalf("expiredSince = %s, want %s", since, t0)
+	}
+	got := staleClaims([]*resourcev1.ResourceClaim{old, fresh}, []types.UID{old.UID, fresh.UID}, since)
+	if len(got) != 1 || got[0].Name != "old" {
+		t.Errorf("stale claims %v, want only ai/old", got)
+	}
+}
