@@ -11,7 +11,21 @@ LDFLAGS := -s -w \
 	-X github.com/hashgate/proxyd/internal/version.Version=$(VERSION) \
 	-X github.com/hashgate/proxyd/internal/version.Commit=$(COMMIT)
 
-.PHONY: help build test lint fuzz verify-systemd install deb deb-check clean
+# The kube-apiserver the Kubernetes node agent's tests run (test/kubernetes,
+# its own module): built once into GOBIN (or GOPATH/bin), rebuilt only when
+# its version differs; Go's build cache keeps the compiled packages (no
+# -trimpath: they are shared with `go test` of test/kubernetes).
+KUBE_VERSION   ?= v1.37.2
+KUBE_BIN       ?= $(or $(shell $(GO) env GOBIN),$(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin)
+KUBE_APISERVER ?= $(KUBE_BIN)/kube-apiserver
+KUBE_LDFLAGS   := -s -w \
+	-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=37 \
+	-X k8s.io/component-base/version.gitTreeState=clean \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION)
+
+.PHONY: help build test lint fuzz verify-systemd install deb deb-check clean kube-apiserver kube-test
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,6 +37,17 @@ test: build ## vet, race-enabled tests, systemd unit verification (what CI runs)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 	./scripts/verify-systemd.sh bin/proxyd
+
+kube-apiserver: ## build the kube-apiserver the Kubernetes tests run into GOBIN (first time: minutes)
+	@if "$(KUBE_APISERVER)" --version 2>/dev/null | grep -qx "Kubernetes $(KUBE_VERSION)"; then \
+		echo "kube-apiserver $(KUBE_VERSION) is at $(KUBE_APISERVER)"; \
+	else \
+		echo "building kube-apiserver $(KUBE_VERSION) into $(KUBE_APISERVER)"; \
+		cd test/kubernetes && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o "$(KUBE_APISERVER)" k8s.io/kubernetes/cmd/kube-apiserver; \
+	fi
+
+kube-test: kube-apiserver ## the node agent's acceptance tests against a real kube-apiserver and etcd (test/kubernetes)
+	cd test/kubernetes && $(GO) vet ./... && KUBE_APISERVER="$(KUBE_APISERVER)" $(GO) test -count=1 -timeout 20m -v ./...
 
 GOLANGCI_LINT ?= golangci-lint
 lint: ## gofmt, go vet and golangci-lint (.golangci.yml: layering and no testing in production code)

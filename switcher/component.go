@@ -47,6 +47,9 @@ type ComponentOptions struct {
 	FeedClient *http.Client
 	// Events is the daemon's journal (nil: the switcher keeps its own).
 	Events *events.Log
+	// Cluster is the demand of a cluster this node lends GPUs to (see
+	// Options.Cluster); nil: none. Its lending runtime is one of Drivers.
+	Cluster ClusterDemand
 }
 
 // Component runs the switcher in the daemon: it waits for the GPU backend,
@@ -240,6 +243,7 @@ func (c *Component) build() (*Switcher, error) {
 		Metrics:     c.metrics,
 		FeedClient:  c.opts.FeedClient,
 		Events:      c.opts.Events,
+		Cluster:     c.opts.Cluster,
 	})
 	if err != nil {
 		for _, cl := range closers {

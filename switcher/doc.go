@@ -48,6 +48,12 @@
 // labels, exec status commands, NVML processes) before it acts, adopting
 // its own workloads and quarantining GPUs with foreign processes.
 //
+// On a Kubernetes node (Options.Cluster, package kubeagent) the cluster's
+// pending claims are one more contract, ClusterContractID, served by the
+// lending workload: its start removes proxyd's DRA taint from the GPU, its
+// stop taints it again; a stop that finds the GPU claimed meanwhile
+// (workload.ErrInUse) keeps it with the contract instead of mining.
+//
 // Workloads run through workload.Runtime: Docker (GPU by CDI name, owner
 // labels), exec commands, or the simulated runtime used by the demo and the
 // tests; Component builds them from the drivers of a workload.Registry.

@@ -73,6 +73,9 @@ type harness struct {
 	sw        *Switcher
 	uuids     []string
 	steps     int
+	// extra runtimes and a cluster's demand, for the cluster tests.
+	extra   []workload.Runtime
+	cluster ClusterDemand
 	// allowViolations: the test itself put workloads on busy GPUs.
 	allowViolations bool
 	maxInTransition int
@@ -82,6 +85,9 @@ type harnessOpts struct {
 	cfg   func(*Config)
 	setup func(*nvmlsim.Server) // before the switcher first looks
 	noRun bool                  // do not bring the GPUs to mining
+	// extra runtimes and a cluster's demand (cluster tests).
+	extra   []workload.Runtime
+	cluster ClusterDemand
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -112,7 +118,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		o.cfg(&cfg)
 	}
 	h := &harness{t: t, clock: clock, sim: sim, mgr: mgr, cfg: cfg, uuids: sim.UUIDs(),
-		rt: workload.NewSim(workload.SimOptions{Server: sim, Now: clock.Now})}
+		rt: workload.NewSim(workload.SimOptions{Server: sim, Now: clock.Now}), extra: o.extra, cluster: o.cluster}
 	if o.setup != nil {
 		o.setup(sim)
 	}
@@ -127,8 +133,8 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 // proxyd would.
 func (h *harness) start() {
 	h.t.Helper()
-	sw, err := New(Options{Config: h.cfg, Contracts: h.contracts, GPUs: h.mgr, Runtimes: []workload.Runtime{h.rt},
-		Clock: h.clock, Log: zaptest.NewLogger(h.t).Named(fmt.Sprintf("switcher%d", h.steps))})
+	sw, err := New(Options{Config: h.cfg, Contracts: h.contracts, GPUs: h.mgr, Runtimes: append([]workload.Runtime{h.rt}, h.extra...),
+		Cluster: h.cluster, Clock: h.clock, Log: zaptest.NewLogger(h.t).Named(fmt.Sprintf("switcher%d", h.steps))})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
 	}

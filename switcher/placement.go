@@ -35,7 +35,7 @@ func (s *Switcher) contractsLocked() []sourced {
 			return
 		}
 		seen[c.ID] = source
-		sc.refused = s.refusalLocked(c)
+		sc.refused = s.refusalLocked(c, source)
 		out = append(out, sc)
 	}
 	for _, c := range s.cfgContracts {
@@ -62,14 +62,43 @@ func (s *Switcher) contractsLocked() []sourced {
 			add(c, SourceFeed)
 		}
 	}
+	if c, ok := s.clusterContractLocked(); ok {
+		add(c, SourceCluster)
+	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
+// clusterContractLocked is the contract that stands for the cluster's
+// demand, if it wants any GPU. A cluster that cannot be read keeps its
+// last answer. Callers hold mu.
+func (s *Switcher) clusterContractLocked() (Contract, bool) {
+	if s.cluster == nil {
+		return Contract{}, false
+	}
+	now := s.clock.Now()
+	if gpus, pin, ok := s.cluster.ClusterDemand(); ok {
+		if s.clusterGPUs == 0 && gpus > 0 {
+			s.clusterSince = now
+		}
+		s.clusterGPUs, s.clusterPin = gpus, pin
+	}
+	if s.clusterGPUs <= 0 {
+		return Contract{}, false
+	}
+	// It has no end of its own: it ends when the cluster wants no GPU. It
+	// starts a minute early: a pass compares it with the time the pass
+	// began, which may be before this call (a restart adopting a lent GPU
+	// must not see the contract "not active yet" and drain it).
+	return Contract{ID: ClusterContractID, GPUs: s.clusterGPUs, Start: s.clusterSince.Add(-time.Minute), End: now.Add(24 * time.Hour),
+		Workload: ClusterWorkload, Pin: slices.Clone(s.clusterPin)}, true
+}
+
 // refusalLocked says why a well-formed contract cannot be served here, or
 // "". Callers hold mu.
-func (s *Switcher) refusalLocked(c Contract) string {
-	if c.PriceUSDPerGPUHour < s.cfg.MinPriceUSDPerGPUHour {
+func (s *Switcher) refusalLocked(c Contract, source string) string {
+	// The cluster's work is the site's own: the price floor is for sales.
+	if c.PriceUSDPerGPUHour < s.cfg.MinPriceUSDPerGPUHour && source != SourceCluster {
 		return fmt.Sprintf("price $%.4g per GPU-hour is below the site's floor of $%.4g ([switcher] min_price_usd_per_gpu_hour, "+
 			"the value of mining a GPU)", c.PriceUSDPerGPUHour, s.cfg.MinPriceUSDPerGPUHour)
 	}

@@ -449,6 +449,11 @@ func (s *Switcher) afterStopLocked(g *gpuRec) {
 	reason := ReasonMinerStopped
 	failReason := ReasonMinerStopFailed
 	if g.State == StateDrainingAI {
+		if errors.Is(g.stopErr, workload.ErrInUse) {
+			// The GPU's other user took it meanwhile: no miner starts.
+			s.enter(g, StateStartingAI, ReasonClaimedMeanwhile, fmt.Sprintf("%v; it stays with contract %s", g.stopErr, g.Contract))
+			return
+		}
 		what, reason, failReason = "the AI workload", ReasonAIStopped, ReasonAIStopFailed
 		g.Contract = ""
 	}

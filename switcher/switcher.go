@@ -66,6 +66,10 @@ type Options struct {
 	ListTimeout time.Duration
 	// FeedClient polls the demand feed (nil: a client with a 10 s timeout).
 	FeedClient *http.Client
+	// Cluster, if set, is the demand of a cluster this node lends GPUs to
+	// ([switcher.kubernetes]); it is served by the lending workload
+	// ClusterWorkload.
+	Cluster ClusterDemand
 	// Events is the journal decisions and transitions go to (the daemon's,
 	// served at GET /api/v1/events?component=switcher); nil: a journal of
 	// the switcher's own.
@@ -91,6 +95,7 @@ type Switcher struct {
 	feedClient  *http.Client
 	journal     *events.Log
 	listTimeout time.Duration
+	cluster     ClusterDemand
 
 	results chan opResult // ops → loop; capacity ≥ GPUs (one op per GPU)
 	wake    chan struct{} // capacity 1: "reconcile now"
@@ -114,7 +119,10 @@ type Switcher struct {
 	failures     map[string]string // contract → its workload's last failure
 	refusals     map[string]string // contract → refusal already announced
 	reconciled   bool
-	holdReason   error // why the switcher does not act (reconcile failed)
+	clusterGPUs  int       // the cluster's last demand (ClusterDemand)
+	clusterPin   []string  // and its pin
+	clusterSince time.Time // when it last went from 0 GPUs to some
+	holdReason   error     // why the switcher does not act (reconcile failed)
 	persistErr   error
 	stopped      bool
 	pending      []func() // ops launched in this pass, started after the state is written
@@ -202,6 +210,7 @@ func New(o Options) (*Switcher, error) {
 		feedClient:   o.FeedClient,
 		journal:      o.Events,
 		listTimeout:  o.ListTimeout,
+		cluster:      o.Cluster,
 		wake:         make(chan struct{}, 1),
 		apiContracts: map[string]Contract{},
 		recs:         map[string]*gpuRec{},

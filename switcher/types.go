@@ -87,6 +87,9 @@ const (
 	ReasonReconcileMissing  = "reconcile_workload_missing"
 	ReasonReconcileVerify   = "reconcile_verify"
 	ReasonDiscovered        = "discovered"
+	// ReasonClaimedMeanwhile: a GPU being taken back from a cluster was
+	// allocated to a claim meanwhile; it stays lent.
+	ReasonClaimedMeanwhile = "claimed_during_release"
 )
 
 // Cordon is an operator's "take no new work" on a GPU; with Force the
@@ -167,7 +170,26 @@ const (
 	SourceConfig = "config"
 	SourceAPI    = "api"
 	SourceFeed   = "feed"
+	// SourceCluster is the cluster's demand ([switcher.kubernetes]): one
+	// contract, ClusterContractID, for the GPUs the cluster wants lent.
+	SourceCluster = "cluster"
 )
+
+// ClusterContractID is the id of the contract that stands for the
+// cluster's demand.
+const ClusterContractID = "kubernetes"
+
+// ClusterWorkload is the name of the lending workload that serves
+// ClusterContractID: the wiring adds it to Config.Workload, with the
+// runtime kind that lends a GPU to the cluster, when a cluster is set.
+const ClusterWorkload = "kubernetes"
+
+// ClusterDemand is demand from a cluster proxyd lends GPUs to (package
+// kubeagent): how many GPUs it wants lent now and which may be (pin). ok
+// is false while the cluster cannot be read; the last answer then stands.
+type ClusterDemand interface {
+	ClusterDemand() (gpus int, pin []string, ok bool)
+}
 
 // Contract states in ContractStatus.
 const (

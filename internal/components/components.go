@@ -6,7 +6,9 @@
 // or of the config file: each file here converts its section of the config
 // into a library's Options, adapts the daemon's liveness board and turns a
 // reload into the keys that need a restart. gpu.go also composes the GPU
-// routes with the switcher's view of each GPU.
+// routes with the switcher's view of each GPU; kubernetes.go builds the
+// Kubernetes node agent ([switcher.kubernetes]) and registers its lending
+// runtime as a workload kind.
 package components
 
 import (

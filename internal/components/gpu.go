@@ -10,6 +10,7 @@ import (
 	"github.com/hashgate/proxyd/internal/daemon"
 	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher"
+	"github.com/hashgate/proxyd/switcher/kubeagent"
 )
 
 // GPU builds the GPU component alone, its routes without the switcher's
@@ -70,8 +71,10 @@ func heartbeat(l *daemon.Liveness) func(loop string, maxAge time.Duration) (beat
 }
 
 // RegisterAPI serves the GPU routes (see nvml.Component.RegisterAPI). With
-// a switcher, every GPU also shows its switch state under "switch" and a
-// resume returns the GPU to the switcher's service too.
+// a switcher, every GPU also shows its switch state under "switch" (with
+// [switcher.kubernetes], its device, rule and claims under
+// "switch.kubernetes") and a resume returns the GPU to the switcher's
+// service too.
 func (g *gpuComponent) RegisterAPI(mux *http.ServeMux) {
 	g.Component.RegisterAPIWith(mux, nvml.APIExtension{
 		Annotate: func(uuid string) any {
@@ -82,6 +85,13 @@ func (g *gpuComponent) RegisterAPI(mux *http.ServeMux) {
 			st, err := sw.GPUStatus(uuid)
 			if err != nil {
 				return nil
+			}
+			if sc := g.sw(); sc != nil && sc.kube != nil {
+				// The GPU's device, proxyd's rule on it and the claims it serves.
+				return struct {
+					switcher.GPUStatus
+					Kubernetes kubeagent.GPUInfo `json:"kubernetes"`
+				}{st, sc.kube.GPU(uuid)}
 			}
 			return st
 		},

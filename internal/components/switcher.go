@@ -1,6 +1,7 @@
 package components
 
 import (
+	"context"
 	"errors"
 	"reflect"
 	"slices"
@@ -19,6 +20,9 @@ import (
 type switcherComponent struct {
 	*switcher.Component
 	cfg config.Switcher
+	// kube is the Kubernetes node agent ([switcher.kubernetes]); nil when
+	// it is off.
+	kube *kubeAgent
 }
 
 // newSwitcher builds the switcher component; nil (and no error) when
@@ -29,11 +33,15 @@ func newSwitcher(env daemon.Env, gpu func() *gpuComponent) (*switcherComponent, 
 	if !cfg.Switcher.Enabled {
 		return nil, nil
 	}
-	drivers, err := workloadDrivers(cfg.Switcher)
+	kube, err := newKubeAgent(cfg.Switcher, env.Log)
 	if err != nil {
 		return nil, err
 	}
-	c, err := switcher.NewComponent(switcher.ComponentOptions{
+	drivers, err := workloadDrivers(cfg.Switcher, kube)
+	if err != nil {
+		return nil, err
+	}
+	opts := switcher.ComponentOptions{
 		Config:     switcherConfig(cfg.Switcher),
 		Contracts:  contracts(cfg.Contracts),
 		GPUBackend: cfg.GPU.Backend,
@@ -48,11 +56,49 @@ func newSwitcher(env daemon.Env, gpu func() *gpuComponent) (*switcherComponent, 
 		Metrics:   env.Metrics,
 		Events:    env.Events,
 		Heartbeat: heartbeat(env.Liveness),
-	})
+	}
+	if kube != nil {
+		opts.Cluster = kube
+	}
+	c, err := switcher.NewComponent(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &switcherComponent{Component: c, cfg: cfg.Switcher}, nil
+	return &switcherComponent{Component: c, cfg: cfg.Switcher, kube: kube}, nil
+}
+
+// Start starts the Kubernetes agent, if any, then the switcher; a change
+// in the cluster's demand wakes the switcher once it runs.
+func (c *switcherComponent) Start(ctx context.Context) error {
+	if c.kube != nil {
+		c.kube.start(func() {
+			if sw := c.Switcher(); sw != nil {
+				sw.Wake()
+			}
+		})
+	}
+	return c.Component.Start(ctx)
+}
+
+// Ready: a running switcher whose agent cannot reach the API server is
+// not ready (it neither lends nor takes back).
+func (c *switcherComponent) Ready() error {
+	if c.kube != nil && c.Switcher() != nil {
+		if err := c.kube.Ready(); err != nil {
+			return err
+		}
+	}
+	return c.Component.Ready()
+}
+
+// Stop stops the switcher, then the agent (the switcher's last ops may
+// still lend or take back a GPU).
+func (c *switcherComponent) Stop(ctx context.Context) error {
+	err := c.Component.Stop(ctx)
+	if c.kube != nil {
+		c.kube.halt()
+	}
+	return err
 }
 
 // Reload applies what of [switcher] and [[contract]] can change live; the
@@ -82,6 +128,9 @@ func (c *switcherComponent) Reload(cfg *config.Config) ([]string, error) {
 	}
 	if old.ReconcileInterval != now.ReconcileInterval {
 		restart = append(restart, "switcher.reconcile_interval")
+	}
+	if !reflect.DeepEqual(old.Kubernetes, now.Kubernetes) {
+		restart = append(restart, "switcher.kubernetes") // the agent is built at start
 	}
 	ok, err := c.Component.Reload(switcherConfig(now), contracts(cfg.Contracts))
 	switch {
@@ -122,9 +171,10 @@ func switcherConfig(s config.Switcher) switcher.Config {
 		d := definition(m)
 		out.Mining = &d
 	}
-	if s.Workload != nil {
+	// Workloads() also holds the lending workload of [switcher.kubernetes].
+	if ws := s.Workloads(); s.Workload != nil || len(ws) > 0 {
 		out.Workload = map[string]workload.Definition{}
-		for name, w := range s.Workloads() {
+		for name, w := range ws {
 			out.Workload[name] = definition(w)
 		}
 	}
@@ -225,11 +275,20 @@ func shippedKinds() map[string]kind {
 	}
 }
 
-// workloadDrivers registers every kind's driver in a registry of its own.
-func workloadDrivers(s config.Switcher) (*workload.Registry, error) {
-	r := workload.NewRegistry()
+// workloadDrivers registers every kind's driver in a registry of its own;
+// with a Kubernetes agent also its lending kind, and the miner's runtime
+// guarded by it.
+func workloadDrivers(s config.Switcher, kube *kubeAgent) (*workload.Registry, error) {
+	drivers := map[string]workload.Driver{}
 	for name, k := range shippedKinds() {
-		if err := r.Register(name, k.driver(s)); err != nil {
+		drivers[name] = k.driver(s)
+	}
+	if kube != nil {
+		kube.register(drivers, s)
+	}
+	r := workload.NewRegistry()
+	for name, d := range drivers {
+		if err := r.Register(name, d); err != nil {
 			return nil, err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,4 +162,16 @@ func TestComponentOnSimulatedGPUs(t *testing.T) {
 		st, _ := sw.ContractStatus("demo")
 		return st.State == switcher.ContractRefused && sw.Summary().States[switcher.StateMining] == 8
 	})
+
+	// Turning [switcher.kubernetes] on needs a restart (the agent is built
+	// with the component); the reload is no error and changes nothing (the
+	// floor stays at 5, so the demo contract stays refused).
+	next.Switcher.Kubernetes = &config.Kubernetes{Enabled: true, APITimeout: config.Duration(time.Second)}
+	need, err = c.Reload(&next)
+	if err != nil || !slices.Contains(need, "switcher.kubernetes") {
+		t.Errorf("reload turning kubernetes on: %v %v", need, err)
+	}
+	if st, _ := sw.ContractStatus("demo"); st.State != switcher.ContractRefused || sw.Summary().States[switcher.StateMining] != 8 {
+		t.Errorf("after the reload: contract %s, %d mining", st.State, sw.Summary().States[switcher.StateMining])
+	}
 }

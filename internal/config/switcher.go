@@ -64,6 +64,9 @@ type Switcher struct {
 	// Workload holds the named AI workloads, [switcher.workload.<name>],
 	// that contracts refer to.
 	Workload *WorkloadTable `toml:"workload"`
+	// Kubernetes lends this node's GPUs to a cluster through DRA device
+	// taints, [switcher.kubernetes]; nil or enabled = false: off.
+	Kubernetes *Kubernetes `toml:"kubernetes"`
 }
 
 // WorkloadTable maps workload names to their definitions.
@@ -107,6 +110,9 @@ const (
 	RuntimeDocker    = "docker"
 	RuntimeExec      = "exec"
 	RuntimeSimulated = "simulated"
+	// RuntimeKubernetes lends a GPU to a cluster ([switcher.kubernetes]);
+	// it is not a runtime a [switcher.workload.<name>] may name.
+	RuntimeKubernetes = "kubernetes"
 )
 
 // Readiness kinds. The inference-server presets set path and status.
@@ -239,11 +245,26 @@ type SimulatedWorkload struct {
 }
 
 // Workloads returns the named AI workloads (never nil).
+//
+// With [switcher.kubernetes] enabled it also holds the lending workload
+// (KubernetesWorkload, runtime "kubernetes") that contracts may name to
+// make GPUs available to the cluster.
 func (s *Switcher) Workloads() map[string]Workload {
-	if s.Workload == nil || *s.Workload == nil {
-		return map[string]Workload{}
+	out := map[string]Workload{}
+	if s.Workload != nil {
+		for n, w := range *s.Workload {
+			out[n] = w
+		}
 	}
-	return *s.Workload
+	if k := s.Kubernetes; k != nil && k.Enabled {
+		out[KubernetesWorkload] = Workload{
+			Runtime:      RuntimeKubernetes,
+			Readiness:    ReadinessRunning,
+			ProofOfStart: ProofNone, // the cluster's pods carry no proxyd marker
+			StopTimeout:  Duration(3 * k.APITimeout.D()),
+		}
+	}
+	return out
 }
 
 // MiningWorkload returns the mining workload and whether one is configured.
@@ -380,6 +401,12 @@ func (s *Switcher) validate(v *validator) {
 		m.applyDefaults()
 		m.validate(v, "switcher.mining")
 		s.Mining = &m
+	}
+	if s.Kubernetes != nil {
+		k := *s.Kubernetes
+		k.applyDefaults()
+		k.validate(v, s)
+		s.Kubernetes = &k
 	}
 	if s.Workload != nil {
 		names := make([]string, 0, len(*s.Workload))

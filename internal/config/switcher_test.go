@@ -178,14 +178,18 @@ func TestExampleSwitcherBlocksAreValid(t *testing.T) {
 			in = false
 		}
 	}
-	if found != 3 {
-		t.Fatalf("found %d commented example blocks, want mining, a workload and a contract", found)
+	if found != 4 {
+		t.Fatalf("found %d commented example blocks, want mining, a workload, kubernetes and a contract", found)
 	}
 	cfg, err := Parse([]byte(strings.Join(doc, "\n")))
 	if err != nil {
 		t.Fatalf("the commented examples do not validate: %v\n%s", err, strings.Join(doc, "\n"))
 	}
-	if _, ok := cfg.Switcher.MiningWorkload(); !ok || len(cfg.Switcher.Workloads()) != 1 || len(cfg.Contracts) != 1 {
+	if k := cfg.Switcher.Kubernetes; k == nil || !k.Enabled || k.MinPriority == nil || *k.MinPriority != 1000 {
+		t.Errorf("the [switcher.kubernetes] example decoded to %+v", k)
+	}
+	// The lending workload "kubernetes" comes with [switcher.kubernetes].
+	if _, ok := cfg.Switcher.MiningWorkload(); !ok || len(cfg.Switcher.Workloads()) != 2 || len(cfg.Contracts) != 1 {
 		t.Errorf("examples decoded to %+v", cfg.Switcher)
 	}
 }

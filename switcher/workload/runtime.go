@@ -29,6 +29,11 @@ const (
 // MiningWorkload is the name of the mining workload ([switcher.mining]).
 const MiningWorkload = "mining"
 
+// ErrInUse: a Stop found that someone else took the GPU meanwhile (a
+// cluster's claim allocated while proxyd took the GPU back) and left it
+// to them; the switcher keeps the GPU with its contract.
+var ErrInUse = errors.New("the GPU was taken by its other user while proxyd took it back")
+
 // ErrNotOwned: the workload found is not proxyd's; it was left alone.
 var ErrNotOwned = errors.New("not started by proxyd (no io.hashgate.owner=proxyd label): left alone")
 

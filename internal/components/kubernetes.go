@@ -1,0 +1,118 @@
+package components
+
+import (
+	"context"
+	"io"
+	"os"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/switcher"
+	"github.com/hashgate/proxyd/switcher/kubeagent"
+	"github.com/hashgate/proxyd/switcher/workload"
+)
+
+// kubeAgent is the Kubernetes node agent of [switcher.kubernetes] as the
+// switcher component runs it: the agent (built with the component, so a
+// bad kubeconfig or a missing node name stops startup) and its Run
+// goroutine, started by start and joined by stop.
+type kubeAgent struct {
+	*kubeagent.Agent
+
+	mu   sync.Mutex // guards stop
+	stop func()     // ends Run and waits for it; nil while it does not run
+}
+
+// newKubeAgent builds the agent when [switcher.kubernetes] is enabled;
+// nil (and no error) when it is not. The agent reads nothing from the API
+// server before start.
+func newKubeAgent(s config.Switcher, log *zap.Logger) (*kubeAgent, error) {
+	k := s.Kubernetes
+	if k == nil || !k.Enabled {
+		return nil, nil
+	}
+	node := k.NodeName
+	if node == "" {
+		node = os.Getenv("NODE_NAME") // the DaemonSet sets it from the downward API
+	}
+	client, err := kubeagent.NewClient(k.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	a, err := kubeagent.New(kubeagent.Options{
+		Client: client, Node: node, Driver: k.Driver, UUIDAttribute: k.UUIDAttribute,
+		Selector:         kubeagent.Selector{Namespaces: k.Namespaces, DeviceClass: k.DeviceClass, MinPriority: k.MinPriority},
+		IdleBeforeMining: k.IdleBeforeMining.D(), MaxLent: k.MaxLent, APITimeout: k.APITimeout.D(),
+		ClusterContract: switcher.ClusterContractID,
+		Log:             log.With(zap.String("component", "switcher")).Named("kubernetes"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &kubeAgent{Agent: a}, nil
+}
+
+// start runs the agent until stop; wake is called when the cluster's
+// demand may have changed.
+func (k *kubeAgent) start(wake func()) {
+	k.OnChange(wake)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.Run(ctx)
+	}()
+	k.mu.Lock()
+	k.stop = func() { cancel(); <-done }
+	k.mu.Unlock()
+}
+
+// halt ends Run and waits for it (a no-op when it does not run).
+func (k *kubeAgent) halt() {
+	k.mu.Lock()
+	stop := k.stop
+	k.stop = nil
+	k.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// register adds the agent's kinds to drivers: kubeagent.Kind, the lending
+// runtime the cluster's contract (switcher.ClusterWorkload) runs on, and
+// the mining runtime's driver wrapped so that a miner starts only on a GPU
+// tainted for mining. Every other kind's driver stays as shipped.
+func (k *kubeAgent) register(drivers map[string]workload.Driver, s config.Switcher) {
+	if mining, ok := s.MiningWorkload(); ok {
+		if d, ok := drivers[mining.Runtime]; ok {
+			next := d.New
+			d.New = func(env workload.Env) (workload.Runtime, error) {
+				rt, err := next(env)
+				if err != nil {
+					return nil, err
+				}
+				guarded := k.GuardMining(rt)
+				if c, ok := rt.(io.Closer); ok {
+					// The switcher closes a runtime that holds connections.
+					return closingRuntime{guarded, c}, nil
+				}
+				return guarded, nil
+			}
+			drivers[mining.Runtime] = d
+		}
+	}
+	drivers[kubeagent.Kind] = workload.Driver{
+		New: func(workload.Env) (workload.Runtime, error) { return k.Runtime(), nil },
+		// A take-back writes the taint, re-reads the claims and may delete
+		// the taint again: three API calls, each bounded by api_timeout.
+		CallBound: 3 * s.Kubernetes.APITimeout.D(),
+	}
+}
+
+// closingRuntime is a guarded runtime that still closes the one it wraps.
+type closingRuntime struct {
+	workload.Runtime
+	io.Closer
+}
