@@ -80,8 +80,10 @@
 //     connection.
 //   - the line handlers (handlers.run), started by readers: handlers.wg;
 //     idle ones end with Proxy.ctx.
-//   - a writeQueue's flusher runs while the queue holds bytes and ends when
-//     it is empty or its connection fails (Stop closes every connection).
+//   - a miner's write-queue flusher runs while the queue holds bytes and
+//     ends when it is empty or its connection fails: Proxy.flushers, waited
+//     for last (Stop has closed every connection by then). A pool session's
+//     queue writes inline and has no flusher.
 //
 // The package's tests fail on any goroutine left after them (goleak in
 // TestMain).

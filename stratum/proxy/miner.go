@@ -154,6 +154,7 @@ func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *m
 			m.close("write_failed", err)
 		})
 	m.wq.stall = p.minerStall
+	m.wq.flushers = &p.flushers
 	return m
 }
 

@@ -26,7 +26,8 @@ type Proxy struct {
 	metrics    *metrics
 	live       func(name string, maxAge time.Duration) (beat, done func())
 	clock      Clock
-	minerStall time.Duration // Options.MinerWriteStall, defaulted
+	minerStall time.Duration  // Options.MinerWriteStall, defaulted
+	flushers   sync.WaitGroup // miners' write-queue flushers, joined by Stop
 	events     *events.Log
 	servers    []*server
 
@@ -268,6 +269,9 @@ func (p *Proxy) Stop(ctx context.Context) error {
 	// handler: the idle handlers end with p.ctx.
 	p.serving.Wait()
 	p.handlers.wait()
+	// Nothing sends to a miner any more and every miner's connection is
+	// closed, so each write-queue flusher fails its write and ends.
+	p.flushers.Wait()
 	acct := p.acct.snapshot()
 	p.log.Info("stratum proxy stopped", zap.Uint64("shares_received", acct.Received), zap.Uint64("forwarded", acct.Forwarded),
 		zap.Uint64("pool_accepted", acct.PoolAccepted), zap.Uint64("no_verdict", acct.NoVerdict))

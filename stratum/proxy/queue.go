@@ -55,6 +55,9 @@ type writeQueue struct {
 
 	now   func() time.Time // the clock: time.Now except in tests
 	stall time.Duration    // stallAfter unless the owner sets another before use
+	// flushers, when the owner sets it before use, counts this queue's
+	// flusher goroutines so the owner can join them (Proxy.Stop does).
+	flushers *sync.WaitGroup
 
 	mu       sync.Mutex
 	prio     [][]byte // block candidates: written before anything else queued
@@ -131,7 +134,7 @@ func (q *writeQueue) send(prio bool, lines ...[]byte) error {
 	if q.inline {
 		return q.flush()
 	}
-	go q.flush()
+	q.startFlush()
 	return nil
 }
 
@@ -165,7 +168,7 @@ func (q *writeQueue) sendNow(lines [][]byte, n int) error {
 		return nil
 	}
 	q.mu.Unlock()
-	go q.flush()
+	q.startFlush()
 	return nil
 }
 
@@ -185,6 +188,20 @@ func unwritten(lines [][]byte, wrote int) [][]byte {
 		}
 	}
 	return rest
+}
+
+// startFlush runs flush on a goroutine of its own, counted in q.flushers
+// when the owner set one.
+func (q *writeQueue) startFlush() {
+	if q.flushers == nil {
+		go q.flush()
+		return
+	}
+	q.flushers.Add(1)
+	go func() {
+		defer q.flushers.Done()
+		_ = q.flush()
+	}()
 }
 
 // flush writes until the queue is empty. Only one flusher runs at a time.
