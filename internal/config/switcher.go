@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashgate/proxyd/internal/redact"
+	"github.com/hashgate/proxyd/switcher/workload"
 )
 
 // Switcher configures the GPU workload switcher.
@@ -115,20 +116,21 @@ const (
 	RuntimeKubernetes = "kubernetes"
 )
 
-// Readiness kinds. The inference-server presets set path and status.
+// Readiness kinds, the values the file takes: the workload package's own
+// (the inference-server presets set path and status).
 const (
-	ReadinessRunning = "running"
-	ReadinessHTTP    = "http"
-	ReadinessVLLM    = "vllm"
-	ReadinessTGI     = "tgi"
-	ReadinessTriton  = "triton"
+	ReadinessRunning = workload.ReadinessRunning
+	ReadinessHTTP    = workload.ReadinessHTTP
+	ReadinessVLLM    = workload.ReadinessVLLM
+	ReadinessTGI     = workload.ReadinessTGI
+	ReadinessTriton  = workload.ReadinessTriton
 )
 
 // Warm-up kinds: after the readiness check passes, one real request must
-// succeed before the workload counts as ready.
+// succeed before the workload counts as ready (the workload package's).
 const (
-	WarmupOpenAI = "openai"
-	WarmupTriton = "triton"
+	WarmupOpenAI = workload.WarmupOpenAI
+	WarmupTriton = workload.WarmupTriton
 )
 
 // Warm-up timeout bounds. The switcher gives one status check (readiness
