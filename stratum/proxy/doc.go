@@ -93,10 +93,12 @@
 //   - A listener's routing: its router goroutine alone (router.go): every
 //     pool's health and reject alert, the carrying level and pools, the
 //     weighted split's load cache, the session set (which session each miner
-//     is on). It learns by messages: a pool's verdicts (upstream.onVerdict,
-//     expire), a pool that lost its last session (pool.sessionEnded, which
-//     waits for the answer), a miner placed on or taken off a session
-//     (miner), the janitor's tick on the proxy's Clock. It reads a pool's
+//     is on). It learns by messages: a pool that lost its last session
+//     (pool.sessionEnded, which waits for the answer), a miner placed on or
+//     taken off a session (miner), the janitor's tick on the proxy's Clock.
+//     A pool's verdicts (upstream.onVerdict, expire) wait in the pool's
+//     verdictInbox (the newest 50, a leaf lock) until the router next runs:
+//     a verdict does not wake it. It reads a pool's
 //     session facts (pool.observe) and a miner's routing hashrate itself,
 //     one lock at a time. Everyone else reads the routeView it publishes
 //     (an atomic pointer): pick, isCarrying, noPool, Ready, the API. The

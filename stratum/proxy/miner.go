@@ -74,8 +74,13 @@ type miner struct {
 	logWorker   atomic.Pointer[string] // first authorized worker, for log lines
 	wq          *writeQueue
 	connectedAt time.Time
-	closeOnce   sync.Once
-	closed      chan struct{}
+	// readBy is the read deadline (readDeadline) in Unix nanoseconds on
+	// the proxy's clock; written under mu where worked or lastShare
+	// change, read without a lock by the read loop's sweep, which visits
+	// every miner each round.
+	readBy    atomic.Int64
+	closeOnce sync.Once
+	closed    chan struct{}
 	// ctx ends when the miner closes (Proxy.Stop closes every miner): it
 	// bounds every wait done on the miner's behalf, so no task outlives
 	// it. A minerContext, not a context.WithCancel of the proxy's.
@@ -144,6 +149,7 @@ func newMiner(p *Proxy, srv *server, id uint64, conn net.Conn, ip netip.Addr) *m
 		vd:      newVardiff(srv.cfg.SharesPerMinute, srv.cfg.MinDifficulty, srv.cfg.MaxDifficulty, now),
 	}
 	m.ctx = minerContext{m}
+	m.readBy.Store(now.Add(srv.cfg.SubscribeTimeout).UnixNano())
 	m.wq = newWriteQueue(conn, minerQueueLimit, minerWriteWait, false,
 		p.metrics.downBytes.WithLabelValues(srv.cfg.Name, "out"),
 		func(err error) {
@@ -236,18 +242,21 @@ func (m *miner) handleLine(line []byte) bool {
 
 // readDeadline: before the handshake completes, the subscribe timeout from
 // connect; afterwards (a move to another session included), the idle
-// timeout from the last share (or from connect).
-func (m *miner) readDeadline() time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// timeout from the last share (or from connect). It takes no lock.
+func (m *miner) readDeadline() time.Time { return time.Unix(0, m.readBy.Load()) }
+
+// setReadByLocked recomputes readBy from worked, lastShare and connectedAt;
+// m.mu is held.
+func (m *miner) setReadByLocked() {
 	if !m.worked {
-		return m.connectedAt.Add(m.srv.cfg.SubscribeTimeout)
+		m.readBy.Store(m.connectedAt.Add(m.srv.cfg.SubscribeTimeout).UnixNano())
+		return
 	}
 	last := m.lastShare
 	if last.IsZero() {
 		last = m.connectedAt
 	}
-	return last.Add(m.srv.cfg.IdleTimeout)
+	m.readBy.Store(last.Add(m.srv.cfg.IdleTimeout).UnixNano())
 }
 
 func (m *miner) readFailed(err error) {
@@ -575,6 +584,7 @@ func (m *miner) startWork() {
 		return
 	}
 	m.hasWork, m.worked = true, true
+	m.setReadByLocked()
 	up := m.up
 	m.mu.Unlock()
 	if cur := up.currentJob(); cur != nil {
@@ -662,6 +672,7 @@ func (m *miner) submit(msg *stratum.Message) {
 	now := m.p.clock.Now()
 	m.mu.Lock()
 	m.lastShare = now
+	m.setReadByLocked()
 	m.vd.accepted(diff)
 	m.countLocked(worker, tally{valid: true, diff: diff, at: now})
 	m.mu.Unlock()

@@ -205,6 +205,7 @@ func TestReadDeadline(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &miner{srv: px.servers[0], connectedAt: connected, hasWork: tc.hasWork, worked: tc.worked, lastShare: tc.lastShare}
+			m.setReadByLocked() // as newMiner, startWork and a share do
 			if got := m.readDeadline(); !got.Equal(tc.want) {
 				t.Fatalf("deadline %v, want %v", got, tc.want)
 			}

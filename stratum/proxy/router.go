@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -32,6 +33,10 @@ type router struct {
 
 	view atomic.Pointer[routeView] // the last published decision; never nil
 
+	// inbox holds each pool's verdicts until the router next runs; the map
+	// is built by newRouter and never changes, each inbox has its own lock.
+	inbox map[*pool]*verdictInbox
+
 	// Owned by run (or by a test driving a router that is not started).
 	health        map[*pool]*poolHealth
 	route         routerState
@@ -44,13 +49,10 @@ type router struct {
 type routerMsgKind int
 
 const (
-	// msgVerdict: pool judged a forwarded share (bad: rejected, or left
-	// unanswered within submit_timeout) at at.
-	msgVerdict routerMsgKind = iota
 	// msgSessionLost: pool lost its last working session, or a reconnect
 	// failed, at at: judge the pool and route now rather than at the next
 	// tick. The sender waits, so the session's miners relocate afterwards.
-	msgSessionLost
+	msgSessionLost routerMsgKind = iota
 	// msgTick: the janitor's tick at at (the proxy's clock): re-evaluate,
 	// and rebalance every rebalance_interval.
 	msgTick
@@ -64,7 +66,6 @@ type routerMsg struct {
 	kind routerMsgKind
 	at   time.Time
 	pool *pool
-	bad  bool
 	m    *miner
 	u    session
 	done chan struct{} // closed once handled; nil: the sender does not wait
@@ -89,9 +90,10 @@ type poolView struct {
 
 func newRouter(s *server) *router {
 	r := &router{s: s, in: make(chan routerMsg, routerQueue), health: map[*pool]*poolHealth{},
-		route: routerState{level: -1}, placed: map[*miner]session{}}
+		route: routerState{level: -1}, placed: map[*miner]session{}, inbox: map[*pool]*verdictInbox{}}
 	for _, pl := range s.pools {
 		r.health[pl] = &poolHealth{}
+		r.inbox[pl] = &verdictInbox{}
 	}
 	r.publish()
 	return r
@@ -118,11 +120,8 @@ func (r *router) run(ctx context.Context) {
 
 // handle applies one message. Router goroutine only.
 func (r *router) handle(msg routerMsg) {
+	r.collect()
 	switch msg.kind {
-	case msgVerdict:
-		if h := r.health[msg.pool]; h != nil {
-			h.verdicts.add(msg.at, msg.bad)
-		}
 	case msgSessionLost:
 		if r.evaluatePool(msg.pool, msg.at) {
 			r.evaluate(msg.at)
@@ -163,8 +162,17 @@ func (r *router) drain() {
 		case msg := <-r.in:
 			r.handle(msg)
 		default:
+			r.collect()
 			return
 		}
+	}
+}
+
+// collect moves the verdicts waiting in the inboxes into the pools' reject
+// windows, oldest first. Router goroutine only.
+func (r *router) collect() {
+	for pl, ib := range r.inbox {
+		ib.takeInto(&r.health[pl].verdicts)
 	}
 }
 
@@ -209,7 +217,39 @@ func (r *router) ask(msg routerMsg) {
 // never answered. Block candidates are not fed: a pool may reject one as a
 // share (above its share target) that the network would take.
 func (r *router) noteVerdict(pl *pool, at time.Time, bad bool) {
-	r.send(routerMsg{kind: msgVerdict, pool: pl, at: at, bad: bad})
+	if ib := r.inbox[pl]; ib != nil {
+		ib.add(at, bad)
+	}
+}
+
+// verdictInbox holds one pool's verdicts between the router's runs. A
+// verdict does not wake the router: the router judges reject ratios only on
+// the janitor's tick or a lost session, and collects the inbox first. A
+// message per verdict cost a goroutine wake-up per forwarded share (at
+// 10,000 miners about a tenth of the proxy's CPU, docs/PERFORMANCE.md).
+// Only the newest rejectWindow verdicts can count, so the inbox keeps no
+// more than that: its memory is fixed whatever the share rate.
+type verdictInbox struct {
+	mu sync.Mutex // guards w; a leaf: taken by a session's reader and by the router, never while holding another lock
+	w  verdictWindow
+}
+
+func (ib *verdictInbox) add(at time.Time, bad bool) {
+	ib.mu.Lock()
+	ib.w.add(at, bad)
+	ib.mu.Unlock()
+}
+
+// takeInto appends the waiting verdicts to w in the order they came and
+// empties the inbox.
+func (ib *verdictInbox) takeInto(w *verdictWindow) {
+	ib.mu.Lock()
+	defer ib.mu.Unlock()
+	for i := range ib.w.n {
+		r := ib.w.ring[(ib.w.next-ib.w.n+i+rejectWindow)%rejectWindow]
+		w.add(r.at, r.bad)
+	}
+	ib.w.reset()
 }
 
 // placedOn and unplaced keep the router's session set.

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // TestRouterSessionSet: the router's session set follows the placed and
@@ -38,6 +39,52 @@ func TestRouterSessionSet(t *testing.T) {
 				t.Fatalf("the session set has the miner on session %d, want it absent", got.sessionID())
 			case tt.want != nil && got != tt.want:
 				t.Fatalf("the session set has %v, want session %d", got, tt.want.sessionID())
+			}
+		})
+	}
+}
+
+// A pool's verdict inbox hands the router its verdicts in the order they
+// came and keeps only the newest rejectWindow of them, whatever the rate.
+func TestVerdictInbox(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	tests := []struct {
+		name      string
+		in        int // verdicts added, the i-th at t0+i s, bad when i is odd
+		wantN     int
+		wantFirst int // the index of the oldest verdict handed on
+	}{
+		{"empty", 0, 0, 0},
+		{"one", 1, 1, 0},
+		{"just under the window", rejectWindow - 1, rejectWindow - 1, 0},
+		{"exactly the window", rejectWindow, rejectWindow, 0},
+		{"over the window keeps the newest", rejectWindow + 7, rejectWindow, 7},
+		{"many windows", 10*rejectWindow + 3, rejectWindow, 9*rejectWindow + 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var ib verdictInbox
+			for i := range tc.in {
+				ib.add(t0.Add(time.Duration(i)*time.Second), i%2 == 1)
+			}
+			var w verdictWindow
+			ib.takeInto(&w)
+			if w.n != tc.wantN {
+				t.Fatalf("window holds %d verdicts, want %d", w.n, tc.wantN)
+			}
+			// In order: the window's slots 0..n-1 were filled oldest first.
+			for k := range w.n {
+				i := tc.wantFirst + k
+				r := w.ring[k]
+				if !r.at.Equal(t0.Add(time.Duration(i)*time.Second)) || r.bad != (i%2 == 1) {
+					t.Fatalf("slot %d holds %v bad=%v, want verdict %d", k, r.at, r.bad, i)
+				}
+			}
+			// Taken: a second take hands on nothing.
+			var again verdictWindow
+			ib.takeInto(&again)
+			if again.n != 0 {
+				t.Fatalf("the inbox handed on %d verdicts twice", again.n)
 			}
 		})
 	}
