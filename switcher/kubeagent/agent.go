@@ -443,18 +443,27 @@ func ptrEq(a, b *string) bool { return a != nil && b != nil && *a == *b }
 // ensureRule creates the GPU's mining rule (NoSchedule) or puts its spec
 // back. Callers hold writeMu.
 func (a *Agent) ensureRule(ctx context.Context, uuid string, ref deviceRef) error {
-	_, err := a.ensureRuleEffect(ctx, uuid, ref, resourcev1.DeviceTaintEffectNoSchedule)
+	_, err := a.ensureRuleEffect(ctx, uuid, ref, resourcev1.DeviceTaintEffectNoSchedule, 0)
 	return err
 }
 
 // ensureRuleEffect creates the GPU's rule with the effect or puts its
-// spec back, and returns the rule as stored. Callers hold writeMu.
-func (a *Agent) ensureRuleEffect(ctx context.Context, uuid string, ref deviceRef, effect resourcev1.DeviceTaintEffect) (*resourcev1.DeviceTaintRule, error) {
+// spec back, and returns the rule as stored. NoExecute is never created,
+// only set on the rule whose dry run (None) was read back: a rule that
+// vanished meanwhile is an error, not an eviction without a dry run. A
+// non-zero from is the generation the rule must still have (the one whose
+// dry run was read back). Callers hold writeMu.
+func (a *Agent) ensureRuleEffect(ctx context.Context, uuid string, ref deviceRef, effect resourcev1.DeviceTaintEffect,
+	from int64) (*resourcev1.DeviceTaintRule, error) {
 	want := a.rule(uuid, ref)
 	want.Spec.Taint.Effect = effect
 	ctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
 	defer cancel()
-	got, err := a.o.Client.createRule(ctx, want)
+	var got *resourcev1.DeviceTaintRule
+	var err error = apierrors.NewAlreadyExists(resourcev1.Resource("devicetaintrules"), want.Name)
+	if effect != resourcev1.DeviceTaintEffectNoExecute {
+		got, err = a.o.Client.createRule(ctx, want)
+	}
 	if err == nil {
 		if effect == resourcev1.DeviceTaintEffectNoSchedule {
 			a.log.Info("tainted a mining GPU so the scheduler allocates no claim to it", zap.String("gpu", uuid),
@@ -472,6 +481,10 @@ func (a *Agent) ensureRuleEffect(ctx context.Context, uuid string, ref deviceRef
 	if !a.owned(have) {
 		return nil, fmt.Errorf("DeviceTaintRule %s exists but is not proxyd's (labels %v): left alone, this GPU cannot be tainted for mining",
 			want.Name, have.Labels)
+	}
+	if from != 0 && have.Generation != from {
+		return nil, fmt.Errorf("DeviceTaintRule %s is at generation %d, not %d whose dry run was read back: someone else changed it",
+			want.Name, have.Generation, from)
 	}
 	if sameTaint(have, want) {
 		return have, nil

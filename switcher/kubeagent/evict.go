@@ -146,7 +146,9 @@ func (a *Agent) evict(ctx context.Context, uuid string, ref deviceRef, held []st
 	}()
 	name := a.ruleName(ref)
 	deadline := now.Add(a.o.EvictionTimeout)
-	ectx, cancel := context.WithTimeout(ctx, a.o.EvictionTimeout)
+	// The clock's deadline decides (judgeEviction says why); the context
+	// bounds a read that hangs, a little later.
+	ectx, cancel := context.WithTimeout(ctx, a.o.EvictionTimeout+a.o.APITimeout)
 	defer cancel()
 	log := a.log.With(zap.String("gpu", uuid), zap.String("device", ref.String()), zap.String("rule", name),
 		zap.Strings("claims", held))
@@ -154,7 +156,7 @@ func (a *Agent) evict(ctx context.Context, uuid string, ref deviceRef, held []st
 		logkeep.Field())
 
 	// The dry run.
-	gen, err := a.writeEffect(ectx, uuid, ref, resourcev1.DeviceTaintEffectNone)
+	gen, err := a.writeEffect(ectx, uuid, ref, resourcev1.DeviceTaintEffectNone, 0)
 	if err != nil {
 		return a.evictFailed(ctx, uuid, ref, held, "writing the dry run's rule: "+err.Error())
 	}
@@ -167,7 +169,7 @@ func (a *Agent) evict(ctx context.Context, uuid string, ref deviceRef, held []st
 		uuid, ref, strings.Join(held, ", "), name, msg))
 
 	// The eviction.
-	gen, err = a.writeEffect(ectx, uuid, ref, resourcev1.DeviceTaintEffectNoExecute)
+	gen, err = a.writeEffect(ectx, uuid, ref, resourcev1.DeviceTaintEffectNoExecute, gen)
 	if err != nil {
 		return a.evictFailed(ctx, uuid, ref, held, "writing NoExecute: "+err.Error())
 	}
@@ -212,12 +214,12 @@ func (a *Agent) settleEvicted(ctx context.Context, uuid string, ref deviceRef) s
 	return ""
 }
 
-// writeEffect sets the effect of the GPU's rule and returns the rule's
-// generation as written.
-func (a *Agent) writeEffect(ctx context.Context, uuid string, ref deviceRef, effect resourcev1.DeviceTaintEffect) (int64, error) {
+// writeEffect sets the effect of the GPU's rule (still at generation
+// from, when not 0) and returns the rule's generation as written.
+func (a *Agent) writeEffect(ctx context.Context, uuid string, ref deviceRef, effect resourcev1.DeviceTaintEffect, from int64) (int64, error) {
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
-	r, err := a.ensureRuleEffect(ctx, uuid, ref, effect)
+	r, err := a.ensureRuleEffect(ctx, uuid, ref, effect, from)
 	if err != nil {
 		return 0, err
 	}
