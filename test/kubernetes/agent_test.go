@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -566,6 +568,11 @@ func TestNodeAgent(t *testing.T) {
 		c.finish("ai", "job-kill")
 	})
 
+	t.Run("kill -9 at each step of a loan and a take-back keeps rules consistent", func(t *testing.T) {
+		c.use(t)
+		killAtEachStep(t, c, raced)
+	})
+
 	t.Run("the API server away for a minute: mining goes on, /readyz says so", func(t *testing.T) {
 		c.use(t)
 		c.p.waitFor("settled: all but the raced GPU mining", 60*time.Second, func() bool { return len(c.mining()) == len(all)-1 })
@@ -794,6 +801,154 @@ func evictionScenarios(t *testing.T, c *cluster, raced string) {
 			t.Errorf("the cluster's GPU %s is %s, want SERVING_AI", raced, st)
 		}
 	})
+}
+
+// holdOnce holds the first request that match selects, at the front
+// proxy: before it reaches the API server (and then drops it: as if the
+// connection broke), or after the API server answered (before proxyd gets
+// the answer). held is closed once proxyd is stuck there; release lets
+// it go.
+type holdOnce struct {
+	held, release chan struct{}
+	once          sync.Once
+}
+
+func (c *cluster) hold(match func(r *http.Request) bool, afterAnswer bool) *holdOnce {
+	h := &holdOnce{held: make(chan struct{}), release: make(chan struct{})}
+	stop := func(r *http.Request) bool {
+		hit := false
+		if match(r) {
+			h.once.Do(func() { hit = true })
+		}
+		if hit {
+			close(h.held)
+			<-h.release
+		}
+		return hit
+	}
+	if afterAnswer {
+		c.front.setOnResponse(func(r *http.Request, _ int) { stop(r) })
+	} else {
+		c.front.setOnRequest(func(r *http.Request, _ []byte) bool { return !stop(r) })
+	}
+	return h
+}
+
+// killHeld waits until proxyd is held, kills it, then lets the held
+// request go (to a dead proxyd) and removes the hooks.
+func (c *cluster) killHeld(h *holdOnce, what string) {
+	c.t.Helper()
+	select {
+	case <-h.held:
+	case <-time.After(60 * time.Second):
+		c.t.Fatalf("proxyd never reached %s; log:\n%s", what, c.p.logs())
+	}
+	c.p.kill()
+	close(h.release)
+	c.front.setOnRequest(nil)
+	c.front.setOnResponse(nil)
+}
+
+// killAtEachStep kill -9s proxyd in each step of lending a GPU and taking
+// it back that touches a rule, each reached with a hold at the front
+// proxy the test controls (never a sleep), and checks the rules with
+// proxyd dead, then the rules against what runs after the restart.
+// Steps that touch no rule (STOPPING_MINER, VERIFYING_FREE,
+// RESTORING_MINING: the miner stops, the GPU is proven free, the miner
+// starts, all under the GPU's NoSchedule rule) have no API call to hold;
+// the rules there are those of MINING (the rule is written before the
+// miner stops and deleted only by the start of the loan), and the
+// mid-switch kill above lands in them by chance, not by a hold.
+func killAtEachStep(t *testing.T, c *cluster, raced string) {
+	ruleOp := func(method string) func(r *http.Request) bool {
+		return func(r *http.Request) bool {
+			return r.Method == method && strings.Contains(r.URL.Path, "/devicetaintrules")
+		}
+	}
+	restartConsistent := func(step string) {
+		c.p.start()
+		for i := 0; i < 20; i++ {
+			if err := c.consistent(); err != nil {
+				t.Fatalf("%s: after restart: %v", step, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	c.p.waitFor("settled: all but the raced GPU mining", 60*time.Second, func() bool {
+		return len(c.mining()) == len(c.uuids)-1 && len(c.ruleDevices()) == len(c.uuids)-1
+	})
+
+	// MINING.
+	c.p.kill()
+	if err := consistentRules(c, raced); err != nil {
+		t.Fatalf("MINING: with proxyd dead: %v", err)
+	}
+	restartConsistent("MINING")
+
+	// STARTING_AI, the GPU proven free, its rule not deleted yet (Start's
+	// DELETE never reaches the API server).
+	h := c.hold(ruleOp(http.MethodDelete), false)
+	c.pendingClaim("ai", "job-steps")
+	c.killHeld(h, "the loan's rule deletion")
+	if err := consistentRules(c, raced); err != nil {
+		t.Fatalf("STARTING_AI before the rule is deleted: with proxyd dead: %v", err)
+	}
+	// STARTING_AI, the rule deleted, proxyd not told yet (after restart
+	// the claim still asks; the DELETE's answer is held).
+	h = c.hold(ruleOp(http.MethodDelete), true)
+	c.p.start()
+	c.killHeld(h, "the loan's rule deletion answered")
+	var lentNow []string
+	for _, d := range c.devicesSorted() {
+		if d != raced && !slices.Contains(c.ruleDevices(), d) {
+			lentNow = append(lentNow, d)
+		}
+	}
+	if len(lentNow) != 1 {
+		t.Fatalf("STARTING_AI after the rule is deleted: GPUs without a rule besides the raced one: %v, want one", lentNow)
+	}
+	if err := consistentRules(c, raced, lentNow[0]); err != nil {
+		t.Fatalf("STARTING_AI after the rule is deleted: with proxyd dead: %v", err)
+	}
+	restartConsistent("STARTING_AI after the rule is deleted")
+
+	// DRAINING_AI: nothing takes the lent GPU; at the end of the dwell the
+	// take-back writes the rule again (its answer held), then re-reads the
+	// claims (held before it reaches the API server).
+	c.p.waitFor("a GPU lent for job-steps", 30*time.Second, func() bool { return len(c.ruleDevices()) == len(c.uuids)-2 })
+	h = c.hold(ruleOp(http.MethodPost), true)
+	c.killHeld(h, "the take-back's re-taint answered")
+	if err := consistentRules(c, raced); err != nil {
+		t.Fatalf("DRAINING_AI, rule re-created: with proxyd dead: %v", err)
+	}
+	restartConsistent("DRAINING_AI, rule re-created")
+	c.p.waitFor("the GPU lent again after the restart", 30*time.Second, func() bool { return len(c.ruleDevices()) == len(c.uuids)-2 })
+	var tainted atomic.Bool
+	c.front.setOnResponse(func(r *http.Request, _ int) {
+		if ruleOp(http.MethodPost)(r) {
+			tainted.Store(true)
+		}
+	})
+	h = c.hold(func(r *http.Request) bool {
+		return tainted.Load() && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/resourceclaims") &&
+			r.URL.Query().Get("watch") == ""
+	}, false)
+	c.killHeld(h, "the take-back's re-read of the claims")
+	if err := consistentRules(c, raced); err != nil {
+		t.Fatalf("DRAINING_AI, claims being re-read: with proxyd dead: %v", err)
+	}
+	restartConsistent("DRAINING_AI, claims being re-read")
+	c.finish("ai", "job-steps")
+}
+
+// devicesSorted lists every GPU's device, sorted.
+func (c *cluster) devicesSorted() []string {
+	var out []string
+	for d := range c.uuids {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // consistentRules checks the rules alone (proxyd is down): every GPU but
