@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hashgate/proxyd/internal/config"
+	"github.com/hashgate/proxyd/internal/events"
 	"github.com/hashgate/proxyd/switcher"
 	"github.com/hashgate/proxyd/switcher/kubeagent"
 	"github.com/hashgate/proxyd/switcher/workload"
@@ -28,7 +29,7 @@ type kubeAgent struct {
 // newKubeAgent builds the agent when [switcher.kubernetes] is enabled;
 // nil (and no error) when it is not. The agent reads nothing from the API
 // server before start.
-func newKubeAgent(s config.Switcher, log *zap.Logger) (*kubeAgent, error) {
+func newKubeAgent(s config.Switcher, log *zap.Logger, journal *events.Log) (*kubeAgent, error) {
 	k := s.Kubernetes
 	if k == nil || !k.Enabled {
 		return nil, nil
@@ -46,7 +47,16 @@ func newKubeAgent(s config.Switcher, log *zap.Logger) (*kubeAgent, error) {
 		Selector:         kubeagent.Selector{Namespaces: k.Namespaces, DeviceClass: k.DeviceClass, MinPriority: k.MinPriority},
 		IdleBeforeMining: k.IdleBeforeMining.D(), MaxLent: k.MaxLent, APITimeout: k.APITimeout.D(),
 		ClusterContract: switcher.ClusterContractID,
-		Log:             log.With(zap.String("component", "switcher")).Named("kubernetes"),
+		EvictForMining:  k.EvictForMining, EvictionTimeout: k.EvictionTimeout.D(),
+		Journal: func(gpu, reason, message string) {
+			if journal != nil {
+				// Among the switcher's decisions about the GPU, beside
+				// its transitions (GET /api/v1/events?component=switcher).
+				journal.Add(events.Event{Component: "switcher", Kind: switcher.KindDecision, Subject: gpu, Reason: reason,
+					Details: map[string]any{"gpu": gpu, "message": message}})
+			}
+		},
+		Log: log.With(zap.String("component", "switcher")).Named("kubernetes"),
 	})
 	if err != nil {
 		return nil, err
@@ -106,8 +116,9 @@ func (k *kubeAgent) register(drivers map[string]workload.Driver, s config.Switch
 	drivers[kubeagent.Kind] = workload.Driver{
 		New: func(workload.Env) (workload.Runtime, error) { return k.Runtime(), nil },
 		// A take-back writes the taint, re-reads the claims and may delete
-		// the taint again: three API calls, each bounded by api_timeout.
-		CallBound: 3 * s.Kubernetes.APITimeout.D(),
+		// the taint again: three API calls, each bounded by api_timeout;
+		// with evict_for_mining, the eviction.
+		CallBound: s.Kubernetes.StopBound(),
 	}
 }
 

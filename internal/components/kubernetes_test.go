@@ -53,7 +53,7 @@ func TestKubernetesKindRegistered(t *testing.T) {
 			config.KubernetesWorkload, config.RuntimeKubernetes, switcher.ClusterWorkload, kubeagent.Kind)
 	}
 	s := kubeSwitcher(t, config.RuntimeDocker)
-	kube, err := newKubeAgent(s, zaptest.NewLogger(t))
+	kube, err := newKubeAgent(s, zaptest.NewLogger(t), nil)
 	if err != nil || kube == nil {
 		t.Fatalf("newKubeAgent: %v %v", kube, err)
 	}
@@ -88,6 +88,21 @@ func TestKubernetesKindRegistered(t *testing.T) {
 	if w.Runtime != kubeagent.Kind || w.ProofOfStart != workload.ProofNone || w.StopTimeout != 3*time.Second {
 		t.Errorf("lending workload %+v", w)
 	}
+
+	// With evict_for_mining the take-back is the eviction: the driver's
+	// bound and the lending workload's stop timeout say so.
+	s.Kubernetes.EvictForMining, s.Kubernetes.EvictionTimeout = true, config.Duration(20*time.Second)
+	ev, err := workloadDrivers(s, kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := ev.Lookup(kubeagent.Kind); d.CallBound != 24*time.Second {
+		t.Errorf("kubernetes driver's bound with eviction %s, want 24s (20s + 4 × 1s)", d.CallBound)
+	}
+	if w := switcherConfig(s).Workload[switcher.ClusterWorkload]; w.StopTimeout != 24*time.Second {
+		t.Errorf("lending workload's stop timeout with eviction %s, want 24s", w.StopTimeout)
+	}
+	s.Kubernetes.EvictForMining = false
 
 	// Without the agent: the shipped kinds only, the miner not wrapped.
 	sim := nvmlsim.New(nvmlsim.Options{})

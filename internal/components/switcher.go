@@ -33,7 +33,7 @@ func newSwitcher(env daemon.Env, gpu func() *gpuComponent) (*switcherComponent, 
 	if !cfg.Switcher.Enabled {
 		return nil, nil
 	}
-	kube, err := newKubeAgent(cfg.Switcher, env.Log)
+	kube, err := newKubeAgent(cfg.Switcher, env.Log, env.Events)
 	if err != nil {
 		return nil, err
 	}

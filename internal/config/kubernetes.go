@@ -33,6 +33,13 @@ type Kubernetes struct {
 	MaxLent int `toml:"max_lent"`
 	// APITimeout bounds each call to the API server.
 	APITimeout Duration `toml:"api_timeout"`
+	// EvictForMining lets proxyd take a GPU a claim holds back for mining
+	// (an operator's lending contract ended, max_lent is a hard cap): a
+	// None dry run, then NoExecute, the eviction read back from the
+	// rule's status. Off: AI work is never evicted.
+	EvictForMining bool `toml:"evict_for_mining"`
+	// EvictionTimeout bounds one eviction, dry run and NoExecute together.
+	EvictionTimeout Duration `toml:"eviction_timeout"`
 }
 
 // KubernetesWorkload is the name of the lending workload the switcher
@@ -55,6 +62,22 @@ func (k *Kubernetes) applyDefaults() {
 	setIf(&k.UUIDAttribute, "uuid")
 	setIf(&k.IdleBeforeMining, Duration(10*time.Minute))
 	setIf(&k.APITimeout, Duration(10*time.Second))
+	setIf(&k.EvictionTimeout, Duration(2*time.Minute))
+}
+
+// EvictionAPICalls is how many API calls an eviction makes besides its
+// waits (write None, write NoExecute, write NoSchedule or delete, re-read
+// the claims): the switcher's drain_ai must cover them and the waits.
+const EvictionAPICalls = 4
+
+// StopBound is how long taking a lent GPU back may take: three API calls
+// (taint, re-read the claims, untaint when a claim won), or with
+// evict_for_mining the eviction.
+func (k *Kubernetes) StopBound() time.Duration {
+	if k.EvictForMining {
+		return k.EvictionTimeout.D() + EvictionAPICalls*k.APITimeout.D()
+	}
+	return 3 * k.APITimeout.D()
 }
 
 func (k *Kubernetes) validate(v *validator, s *Switcher) {
@@ -90,6 +113,15 @@ func (k *Kubernetes) validate(v *validator, s *Switcher) {
 	durationRange(v, p+"idle_before_mining", k.IdleBeforeMining, time.Second, 7*24*time.Hour)
 	v.intRange(p+"max_lent", int64(k.MaxLent), 0, 4096)
 	durationRange(v, p+"api_timeout", k.APITimeout, 100*time.Millisecond, 5*time.Minute)
+	durationRange(v, p+"eviction_timeout", k.EvictionTimeout, time.Second, time.Hour)
+	if k.EvictForMining {
+		// The eviction runs inside the switcher's stop of the lending
+		// workload, which drain_ai bounds.
+		if need := k.StopBound(); s.Timeouts.DrainAI.D() > 0 && need > s.Timeouts.DrainAI.D() {
+			v.addf(p+"eviction_timeout", "%s plus %d api_timeouts (%s) is %s, longer than switcher.timeouts.drain_ai (%s), which bounds the eviction: "+
+				"lower it or raise drain_ai", k.EvictionTimeout.D(), EvictionAPICalls, k.APITimeout.D(), need, s.Timeouts.DrainAI.D())
+		}
+	}
 	if !k.Enabled {
 		return
 	}

@@ -22,7 +22,8 @@ func TestKubernetesDefaultsAndWorkload(t *testing.T) {
 	}
 	k := c.Switcher.Kubernetes
 	if k.Driver != "gpu.nvidia.com" || k.UUIDAttribute != "uuid" || k.IdleBeforeMining.D() != 10*time.Minute ||
-		k.APITimeout.D() != 10*time.Second || k.MaxLent != 0 || k.MinPriority != nil {
+		k.APITimeout.D() != 10*time.Second || k.MaxLent != 0 || k.MinPriority != nil ||
+		k.EvictForMining || k.EvictionTimeout.D() != 2*time.Minute {
 		t.Errorf("defaults %+v", k)
 	}
 	w, ok := c.Switcher.Workloads()[KubernetesWorkload]
@@ -54,6 +55,10 @@ func TestKubernetesValidation(t *testing.T) {
 		{"max_lent negative", `max_lent = -1`, "switcher.kubernetes.max_lent"},
 		{"api timeout", `api_timeout = "1h"`, "switcher.kubernetes.api_timeout"},
 		{"unknown key", `evict = true`, "evict"},
+		{"evict_for_mining not a bool", `evict_for_mining = "yes"`, "evict_for_mining"},
+		{"eviction timeout too short", `eviction_timeout = "10ms"`, "switcher.kubernetes.eviction_timeout"},
+		{"eviction timeout too long", `eviction_timeout = "2h"`, "switcher.kubernetes.eviction_timeout"},
+		{"eviction longer than drain_ai", "evict_for_mining = true\neviction_timeout = \"5m\"", "switcher.kubernetes.eviction_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(kubeMining + "[switcher.kubernetes]\nenabled = true\n" + tc.toml + "\n"))
@@ -61,6 +66,10 @@ func TestKubernetesValidation(t *testing.T) {
 				t.Errorf("error %v, want one naming %s", err, tc.key)
 			}
 		})
+	}
+	// Eviction on with room in drain_ai (default 5m: 2m + 4 × 10s fits).
+	if _, err := Parse([]byte(kubeMining + "[switcher.kubernetes]\nenabled = true\nevict_for_mining = true\n")); err != nil {
+		t.Errorf("evict_for_mining with the defaults: %v", err)
 	}
 	// Enabled without a miner: nothing to lend GPUs from.
 	if _, err := Parse([]byte("[switcher]\nenabled = true\n[switcher.kubernetes]\nenabled = true\n")); err == nil ||

@@ -263,7 +263,7 @@ func (s *Switcher) Workloads() map[string]Workload {
 			Runtime:      RuntimeKubernetes,
 			Readiness:    ReadinessRunning,
 			ProofOfStart: ProofNone, // the cluster's pods carry no proxyd marker
-			StopTimeout:  Duration(3 * k.APITimeout.D()),
+			StopTimeout:  Duration(k.StopBound()),
 		}
 	}
 	return out

@@ -51,6 +51,7 @@ const (
 	DefaultUUIDAttribute    = "uuid"
 	DefaultIdleBeforeMining = 10 * time.Minute
 	DefaultAPITimeout       = 10 * time.Second
+	DefaultEvictionTimeout  = 2 * time.Minute
 	probeInterval           = 5 * time.Second
 )
 
@@ -95,8 +96,20 @@ type Options struct {
 	ClusterContract string
 	// APITimeout bounds each write or fresh read.
 	APITimeout time.Duration
-	Clock      Clock
-	Log        *zap.Logger
+	// EvictForMining lets Stop take back a GPU a claim holds: a None dry
+	// run, then NoExecute, until the eviction controller reports it done
+	// and no claim holds the device (see evict.go). Off, a claimed GPU
+	// stays lent. It also makes MaxLent a hard cap.
+	EvictForMining bool
+	// EvictionTimeout bounds one eviction, dry run and NoExecute together
+	// (default DefaultEvictionTimeout); a failed one is not tried again
+	// for the GPU before as long again.
+	EvictionTimeout time.Duration
+	// Journal records a decision about a GPU in proxyd's journal (nil:
+	// none); the eviction's dry run and outcome go there.
+	Journal func(gpu, reason, message string)
+	Clock   Clock
+	Log     *zap.Logger
 }
 
 // Agent keeps proxyd's DeviceTaintRules on this node in step with what
@@ -145,6 +158,12 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.APITimeout <= 0 {
 		o.APITimeout = DefaultAPITimeout
+	}
+	if o.EvictionTimeout <= 0 {
+		o.EvictionTimeout = DefaultEvictionTimeout
+	}
+	if o.Journal == nil {
+		o.Journal = func(string, string, string) {}
 	}
 	if o.Clock == nil {
 		o.Clock = systemClock{}
@@ -384,8 +403,10 @@ func (a *Agent) keepRules(ctx context.Context) {
 	a.mu.Lock()
 	restored := a.restored
 	lent := map[string]bool{}
-	for u := range a.leases {
+	evicting := map[string]bool{}
+	for u, l := range a.leases {
 		lent[u] = true
+		evicting[u] = l.evicting
 	}
 	a.mu.Unlock()
 	if !restored {
@@ -395,6 +416,9 @@ func (a *Agent) keepRules(ctx context.Context) {
 	for uuid, ref := range a.devices() {
 		r := rules[a.ruleName(ref)]
 		switch {
+		case evicting[uuid]:
+			// Its rule is the eviction's (None, then NoExecute): Stop
+			// owns it until the eviction ends one way or the other.
 		case lent[uuid] && r != nil:
 			if err := a.deleteRule(ctx, r.Name); err != nil {
 				a.log.Warn("cannot remove proxyd's taint from a lent GPU; retrying", zap.String("gpu", uuid), zap.Error(err))
@@ -416,36 +440,61 @@ func sameTaint(have, want *resourcev1.DeviceTaintRule) bool {
 
 func ptrEq(a, b *string) bool { return a != nil && b != nil && *a == *b }
 
-// ensureRule creates the GPU's rule or puts its spec back. Callers hold writeMu.
+// ensureRule creates the GPU's mining rule (NoSchedule) or puts its spec
+// back. Callers hold writeMu.
 func (a *Agent) ensureRule(ctx context.Context, uuid string, ref deviceRef) error {
+	_, err := a.ensureRuleEffect(ctx, uuid, ref, resourcev1.DeviceTaintEffectNoSchedule, 0)
+	return err
+}
+
+// ensureRuleEffect creates the GPU's rule with the effect or puts its
+// spec back, and returns the rule as stored. NoExecute is never created,
+// only set on the rule whose dry run (None) was read back: a rule that
+// vanished meanwhile is an error, not an eviction without a dry run. A
+// non-zero from is the generation the rule must still have (the one whose
+// dry run was read back). Callers hold writeMu.
+func (a *Agent) ensureRuleEffect(ctx context.Context, uuid string, ref deviceRef, effect resourcev1.DeviceTaintEffect,
+	from int64) (*resourcev1.DeviceTaintRule, error) {
 	want := a.rule(uuid, ref)
+	want.Spec.Taint.Effect = effect
 	ctx, cancel := context.WithTimeout(ctx, a.o.APITimeout)
 	defer cancel()
-	err := a.o.Client.createRule(ctx, want)
+	var got *resourcev1.DeviceTaintRule
+	var err error = apierrors.NewAlreadyExists(resourcev1.Resource("devicetaintrules"), want.Name)
+	if effect != resourcev1.DeviceTaintEffectNoExecute {
+		got, err = a.o.Client.createRule(ctx, want)
+	}
 	if err == nil {
-		a.log.Info("tainted a mining GPU so the scheduler allocates no claim to it", zap.String("gpu", uuid),
-			zap.String("device", ref.String()), zap.String("rule", want.Name), logkeep.Field())
-		return nil
+		if effect == resourcev1.DeviceTaintEffectNoSchedule {
+			a.log.Info("tainted a mining GPU so the scheduler allocates no claim to it", zap.String("gpu", uuid),
+				zap.String("device", ref.String()), zap.String("rule", want.Name), logkeep.Field())
+		}
+		return got, nil
 	}
 	if !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating DeviceTaintRule %s for GPU %s (%s): %w", want.Name, uuid, ref, err)
+		return nil, fmt.Errorf("creating DeviceTaintRule %s (effect %s) for GPU %s (%s): %w", want.Name, effect, uuid, ref, err)
 	}
 	have, err := a.o.Client.getRule(ctx, want.Name)
 	if err != nil {
-		return fmt.Errorf("reading DeviceTaintRule %s: %w", want.Name, err)
+		return nil, fmt.Errorf("reading DeviceTaintRule %s: %w", want.Name, err)
 	}
 	if !a.owned(have) {
-		return fmt.Errorf("DeviceTaintRule %s exists but is not proxyd's (labels %v): left alone, this GPU cannot be tainted for mining",
+		return nil, fmt.Errorf("DeviceTaintRule %s exists but is not proxyd's (labels %v): left alone, this GPU cannot be tainted for mining",
 			want.Name, have.Labels)
 	}
+	if from != 0 && have.Generation != from {
+		return nil, fmt.Errorf("DeviceTaintRule %s is at generation %d, not %d whose dry run was read back: someone else changed it",
+			want.Name, have.Generation, from)
+	}
 	if sameTaint(have, want) {
-		return nil
+		return have, nil
 	}
 	have.Spec = want.Spec
-	if err := a.o.Client.updateRule(ctx, have); err != nil {
-		return fmt.Errorf("updating DeviceTaintRule %s: %w", want.Name, err)
+	got, err = a.o.Client.updateRule(ctx, have)
+	if err != nil {
+		return nil, fmt.Errorf("updating DeviceTaintRule %s to effect %s: %w", want.Name, effect, err)
 	}
-	return nil
+	return got, nil
 }
 
 // deleteRule deletes one of proxyd's rules (gone already is fine).
@@ -487,7 +536,7 @@ func (a *Agent) demand() (demand, bool) {
 	alloc := allocatedOn(claims)
 	n, names, uids := pendingDemand(claims, pods, a.o.Selector, a.o.Node, a.ignored)
 	leases := a.clusterLeasesLocked(devs)
-	d := computeDemand(devs, alloc, leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
+	d := computeDemand(devs, alloc, leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, a.o.EvictForMining, now)
 	if len(d.Expired) > 0 && n > 0 {
 		// A lent GPU sat free for a whole dwell and the claims that were
 		// pending all that time did not take it: they wait for something
@@ -503,7 +552,7 @@ func (a *Agent) demand() (demand, bool) {
 			a.log.Info("pending claims left a lent GPU free for the whole dwell: they no longer count as demand for this node",
 				zap.Strings("claims", staleNames), zap.Duration("idle_before_mining", a.o.IdleBeforeMining), logkeep.Field())
 			n, names, _ = pendingDemand(claims, pods, a.o.Selector, a.o.Node, a.ignored)
-			d = computeDemand(devs, alloc, leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, now)
+			d = computeDemand(devs, alloc, leases, n, names, a.o.IdleBeforeMining, a.o.MaxLent, a.o.EvictForMining, now)
 		}
 	}
 	a.pruneIgnoredLocked(claims)

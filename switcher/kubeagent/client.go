@@ -96,9 +96,13 @@ func (c Client) watchAll(ctx context.Context, rc rest.Interface, resource string
 	return rc.Get().Resource(resource).VersionedParams(&lo, c.params).Watch(ctx)
 }
 
-func (c Client) createRule(ctx context.Context, r *resourcev1.DeviceTaintRule) error {
-	return c.resource.Post().Resource("devicetaintrules").VersionedParams(&metav1.CreateOptions{FieldManager: ManagedByValue}, c.params).
-		Body(r).Do(ctx).Error()
+// createRule and updateRule return the rule as stored (its generation
+// is what the eviction controller's status must observe).
+func (c Client) createRule(ctx context.Context, r *resourcev1.DeviceTaintRule) (*resourcev1.DeviceTaintRule, error) {
+	var out resourcev1.DeviceTaintRule
+	err := c.resource.Post().Resource("devicetaintrules").VersionedParams(&metav1.CreateOptions{FieldManager: ManagedByValue}, c.params).
+		Body(r).Do(ctx).Into(&out)
+	return &out, err
 }
 
 func (c Client) getRule(ctx context.Context, name string) (*resourcev1.DeviceTaintRule, error) {
@@ -107,9 +111,11 @@ func (c Client) getRule(ctx context.Context, name string) (*resourcev1.DeviceTai
 	return &r, err
 }
 
-func (c Client) updateRule(ctx context.Context, r *resourcev1.DeviceTaintRule) error {
-	return c.resource.Put().Resource("devicetaintrules").Name(r.Name).
-		VersionedParams(&metav1.UpdateOptions{FieldManager: ManagedByValue}, c.params).Body(r).Do(ctx).Error()
+func (c Client) updateRule(ctx context.Context, r *resourcev1.DeviceTaintRule) (*resourcev1.DeviceTaintRule, error) {
+	var out resourcev1.DeviceTaintRule
+	err := c.resource.Put().Resource("devicetaintrules").Name(r.Name).
+		VersionedParams(&metav1.UpdateOptions{FieldManager: ManagedByValue}, c.params).Body(r).Do(ctx).Into(&out)
+	return &out, err
 }
 
 func (c Client) deleteRule(ctx context.Context, name string) error {

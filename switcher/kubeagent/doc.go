@@ -40,8 +40,14 @@
 // GuardMining, hands the agent to the switcher as Options.Cluster, runs
 // Run and stops it after the switcher.
 //
-// It does not evict: a GPU that serves a claim stays lent however long the
-// claim holds it. It does not schedule: which pending pod gets a lent GPU
+// It evicts only when the operator says so (Options.EvictForMining): then
+// Stop on a GPU a claim holds sets its rule to effect None (a dry run),
+// waits for the eviction controller's EvictionInProgress status of that
+// generation, journals what it would evict, sets NoExecute, and reads the
+// status and the claims back until the eviction is done; it fails (the
+// rule deleted again, the GPU still lent) after EvictionTimeout (evict.go).
+// Otherwise a GPU that serves a claim stays lent however long the claim
+// holds it. It does not schedule: which pending pod gets a lent GPU
 // is the scheduler's business, and every node's agent answers the same
 // pending claim (surplus GPUs go back to mining after the dwell). When the
 // API server is unreachable the miners keep running and no GPU is lent or

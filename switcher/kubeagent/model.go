@@ -201,6 +201,10 @@ type lease struct {
 	contract string    // the switcher's contract the GPU is lent for
 	since    time.Time // lent (Start) or adopted after a restart
 	lastHeld time.Time // last time a claim was seen allocated on it
+	// evicting: Stop is evicting the claims on it and owns its rule.
+	evicting bool
+	// evictAgain: a failed eviction is not tried again before this.
+	evictAgain time.Time
 }
 
 // idleSince is when the GPU last had a claim (or was lent).
@@ -231,9 +235,11 @@ type demand struct {
 // tolerates proxyd's taint may land on a mining GPU: the miner then
 // yields); a lent GPU without a claim is wanted until its dwell runs out;
 // pending claims want as many more GPUs as the lent idle ones do not
-// already offer. maxLent caps the total (0: every mapped GPU).
+// already offer. maxLent caps the total (0: every mapped GPU); a GPU a
+// claim holds counts in spite of the cap unless hardCap (the operator
+// lets proxyd evict for mining).
 func computeDemand(devices map[string]deviceRef, alloc map[deviceRef][]string, leases map[string]*lease,
-	pendingCount int, pending []string, dwell time.Duration, maxLent int, now time.Time) demand {
+	pendingCount int, pending []string, dwell time.Duration, maxLent int, hardCap bool, now time.Time) demand {
 	d := demand{Held: map[string][]string{}, Pending: pending, PendingCount: pendingCount}
 	wanted := 0
 	offered := 0 // lent, free and still dwelling: what a pending claim can take now
@@ -269,7 +275,10 @@ func computeDemand(devices map[string]deviceRef, alloc map[deviceRef][]string, l
 	dedupSorted(&d.Pin)
 	d.GPUs = wanted + max(0, pendingCount-offered)
 	if maxLent > 0 && d.GPUs > maxLent {
-		d.GPUs = max(maxLent, len(d.Held)) // never fewer than what claims hold
+		d.GPUs = maxLent
+		if !hardCap {
+			d.GPUs = max(maxLent, len(d.Held)) // never fewer than what claims hold
+		}
 	}
 	d.GPUs = min(d.GPUs, len(d.Pin))
 	return d

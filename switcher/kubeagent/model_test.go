@@ -127,32 +127,35 @@ func TestComputeDemand(t *testing.T) {
 		alloc   map[deviceRef][]string
 		pending int
 		maxLent int
+		hardCap bool
 		now     time.Time
 		gpus    int
 		pin     string
 		expired string
 	}{
-		{"nothing wanted", nil, nil, 0, 0, t0, 0, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
-		{"two pending claims", nil, nil, 2, 0, t0, 2, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
-		{"a lent free GPU answers a pending claim", map[string]*lease{"GPU-0": {since: t0}}, nil, 1, 0, t0.Add(time.Minute), 1,
+		{"nothing wanted", nil, nil, 0, 0, false, t0, 0, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
+		{"two pending claims", nil, nil, 2, 0, false, t0, 2, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
+		{"a lent free GPU answers a pending claim", map[string]*lease{"GPU-0": {since: t0}}, nil, 1, 0, false, t0.Add(time.Minute), 1,
 			"[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
-		{"held GPUs stay wanted past the dwell", map[string]*lease{"GPU-0": {since: t0}}, held(0), 0, 0, t0.Add(time.Hour), 1,
+		{"held GPUs stay wanted past the dwell", map[string]*lease{"GPU-0": {since: t0}}, held(0), 0, 0, false, t0.Add(time.Hour), 1,
 			"[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
-		{"dwell not over: still lent", map[string]*lease{"GPU-1": {since: t0, lastHeld: t0.Add(time.Minute)}}, nil, 0, 0,
+		{"dwell not over: still lent", map[string]*lease{"GPU-1": {since: t0, lastHeld: t0.Add(time.Minute)}}, nil, 0, 0, false,
 			t0.Add(time.Minute + dwell - time.Nanosecond), 1, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
-		{"dwell over: unpinned, not wanted", map[string]*lease{"GPU-1": {since: t0, lastHeld: t0.Add(time.Minute)}}, nil, 0, 0,
+		{"dwell over: unpinned, not wanted", map[string]*lease{"GPU-1": {since: t0, lastHeld: t0.Add(time.Minute)}}, nil, 0, 0, false,
 			t0.Add(time.Minute + dwell), 0, "[GPU-0 GPU-2 GPU-3]", "[GPU-1]"},
-		{"a claim on a mining GPU (tolerated taint) wants it", nil, held(3), 0, 0, t0, 1, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
-		{"max_lent caps pending", nil, nil, 4, 2, t0, 2, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
-		{"max_lent never below what claims hold", nil, held(0, 1, 2), 1, 2, t0, 3, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
-		{"more pending than GPUs", nil, nil, 64, 0, t0, 4, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
+		{"a claim on a mining GPU (tolerated taint) wants it", nil, held(3), 0, 0, false, t0, 1, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
+		{"max_lent caps pending", nil, nil, 4, 2, false, t0, 2, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
+		{"max_lent never below what claims hold", nil, held(0, 1, 2), 1, 2, false, t0, 3, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
+		{"evict_for_mining: max_lent is a hard cap", nil, held(0, 1, 2), 1, 2, true, t0, 2, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
+		{"evict_for_mining: held within the cap", nil, held(0), 0, 2, true, t0, 1, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
+		{"more pending than GPUs", nil, nil, 64, 0, false, t0, 4, "[GPU-0 GPU-1 GPU-2 GPU-3]", "[]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			leases := tc.leases
 			if leases == nil {
 				leases = map[string]*lease{}
 			}
-			d := computeDemand(devs, tc.alloc, leases, tc.pending, nil, dwell, tc.maxLent, tc.now)
+			d := computeDemand(devs, tc.alloc, leases, tc.pending, nil, dwell, tc.maxLent, tc.hardCap, tc.now)
 			if d.GPUs != tc.gpus || fmt.Sprint(d.Pin) != tc.pin || fmt.Sprint(d.Expired) != fmt.Sprint(orEmpty(tc.expired)) {
 				t.Errorf("got gpus %d pin %v expired %v, want %d %s %s", d.GPUs, d.Pin, d.Expired, tc.gpus, tc.pin, tc.expired)
 			}
@@ -171,11 +174,11 @@ func TestDwellRestartsWhileHeld(t *testing.T) {
 	dwell := 10 * time.Minute
 	devs := map[string]deviceRef{"GPU-0": {"d", "n1", "gpu-0"}}
 	leases := map[string]*lease{"GPU-0": {since: t0}}
-	computeDemand(devs, map[deviceRef][]string{devs["GPU-0"]: {"ai/c"}}, leases, 0, nil, dwell, 0, t0.Add(30*time.Minute))
-	if d := computeDemand(devs, nil, leases, 0, nil, dwell, 0, t0.Add(39*time.Minute)); d.GPUs != 1 || len(d.Expired) != 0 {
+	computeDemand(devs, map[deviceRef][]string{devs["GPU-0"]: {"ai/c"}}, leases, 0, nil, dwell, 0, false, t0.Add(30*time.Minute))
+	if d := computeDemand(devs, nil, leases, 0, nil, dwell, 0, false, t0.Add(39*time.Minute)); d.GPUs != 1 || len(d.Expired) != 0 {
 		t.Errorf("9 minutes after the claim ended: %+v, want still lent", d)
 	}
-	if d := computeDemand(devs, nil, leases, 0, nil, dwell, 0, t0.Add(40*time.Minute)); d.GPUs != 0 || fmt.Sprint(d.Expired) != "[GPU-0]" {
+	if d := computeDemand(devs, nil, leases, 0, nil, dwell, 0, false, t0.Add(40*time.Minute)); d.GPUs != 0 || fmt.Sprint(d.Expired) != "[GPU-0]" {
 		t.Errorf("10 minutes after the claim ended: %+v, want expired", d)
 	}
 }
@@ -206,7 +209,7 @@ func TestClusterLeasesOnly(t *testing.T) {
 	if len(leases) != 1 || leases["GPU-0"] == nil {
 		t.Errorf("cluster leases %v", leases)
 	}
-	d := computeDemand(devs, nil, leases, 0, nil, time.Hour, 0, t0.Add(time.Minute))
+	d := computeDemand(devs, nil, leases, 0, nil, time.Hour, 0, false, t0.Add(time.Minute))
 	if d.GPUs != 1 || fmt.Sprint(d.Pin) != "[GPU-0 GPU-2]" {
 		t.Errorf("demand %d pin %v, want 1 and [GPU-0 GPU-2]", d.GPUs, d.Pin)
 	}

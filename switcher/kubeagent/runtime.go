@@ -83,7 +83,9 @@ func (l lender) Status(ctx context.Context, spec workload.Spec, h workload.Handl
 // Stop takes the GPU back for mining: taint it (NoSchedule), then re-read
 // the claims from the API server. A claim allocated on the device
 // meanwhile (the scheduler saw the device before the taint) wins: the
-// rule is removed again and Stop fails with ErrClaimed.
+// rule is removed again and Stop fails with ErrClaimed. A GPU the cache
+// shows claimed is evicted with EvictForMining (evict) and otherwise
+// stays lent (ErrClaimed).
 func (l lender) Stop(ctx context.Context, spec workload.Spec, h workload.Handle, force bool) error {
 	a := l.a
 	if !a.cachesSynced() {
@@ -96,11 +98,15 @@ func (l lender) Stop(ctx context.Context, spec workload.Spec, h workload.Handle,
 		a.mu.Unlock()
 		return nil // not published: the cluster cannot allocate it
 	}
-	// A claim the cache already shows on the device: no taint to write
-	// and take back (a force-cordoned GPU under a claim would otherwise
-	// churn the API server every pass; proxyd does not evict).
+	// A claim the cache already shows on the device: without
+	// evict_for_mining, no taint to write and take back (a force-cordoned
+	// GPU under a claim would otherwise churn the API server every pass);
+	// with it, the claims are evicted (dry run first).
 	if claims, err := a.claims.List(labels.Everything()); err == nil {
 		if held := allocatedOn(claims)[ref]; len(held) > 0 {
+			if a.o.EvictForMining {
+				return a.evict(ctx, h.GPUUUID, ref, held)
+			}
 			return fmt.Errorf("GPU %s: claim(s) %s hold it: %w", h.GPUUUID, strings.Join(held, ", "), ErrClaimed)
 		}
 	}

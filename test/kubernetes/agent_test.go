@@ -7,8 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,19 +47,34 @@ func (c *cluster) ctx() context.Context { return context.Background() }
 // use makes the helpers fail t (a subtest) rather than its parent.
 func (c *cluster) use(t *testing.T) { c.t, c.p.t = t, t }
 
-// ruleDevices lists the devices proxyd's rules select, sorted.
+// ruleDevices lists the devices proxyd's mining rules (NoSchedule)
+// select, sorted. A rule of the eviction (None, NoExecute) is not one.
 func (c *cluster) ruleDevices() []string {
 	var out []string
 	for d, r := range proxydRules(c.t, c.admin) {
 		tt := r.Spec.Taint
-		if tt.Key != "mining.hashgate.io/mining" || tt.Effect != resourcev1.DeviceTaintEffectNoSchedule ||
-			*r.Spec.DeviceSelector.Driver != driver || *r.Spec.DeviceSelector.Pool != node {
+		if tt.Key != "mining.hashgate.io/mining" || *r.Spec.DeviceSelector.Driver != driver || *r.Spec.DeviceSelector.Pool != node {
 			c.t.Fatalf("proxyd's rule %s: unexpected spec %+v", r.Name, r.Spec)
 		}
-		out = append(out, d)
+		switch tt.Effect {
+		case resourcev1.DeviceTaintEffectNoSchedule:
+			out = append(out, d)
+		case resourcev1.DeviceTaintEffectNone, resourcev1.DeviceTaintEffectNoExecute:
+		default:
+			c.t.Fatalf("proxyd's rule %s: effect %q", r.Name, tt.Effect)
+		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// effectOn is the effect of proxyd's rule on a device ("" without one).
+func (c *cluster) effectOn(device string) resourcev1.DeviceTaintEffect {
+	r, ok := proxydRules(c.t, c.admin)[device]
+	if !ok {
+		return ""
+	}
+	return r.Spec.Taint.Effect
 }
 
 // mining lists the devices of the GPUs proxyd reports MINING, sorted.
@@ -74,11 +92,19 @@ func (c *cluster) mining() []string {
 func (c *cluster) stateOf(device string) string { return c.p.states()[c.uuids[device]] }
 
 // consistent: every mining GPU carries its rule, and no GPU a claim is
-// allocated on carries one.
+// allocated on carries one; an eviction's rule (None, NoExecute) is only
+// on a GPU proxyd is taking back (DRAINING_AI).
 func (c *cluster) consistent() error {
 	rules := map[string]bool{}
 	for _, d := range c.ruleDevices() {
 		rules[d] = true
+	}
+	for d, r := range proxydRules(c.t, c.admin) {
+		if e := r.Spec.Taint.Effect; e != resourcev1.DeviceTaintEffectNoSchedule {
+			if st := c.stateOf(d); st != "DRAINING_AI" {
+				return fmt.Errorf("GPU %s carries proxyd's eviction rule (effect %s) while %s", d, e, st)
+			}
+		}
 	}
 	for _, d := range c.mining() {
 		if !rules[d] {
@@ -542,6 +568,11 @@ func TestNodeAgent(t *testing.T) {
 		c.finish("ai", "job-kill")
 	})
 
+	t.Run("kill -9 at each step of a loan and a take-back keeps rules consistent", func(t *testing.T) {
+		c.use(t)
+		killAtEachStep(t, c, raced)
+	})
+
 	t.Run("the API server away for a minute: mining goes on, /readyz says so", func(t *testing.T) {
 		c.use(t)
 		c.p.waitFor("settled: all but the raced GPU mining", 60*time.Second, func() bool { return len(c.mining()) == len(all)-1 })
@@ -577,19 +608,359 @@ func TestNodeAgent(t *testing.T) {
 			}
 		}
 	})
+	evictionScenarios(t, c, raced)
 	t.Logf("TestNodeAgent took %s", time.Since(start).Round(time.Second))
 }
 
-// consistentRules checks the rules alone (proxyd is down): every GPU but
-// the serving one carries proxyd's rule.
-func consistentRules(c *cluster, serving string) error {
-	for _, d := range c.ruleDevices() {
-		if d == serving {
-			return fmt.Errorf("the serving GPU %s carries proxyd's rule", d)
+// evictionScenarios: a GPU an operator's contract lent to the cluster,
+// then held by a claim, is not evicted when the contract ends, until the
+// operator turns evict_for_mining on (proxyd restarted with it); then the
+// dry run comes first, a dry run without an answer leaves the GPU lent,
+// kill -9 in the dry run and in the eviction keeps the rules consistent,
+// and an eviction that completes ends with the GPU mining under its
+// NoSchedule rule. raced serves a claim for the cluster throughout.
+func evictionScenarios(t *testing.T, c *cluster, raced string) {
+	ctx := context.Background()
+	var op string // the GPU the operator's contract lends
+	var deleted time.Time
+	t.Run("with eviction off a claimed GPU stays lent when its lending contract ends", func(t *testing.T) {
+		c.use(t)
+		c.p.waitFor("settled: all but the raced GPU mining", 60*time.Second, func() bool {
+			return len(c.mining()) == len(c.uuids)-1 && len(c.ruleDevices()) == len(c.uuids)-1
+		})
+		before := c.ruleDevices()
+		now := time.Now().UTC()
+		body := fmt.Sprintf(`{"id":"op-lend","gpus":1,"start":%q,"end":%q,"price_usd_per_gpu_hour":1,"workload":"kubernetes"}`,
+			now.Add(-time.Minute).Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339))
+		if code, b := c.p.do(http.MethodPut, "/api/v1/contracts/op-lend", body); code/100 != 2 {
+			t.Fatalf("PUT contract: %d %s", code, b)
+		}
+		op = c.waitLent(before, 30*time.Second)
+		// A claim outside the selector (so no demand of the cluster's)
+		// lands on it, and its pod runs.
+		c.allocate("other", "outside", op)
+		c.podReady("other", "outside")
+		c.p.waitFor("the operator's GPU SERVING_AI", 30*time.Second, func() bool { return c.stateOf(op) == "SERVING_AI" })
+		deleted = time.Now()
+		if code, b := c.p.do(http.MethodDelete, "/api/v1/contracts/op-lend", ""); code/100 != 2 {
+			t.Fatalf("DELETE contract: %d %s", code, b)
+		}
+		c.p.waitFor("a take-back the claim refused", 30*time.Second, func() bool {
+			for _, e := range c.p.transitions(c.uuids[op]) {
+				if e.Time.After(deleted) && e.Reason == "claimed_during_release" {
+					return true
+				}
+			}
+			return false
+		})
+		for i := 0; i < 30; i++ {
+			if st := c.stateOf(op); st == "MINING" || st == "RESTORING_MINING" || st == "VERIFYING_FREE" {
+				t.Fatalf("the claimed GPU %s is %s with eviction off", op, st)
+			}
+			if e := c.effectOn(op); e != "" {
+				t.Fatalf("the claimed GPU %s carries proxyd's rule (effect %s) with eviction off", op, e)
+			}
+			if err := c.consistent(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	if op == "" {
+		return
+	}
+	rule := "proxyd-mining-" + node + "-" + op
+	ec := startEvictionController(c)
+	defer ec.close()
+	defer c.front.setOnRequest(nil)
+
+	t.Run("with eviction on a dry run that never reports leaves the GPU lent and mining off", func(t *testing.T) {
+		c.use(t)
+		c.p.kill()
+		cfg, err := os.ReadFile(c.p.cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, c.p.cfgPath, append(cfg, []byte("evict_for_mining = true\neviction_timeout = \"4s\"\n")...))
+		c.p.start()
+		c.p.waitFor("eviction_failed in the journal", 40*time.Second, func() bool { return len(c.p.decisions(c.uuids[op], "eviction_failed")) > 0 })
+		msg, _ := c.p.decisions(c.uuids[op], "eviction_failed")[0].Details["message"].(string)
+		if !strings.Contains(msg, "dry run") || !strings.Contains(msg, "EvictionInProgress") {
+			t.Errorf("eviction_failed says %q, want it to name the dry run without an EvictionInProgress status", msg)
+		}
+		if e := c.effectOn(op); e != "" {
+			t.Errorf("after the failed dry run GPU %s carries proxyd's rule (effect %s), want none (lent)", op, e)
+		}
+		if fx := ec.effects(rule); len(fx) == 0 || fx[0] != string(resourcev1.DeviceTaintEffectNone) || slices.Contains(fx, "NoExecute") {
+			t.Errorf("proxyd wrote effects %v on %s, want the dry run (None) and never NoExecute", fx, rule)
+		}
+		cl, err := c.admin.ResourceV1().ResourceClaims("other").Get(ctx, "outside", metav1.GetOptions{})
+		if err != nil || cl.Status.Allocation == nil {
+			t.Fatalf("the claim lost its allocation without an eviction: %v", err)
+		}
+		for _, e := range c.p.transitions(c.uuids[op]) {
+			if e.Time.After(deleted) && (e.To == "RESTORING_MINING" || e.To == "MINING") {
+				t.Errorf("GPU %s headed for mining though its claim was not evicted: %s → %s (%s)", op, e.From, e.To, e.Reason)
+			}
+		}
+		if err := c.consistent(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// kill -9 in the eviction's states: the dry run's rule (None) and the
+	// eviction's (NoExecute) left behind by a dead proxyd are the
+	// eviction's own; after the restart the GPU is still lent, so the rule
+	// keeper removes the leftover and the eviction starts over from the
+	// dry run. Neither ever leaves a mining rule on the claimed GPU.
+	killInEviction := func(t *testing.T, want resourcev1.DeviceTaintEffect, next evictMode) {
+		c.p.waitFor("proxyd's rule on "+op+" with effect "+string(want), 30*time.Second, func() bool { return c.effectOn(op) == want })
+		c.p.kill()
+		if err := consistentRules(c, raced, op); err != nil {
+			t.Fatalf("right after kill -9: %v", err)
+		}
+		if e := c.effectOn(op); e != want {
+			t.Fatalf("with proxyd dead GPU %s carries effect %q, want %s", op, e, want)
+		}
+		ec.setMode(next)
+		c.p.start()
+		// The leftover rule is the eviction's until the rule keeper or
+		// the new take-back has it.
+		c.p.waitFor("consistent after the restart", 10*time.Second, func() bool { return c.consistent() == nil })
+		for i := 0; i < 20; i++ {
+			if err := c.consistent(); err != nil {
+				t.Fatalf("after restart: %v", err)
+			}
+			if st := c.stateOf(op); st == "MINING" || st == "RESTORING_MINING" {
+				t.Fatalf("GPU %s is %s after restart while its claim holds it", op, st)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	if n := len(c.ruleDevices()); n != len(c.uuids)-1 {
-		return fmt.Errorf("%d rules, want %d (every GPU but the serving one)", n, len(c.uuids)-1)
+	t.Run("kill -9 during the dry run (effect None, no answer yet)", func(t *testing.T) {
+		c.use(t)
+		killInEviction(t, resourcev1.DeviceTaintEffectNone, evictDryRunOnly)
+	})
+	t.Run("kill -9 during the eviction (effect NoExecute, not done yet)", func(t *testing.T) {
+		c.use(t)
+		killInEviction(t, resourcev1.DeviceTaintEffectNoExecute, evictDryRunOnly)
+	})
+
+	t.Run("with eviction on the dry run comes first, the pod is evicted and the GPU mines with its NoSchedule rule", func(t *testing.T) {
+		c.use(t)
+		// proxyd evicts again from the dry run; the controller now does
+		// the eviction once NoExecute is set.
+		c.p.waitFor("NoExecute again after the restart", 30*time.Second, func() bool { return c.effectOn(op) == resourcev1.DeviceTaintEffectNoExecute })
+		ec.setMode(evictActive)
+		c.p.waitFor("GPU "+op+" mining with its NoSchedule rule", 60*time.Second, func() bool {
+			return c.stateOf(op) == "MINING" && c.effectOn(op) == resourcev1.DeviceTaintEffectNoSchedule
+		})
+		cl, err := c.admin.ResourceV1().ResourceClaims("other").Get(ctx, "outside", metav1.GetOptions{})
+		if err != nil || cl.Status.Allocation != nil {
+			t.Errorf("the evicted claim: %v, allocation %v", err, cl.Status.Allocation)
+		}
+		if _, err := c.admin.CoreV1().Pods("other").Get(ctx, "outside", metav1.GetOptions{}); err == nil {
+			t.Error("the evicted pod still exists")
+		}
+		if p := ec.problems(); len(p) > 0 {
+			t.Errorf("proxyd's writes broke the dry-run-first order: %v", p)
+		}
+		fx := ec.effects(rule)
+		iNone := slices.Index(fx, string(resourcev1.DeviceTaintEffectNone))
+		iExec := slices.Index(fx, string(resourcev1.DeviceTaintEffectNoExecute))
+		if iNone < 0 || iExec < iNone || fx[len(fx)-1] != string(resourcev1.DeviceTaintEffectNoSchedule) {
+			t.Errorf("effects proxyd wrote on %s: %v, want None before NoExecute and NoSchedule last", rule, fx)
+		}
+		dry := c.p.decisions(c.uuids[op], "eviction_dry_run")
+		done := c.p.decisions(c.uuids[op], "evicted_for_mining")
+		if len(dry) == 0 || len(done) == 0 {
+			t.Fatalf("journal: %d eviction_dry_run, %d evicted_for_mining decisions, want both", len(dry), len(done))
+		}
+		if msg, _ := dry[len(dry)-1].Details["message"].(string); !strings.Contains(msg, "1 pod(s) would be evicted") {
+			t.Errorf("the dry run's journal entry %q does not carry the controller's message", msg)
+		}
+		if dry[len(dry)-1].Time.After(done[len(done)-1].Time) {
+			t.Error("evicted_for_mining journaled before the dry run")
+		}
+		evs, err := c.admin.EventsV1().Events("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, e := range evs.Items {
+			found = found || (e.Reason == "GPUEvicted" && strings.Contains(e.Note, c.uuids[op]))
+		}
+		if !found {
+			t.Error("no GPUEvicted Event on the node")
+		}
+		if err := c.consistent(); err != nil {
+			t.Fatal(err)
+		}
+		// The cluster's own GPU was never touched by the eviction.
+		if st := c.stateOf(raced); st != "SERVING_AI" {
+			t.Errorf("the cluster's GPU %s is %s, want SERVING_AI", raced, st)
+		}
+	})
+}
+
+// holdOnce holds the first request that match selects, at the front
+// proxy: before it reaches the API server (and then drops it: as if the
+// connection broke), or after the API server answered (before proxyd gets
+// the answer). held is closed once proxyd is stuck there; release lets
+// it go.
+type holdOnce struct {
+	held, release chan struct{}
+	once          sync.Once
+}
+
+func (c *cluster) hold(match func(r *http.Request) bool, afterAnswer bool) *holdOnce {
+	h := &holdOnce{held: make(chan struct{}), release: make(chan struct{})}
+	stop := func(r *http.Request) bool {
+		hit := false
+		if match(r) {
+			h.once.Do(func() { hit = true })
+		}
+		if hit {
+			close(h.held)
+			<-h.release
+		}
+		return hit
+	}
+	if afterAnswer {
+		c.front.setOnResponse(func(r *http.Request, _ int) { stop(r) })
+	} else {
+		c.front.setOnRequest(func(r *http.Request, _ []byte) bool { return !stop(r) })
+	}
+	return h
+}
+
+// killHeld waits until proxyd is held, kills it, then lets the held
+// request go (to a dead proxyd) and removes the hooks.
+func (c *cluster) killHeld(h *holdOnce, what string) {
+	c.t.Helper()
+	select {
+	case <-h.held:
+	case <-time.After(60 * time.Second):
+		c.t.Fatalf("proxyd never reached %s; log:\n%s", what, c.p.logs())
+	}
+	c.p.kill()
+	close(h.release)
+	c.front.setOnRequest(nil)
+	c.front.setOnResponse(nil)
+}
+
+// killAtEachStep kill -9s proxyd in each step of lending a GPU and taking
+// it back that touches a rule, each reached with a hold at the front
+// proxy the test controls (never a sleep), and checks the rules with
+// proxyd dead, then the rules against what runs after the restart.
+// Steps that touch no rule (STOPPING_MINER, VERIFYING_FREE,
+// RESTORING_MINING: the miner stops, the GPU is proven free, the miner
+// starts, all under the GPU's NoSchedule rule) have no API call to hold;
+// the rules there are those of MINING (the rule is written before the
+// miner stops and deleted only by the start of the loan), and the
+// mid-switch kill above lands in them by chance, not by a hold.
+func killAtEachStep(t *testing.T, c *cluster, raced string) {
+	ruleOp := func(method string) func(r *http.Request) bool {
+		return func(r *http.Request) bool {
+			return r.Method == method && strings.Contains(r.URL.Path, "/devicetaintrules")
+		}
+	}
+	restartConsistent := func(step string) {
+		c.p.start()
+		for i := 0; i < 20; i++ {
+			if err := c.consistent(); err != nil {
+				t.Fatalf("%s: after restart: %v", step, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	c.p.waitFor("settled: all but the raced GPU mining", 60*time.Second, func() bool {
+		return len(c.mining()) == len(c.uuids)-1 && len(c.ruleDevices()) == len(c.uuids)-1
+	})
+
+	// MINING.
+	c.p.kill()
+	if err := consistentRules(c, raced); err != nil {
+		t.Fatalf("MINING: with proxyd dead: %v", err)
+	}
+	restartConsistent("MINING")
+
+	// STARTING_AI, the GPU proven free, its rule not deleted yet (Start's
+	// DELETE never reaches the API server).
+	h := c.hold(ruleOp(http.MethodDelete), false)
+	c.pendingClaim("ai", "job-steps")
+	c.killHeld(h, "the loan's rule deletion")
+	if err := consistentRules(c, raced); err != nil {
+		t.Fatalf("STARTING_AI before the rule is deleted: with proxyd dead: %v", err)
+	}
+	// STARTING_AI, the rule deleted, proxyd not told yet (after restart
+	// the claim still asks; the DELETE's answer is held).
+	h = c.hold(ruleOp(http.MethodDelete), true)
+	c.p.start()
+	c.killHeld(h, "the loan's rule deletion answered")
+	var lentNow []string
+	for _, d := range c.devicesSorted() {
+		if d != raced && !slices.Contains(c.ruleDevices(), d) {
+			lentNow = append(lentNow, d)
+		}
+	}
+	if len(lentNow) != 1 {
+		t.Fatalf("STARTING_AI after the rule is deleted: GPUs without a rule besides the raced one: %v, want one", lentNow)
+	}
+	if err := consistentRules(c, raced, lentNow[0]); err != nil {
+		t.Fatalf("STARTING_AI after the rule is deleted: with proxyd dead: %v", err)
+	}
+	restartConsistent("STARTING_AI after the rule is deleted")
+
+	// DRAINING_AI: nothing takes the lent GPU; at the end of the dwell the
+	// take-back writes the rule again (its answer held), then re-reads the
+	// claims (held before it reaches the API server).
+	c.p.waitFor("a GPU lent for job-steps", 30*time.Second, func() bool { return len(c.ruleDevices()) == len(c.uuids)-2 })
+	h = c.hold(ruleOp(http.MethodPost), true)
+	c.killHeld(h, "the take-back's re-taint answered")
+	if err := consistentRules(c, raced); err != nil {
+		t.Fatalf("DRAINING_AI, rule re-created: with proxyd dead: %v", err)
+	}
+	restartConsistent("DRAINING_AI, rule re-created")
+	c.p.waitFor("the GPU lent again after the restart", 30*time.Second, func() bool { return len(c.ruleDevices()) == len(c.uuids)-2 })
+	var tainted atomic.Bool
+	c.front.setOnResponse(func(r *http.Request, _ int) {
+		if ruleOp(http.MethodPost)(r) {
+			tainted.Store(true)
+		}
+	})
+	h = c.hold(func(r *http.Request) bool {
+		return tainted.Load() && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/resourceclaims") &&
+			r.URL.Query().Get("watch") == ""
+	}, false)
+	c.killHeld(h, "the take-back's re-read of the claims")
+	if err := consistentRules(c, raced); err != nil {
+		t.Fatalf("DRAINING_AI, claims being re-read: with proxyd dead: %v", err)
+	}
+	restartConsistent("DRAINING_AI, claims being re-read")
+	c.finish("ai", "job-steps")
+}
+
+// devicesSorted lists every GPU's device, sorted.
+func (c *cluster) devicesSorted() []string {
+	var out []string
+	for d := range c.uuids {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// consistentRules checks the rules alone (proxyd is down): every GPU but
+// the lent ones carries proxyd's mining rule, and no lent one does.
+func consistentRules(c *cluster, lent ...string) error {
+	for _, d := range c.ruleDevices() {
+		if slices.Contains(lent, d) {
+			return fmt.Errorf("the lent GPU %s carries proxyd's mining rule", d)
+		}
+	}
+	if n := len(c.ruleDevices()); n != len(c.uuids)-len(lent) {
+		return fmt.Errorf("%d mining rules, want %d (every GPU but the lent ones %v)", n, len(c.uuids)-len(lent), lent)
 	}
 	return nil
 }

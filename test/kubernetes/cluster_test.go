@@ -344,7 +344,7 @@ retry_backoff = "1s"
 stop_miner = "10s"
 verify_free = "10s"
 start_ai = "%s"
-drain_ai = "10s"
+drain_ai = "20s"
 restore_mining = "10s"
 [switcher.mining]
 runtime = "simulated"
@@ -429,6 +429,23 @@ func (p *proxyd) get(path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// do sends a request with a JSON body to proxyd's API.
+func (p *proxyd) do(method, path, body string) (int, string) {
+	req, err := http.NewRequest(method, p.base+path, strings.NewReader(body))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // waitFor polls cond every 50 ms until it holds or within passes.
 func (p *proxyd) waitFor(what string, within time.Duration, cond func() bool) {
 	p.t.Helper()
@@ -485,6 +502,29 @@ func (p *proxyd) states() map[string]string {
 type journalEvent struct {
 	Kind, Subject, From, To, Reason string
 	Time                            time.Time
+	Details                         map[string]any
+}
+
+// decisions returns the switcher's decisions about a GPU with a reason.
+func (p *proxyd) decisions(gpu, reason string) []journalEvent {
+	p.t.Helper()
+	code, body := p.get("/api/v1/events?component=switcher&limit=4096")
+	if code != 200 {
+		p.t.Fatalf("GET events: %d %s", code, body)
+	}
+	var v struct {
+		Events []journalEvent `json:"events"`
+	}
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		p.t.Fatal(err)
+	}
+	var out []journalEvent
+	for _, e := range v.Events {
+		if e.Kind == "decision" && e.Subject == gpu && e.Reason == reason {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (p *proxyd) transitions(gpu string) []journalEvent {
@@ -538,6 +578,7 @@ current-context: test
 type frontProxy struct {
 	srv        *httptest.Server
 	mu         sync.Mutex
+	onRequest  func(r *http.Request, body []byte) (forward bool)
 	onResponse func(r *http.Request, status int)
 }
 
@@ -562,10 +603,33 @@ func startFrontProxy(t *testing.T, target string) *frontProxy {
 		}
 		return nil
 	}
-	fp.srv = httptest.NewUnstartedServer(rp)
+	fp.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fp.mu.Lock()
+		f := fp.onRequest
+		fp.mu.Unlock()
+		if f != nil {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if !f(r, body) {
+				// Dropped: as if the connection broke before the API
+				// server got the request.
+				http.Error(w, "dropped by the test", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
 	fp.srv.StartTLS()
 	t.Cleanup(fp.srv.Close)
 	return fp
+}
+
+// setOnRequest sets what runs before a request is forwarded; it may block
+// (a hold the test releases) and may drop the request.
+func (fp *frontProxy) setOnRequest(f func(r *http.Request, body []byte) bool) {
+	fp.mu.Lock()
+	fp.onRequest = f
+	fp.mu.Unlock()
 }
 
 func (fp *frontProxy) setOnResponse(f func(r *http.Request, status int)) {
