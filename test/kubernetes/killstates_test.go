@@ -37,7 +37,7 @@ status_interval = "300ms"
 retry_backoff = "1s"
 [switcher.timeouts]
 stop_miner = "3m"
-verify_free = "3m"
+verify_free = %[10]q
 start_ai = "60s"
 drain_ai = "20s"
 restore_mining = "3m"
@@ -162,16 +162,17 @@ func persistedState(t *testing.T, stateDir string) map[string]persistedGPU {
 // TestKillInEveryState kill -9s proxyd in the states TestNodeAgent cannot
 // reach with a hold at its front proxy, because they make no API call:
 // STOPPING_MINER, VERIFYING_FREE on the way to a loan and on the way back
-// to mining, RESTORING_MINING, and the resting IDLE (a GPU cordoned).
-// Together with TestNodeAgent (MINING, STARTING_AI, SERVING_AI,
-// DRAINING_AI) that is every state a GPU can be in with the node agent
-// on, but QUARANTINED.
+// to mining, RESTORING_MINING, and the resting IDLE (a GPU cordoned) and
+// QUARANTINED (a GPU not proven free in time). Together with TestNodeAgent
+// (MINING, STARTING_AI, SERVING_AI, DRAINING_AI) that is every state a GPU
+// can be in with the node agent on.
 //
 // Each state is reached by making it last and watching for it, then the
 // kill: STOPPING_MINER and RESTORING_MINING last while the miner's stop
 // or start command is held (minerScript's hold file, which only the test
 // lets go), VERIFYING_FREE lasts 30 s with a slow proof of free (the
-// proof counts NVML samples; nothing the test holds is on its path). The
+// proof counts NVML samples; nothing the test holds is on its path),
+// IDLE and QUARANTINED last until an operator acts. The
 // simulated runtime cannot keep a GPU in STOPPING_MINER: its stop returns
 // at once and the process leaves the GPU later, in VERIFYING_FREE; and its
 // miners would die with proxyd, which an exec miner (like a systemd unit)
@@ -193,7 +194,7 @@ func TestKillInEveryState(t *testing.T) {
 	writeFile(t, script, []byte(minerScript))
 	c := setupClusterWith(t, func(port int, tokenFile, state, kubeconfig string) string {
 		stateDir = state
-		cfgArgs = []any{port, tokenFile, fastPoll, state, fastPolls, script, node, kubeconfig, dwell.String()}
+		cfgArgs = []any{port, tokenFile, fastPoll, state, fastPolls, script, node, kubeconfig, dwell.String(), "3m"}
 		return fmt.Sprintf(killStatesConfig, cfgArgs...)
 	})
 	cfgPath = c.p.cfgPath
@@ -297,7 +298,18 @@ func TestKillInEveryState(t *testing.T) {
 		return func() bool { return len(lentDevices()) == n && len(c.mining()) == len(all)-n }
 	}
 
-	t.Run("mining GPUs get rules", func(t *testing.T) {
+	// Each step starts from the state the one before left: after a
+	// failure the rest do not run.
+	failed := false
+	step := func(name string, f func(t *testing.T)) {
+		if failed {
+			t.Logf("%s: not run (an earlier step failed)", name)
+			return
+		}
+		failed = !t.Run(name, f)
+	}
+
+	step("mining GPUs get rules", func(t *testing.T) {
 		c.use(t)
 		c.p.waitFor("every GPU mining with proxyd's rule", 60*time.Second, func() bool {
 			return fmt.Sprint(c.mining()) == fmt.Sprint(all) && fmt.Sprint(c.ruleDevices()) == fmt.Sprint(all) &&
@@ -307,7 +319,7 @@ func TestKillInEveryState(t *testing.T) {
 
 	// STOPPING_MINER, on the way to a loan: the miner's stop is held.
 	var first string // the GPU lent for claim ks-1
-	t.Run("kill -9 in STOPPING_MINER", func(t *testing.T) {
+	step("kill -9 in STOPPING_MINER", func(t *testing.T) {
 		c.use(t)
 		m.hold("stop")
 		c.pendingClaim("ai", "ks-1")
@@ -333,11 +345,8 @@ func TestKillInEveryState(t *testing.T) {
 
 	// VERIFYING_FREE, on the way to a loan: a second claim, a slow proof.
 	var second string
-	t.Run("kill -9 in VERIFYING_FREE before a loan", func(t *testing.T) {
+	step("kill -9 in VERIFYING_FREE before a loan", func(t *testing.T) {
 		c.use(t)
-		if first == "" {
-			t.Skip("no GPU lent for ks-1")
-		}
 		c.p.kill()
 		proofOfFree(slowPolls, slowPoll)
 		c.p.start()
@@ -360,11 +369,8 @@ func TestKillInEveryState(t *testing.T) {
 
 	// VERIFYING_FREE, on the way back to mining: ks-2 ends, and after
 	// the dwell its GPU is tainted again, drained and proven free, slowly.
-	t.Run("kill -9 in VERIFYING_FREE after a take-back", func(t *testing.T) {
+	step("kill -9 in VERIFYING_FREE after a take-back", func(t *testing.T) {
 		c.use(t)
-		if second == "" {
-			t.Skip("no GPU lent for ks-2")
-		}
 		c.p.kill()
 		proofOfFree(slowPolls, slowPoll)
 		c.p.start()
@@ -381,11 +387,8 @@ func TestKillInEveryState(t *testing.T) {
 
 	// RESTORING_MINING: ks-1 ends; after the dwell its GPU is taken back
 	// and the miner's start is held.
-	t.Run("kill -9 in RESTORING_MINING", func(t *testing.T) {
+	step("kill -9 in RESTORING_MINING", func(t *testing.T) {
 		c.use(t)
-		if first == "" {
-			t.Skip("no GPU lent for ks-1")
-		}
 		m.hold("start")
 		c.finish("ai", "ks-1")
 		u := observe(t, "RESTORING_MINING", dwell+30*time.Second, func(u string) bool { return c.devices[u] == first })
@@ -405,7 +408,7 @@ func TestKillInEveryState(t *testing.T) {
 
 	// IDLE: a GPU cordoned with force stops mining and rests idle, still
 	// under its rule (the agent lends only what the switcher lends).
-	t.Run("kill -9 in IDLE (cordoned)", func(t *testing.T) {
+	step("kill -9 in IDLE (cordoned)", func(t *testing.T) {
 		c.use(t)
 		u := c.uuids[all[0]]
 		if code, b := c.p.do(http.MethodPost, "/api/v1/gpus/"+u+"/cordon", `{"reason":"kill test","force":true}`); code/100 != 2 {
@@ -419,6 +422,34 @@ func TestKillInEveryState(t *testing.T) {
 			t.Fatalf("uncordon: %d %s", code, b)
 		}
 		c.p.waitFor("the uncordoned GPU mining again", 30*time.Second, nLent(0))
+	})
+
+	// QUARANTINED: with a proof of free that cannot finish within
+	// verify_free, a GPU cordoned with force stops mining and, not proven
+	// free in time, is quarantined; it rests there until an operator
+	// resumes it, still under its rule.
+	step("kill -9 in QUARANTINED", func(t *testing.T) {
+		c.use(t)
+		u := c.uuids[all[1]]
+		c.p.kill()
+		cfgArgs[9] = "1s"
+		proofOfFree(slowPolls, slowPoll)
+		c.p.start()
+		if code, b := c.p.do(http.MethodPost, "/api/v1/gpus/"+u+"/cordon", `{"reason":"kill test","force":true}`); code/100 != 2 {
+			t.Fatalf("cordon: %d %s", code, b)
+		}
+		observe(t, "QUARANTINED", 30*time.Second, func(x string) bool { return x == u })
+		c.p.kill()
+		afterKill(t, "QUARANTINED", u)
+		cfgArgs[9] = "3m"
+		proofOfFree(fastPolls, fastPoll)
+		restart(t, "QUARANTINED", func() bool { return c.p.states()[u] == "QUARANTINED" && len(c.mining()) == len(all)-1 })
+		for _, op := range []string{"uncordon", "resume"} {
+			if code, b := c.p.do(http.MethodPost, "/api/v1/gpus/"+u+"/"+op, "{}"); code/100 != 2 {
+				t.Fatalf("%s: %d %s", op, code, b)
+			}
+		}
+		c.p.waitFor("the resumed GPU mining again", 30*time.Second, nLent(0))
 	})
 
 	t.Logf("TestKillInEveryState took %s", time.Since(start).Round(time.Second))
