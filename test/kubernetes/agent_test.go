@@ -866,8 +866,8 @@ func (c *cluster) killHeld(h *holdOnce, what string) {
 // RESTORING_MINING: the miner stops, the GPU is proven free, the miner
 // starts, all under the GPU's NoSchedule rule) have no API call to hold;
 // the rules there are those of MINING (the rule is written before the
-// miner stops and deleted only by the start of the loan), and the
-// mid-switch kill above lands in them by chance, not by a hold.
+// miner stops and deleted only by the start of the loan); the mid-switch
+// kill above lands in them by chance, TestKillInEveryState on purpose.
 func killAtEachStep(t *testing.T, c *cluster, raced string) {
 	ruleOp := func(method string) func(r *http.Request) bool {
 		return func(r *http.Request) bool {
