@@ -239,6 +239,16 @@ func (c *cluster) waitLent(before []string, within time.Duration) string {
 
 func setupCluster(t *testing.T) *cluster {
 	t.Helper()
+	return setupClusterWith(t, func(port int, tokenFile, stateDir, kubeconfig string) string {
+		return fmt.Sprintf(proxydConfig, port, tokenFile, stateDir, startAI, node, kubeconfig, dwell)
+	})
+}
+
+// setupClusterWith is setupCluster with proxyd's config file written by
+// config (from proxyd's API port, its API token file, its state_dir and
+// its kubeconfig, which goes through the front proxy).
+func setupClusterWith(t *testing.T, config func(port int, tokenFile, stateDir, kubeconfig string) string) *cluster {
+	t.Helper()
 	etcd := startEtcd(t)
 	api := startAPIServer(t, etcd)
 	admin := api.client(adminToken)
@@ -261,8 +271,7 @@ func setupCluster(t *testing.T) *cluster {
 	writeFile(t, tok, []byte(apiToken+"\n"))
 	port := freePort(t)
 	cfgPath := filepath.Join(dir, "proxyd.toml")
-	writeFile(t, cfgPath, []byte(fmt.Sprintf(proxydConfig, port, tok, filepath.Join(dir, "state"), startAI, node,
-		kubeconfig(t, dir, front.srv.URL), dwell)))
+	writeFile(t, cfgPath, []byte(config(port, tok, filepath.Join(dir, "state"), kubeconfig(t, dir, front.srv.URL))))
 	p := &proxyd{t: t, bin: buildProxyd(t), cfgPath: cfgPath, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	p.start()
 	t.Cleanup(func() {
@@ -857,8 +866,8 @@ func (c *cluster) killHeld(h *holdOnce, what string) {
 // RESTORING_MINING: the miner stops, the GPU is proven free, the miner
 // starts, all under the GPU's NoSchedule rule) have no API call to hold;
 // the rules there are those of MINING (the rule is written before the
-// miner stops and deleted only by the start of the loan), and the
-// mid-switch kill above lands in them by chance, not by a hold.
+// miner stops and deleted only by the start of the loan); the mid-switch
+// kill above lands in them by chance, TestKillInEveryState on purpose.
 func killAtEachStep(t *testing.T, c *cluster, raced string) {
 	ruleOp := func(method string) func(r *http.Request) bool {
 		return func(r *http.Request) bool {
