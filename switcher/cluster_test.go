@@ -43,6 +43,10 @@ type fakeLender struct {
 	mu      sync.Mutex
 	lent    map[string]bool
 	claimed bool
+	// quiet: a refused take-back does not make the cluster ask for the
+	// GPU (an operator's contract ended under a claim the cluster's own
+	// demand does not count).
+	quiet   bool
 	cluster *fakeCluster
 	stops   int
 }
@@ -70,7 +74,9 @@ func (l *fakeLender) Stop(_ context.Context, _ workload.Spec, h workload.Handle,
 	defer l.mu.Unlock()
 	l.stops++
 	if l.claimed {
-		l.cluster.set(1, []string{h.GPUUUID})
+		if !l.quiet {
+			l.cluster.set(1, []string{h.GPUUUID})
+		}
 		return fmt.Errorf("GPU %s: claim ai/job: %w", h.GPUUUID, workload.ErrInUse)
 	}
 	delete(l.lent, h.GPUUUID)
@@ -158,6 +164,50 @@ func TestClusterClaimDuringReleaseKeepsTheGPU(t *testing.T) {
 	if h.count(StateMining) != len(h.uuids)-1 {
 		t.Errorf("states: %s", h.states())
 	}
+}
+
+// A take-back refused by the GPU's other user (workload.ErrInUse) is not
+// tried again before retry_backoff, even with the GPU's contract gone: the
+// GPU serves on with one refusal in the journal, instead of a drain, a
+// refusal and a restart every pass.
+func TestClusterRefusedTakeBackWaitsRetryBackoff(t *testing.T) {
+	h, cl, ld := newClusterHarness(t)
+	cl.set(1, slices.Clone(h.uuids))
+	h.runUntil("one GPU serving the cluster", 60, func() bool { return h.count(StateServingAI) == 1 })
+	stops := func() int { ld.mu.Lock(); defer ld.mu.Unlock(); return ld.stops }
+	ld.mu.Lock()
+	ld.claimed, ld.quiet = true, true
+	ld.mu.Unlock()
+	cl.set(0, nil)
+	h.runUntil("the take-back tried", 30, func() bool { return stops() == 1 })
+	h.runUntil("serving again", 30, func() bool { return h.count(StateServingAI) == 1 })
+	// Well inside retry_backoff (5m; a step is a tick): no second try.
+	h.steady("serving, no second take-back", 40, func() bool { return stops() == 1 && h.count(StateServingAI) == 1 })
+	refusals := func() int {
+		n := 0
+		for _, e := range h.sw.Events(EventFilter{Limit: 1000}) {
+			if e.Reason == ReasonClaimedMeanwhile {
+				n++
+			}
+		}
+		return n
+	}
+	if n := refusals(); n != 1 {
+		t.Fatalf("%d refusals journaled within retry_backoff, want 1:\n%s", n, h.eventLog())
+	}
+	// After retry_backoff the take-back is tried again (and refused again).
+	h.clock.Advance(h.sw.cfg.RetryBackoff)
+	h.runUntil("a second take-back after retry_backoff", 30, func() bool { return stops() == 2 })
+	h.runUntil("serving again", 30, func() bool { return h.count(StateServingAI) == 1 })
+	if n := refusals(); n != 2 {
+		t.Fatalf("%d refusals journaled, want 2:\n%s", n, h.eventLog())
+	}
+	// The claim ends: the next take-back succeeds and the GPU mines.
+	ld.mu.Lock()
+	ld.claimed = false
+	ld.mu.Unlock()
+	h.clock.Advance(h.sw.cfg.RetryBackoff)
+	h.runUntil("back to mining", 60, func() bool { return h.count(StateMining) == len(h.uuids) })
 }
 
 // A restart adopts a lent GPU: the cluster's contract is active at once,

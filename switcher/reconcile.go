@@ -321,6 +321,8 @@ func (s *Switcher) stepLocked(g *gpuRec, want string, now time.Time) (begin, boo
 			return begin{g: g, prio: prioForced, do: func() {
 				s.enter(g, StateDrainingAI, ReasonCordonForce, "cordoned with force ("+g.Cordon.Reason+"): draining the AI workload")
 			}}, true
+		case want != g.Contract && now.Before(g.takeBackAfter):
+			// Refused by the GPU's other user not long ago: see takeBackAfter.
 		case want != g.Contract:
 			reason, msg := s.releaseReasonLocked(g, now)
 			return begin{g: g, prio: prioAIStop, do: func() { s.enter(g, StateDrainingAI, reason, msg) }}, true
@@ -450,8 +452,11 @@ func (s *Switcher) afterStopLocked(g *gpuRec) {
 	failReason := ReasonMinerStopFailed
 	if g.State == StateDrainingAI {
 		if errors.Is(g.stopErr, workload.ErrInUse) {
-			// The GPU's other user took it meanwhile: no miner starts.
-			s.enter(g, StateStartingAI, ReasonClaimedMeanwhile, fmt.Sprintf("%v; it stays with contract %s", g.stopErr, g.Contract))
+			// The GPU's other user took it meanwhile: no miner starts, and
+			// no second try before retry_backoff.
+			g.takeBackAfter = s.clock.Now().Add(s.cfg.RetryBackoff)
+			s.enter(g, StateStartingAI, ReasonClaimedMeanwhile, fmt.Sprintf("%v; it stays with contract %s and is not taken back before %s",
+				g.stopErr, g.Contract, g.takeBackAfter.UTC().Format(time.RFC3339)))
 			return
 		}
 		what, reason, failReason = "the AI workload", ReasonAIStopped, ReasonAIStopFailed
@@ -613,17 +618,25 @@ func (s *Switcher) killStrayLocked(g *gpuRec, now time.Time) {
 // stepStartingLocked starts the AI workload and waits for it to serve.
 // Callers hold mu.
 func (s *Switcher) stepStartingLocked(g *gpuRec, want string, forced bool, now time.Time) {
+	// Refused by the GPU's other user not long ago (takeBackAfter): the
+	// GPU serves on even if its contract is gone or wants less.
+	kept := now.Before(g.takeBackAfter)
 	if !g.entered {
 		if s.holdLocked() != nil {
 			return // nothing starts while the state cannot be written
 		}
 		c, ok := s.contractByIDLocked(g.Contract)
-		if !ok || want != g.Contract {
+		workload := c.Workload
+		if !ok && kept {
+			workload = g.Workload
+		}
+		spec, known := s.specs[workload]
+		if !known || (!kept && (!ok || want != g.Contract)) {
 			reason, msg := s.releaseReasonLocked(g, now)
 			s.enter(g, StateDrainingAI, reason, msg)
 			return
 		}
-		s.launchStartLocked(g, s.specs[c.Workload], g.Contract)
+		s.launchStartLocked(g, spec, g.Contract)
 		return
 	}
 	switch {
@@ -634,7 +647,7 @@ func (s *Switcher) stepStartingLocked(g *gpuRec, want string, forced bool, now t
 			"this GPU is not offered to contract %s again for %s", g.startErr, g.Contract, s.cfg.RetryBackoff))
 	case forced:
 		s.enter(g, StateDrainingAI, ReasonCordonForce, "cordoned with force ("+g.Cordon.Reason+"): stopping the starting AI workload")
-	case want != g.Contract:
+	case want != g.Contract && !kept:
 		reason, msg := s.releaseReasonLocked(g, now)
 		s.enter(g, StateDrainingAI, reason, msg)
 	}

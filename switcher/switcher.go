@@ -157,6 +157,13 @@ type gpuRec struct {
 	lastKill   time.Time
 	powerTried bool
 	strayRetry time.Time
+	// takeBackAfter: a take-back found the GPU's other user holding it
+	// (workload.ErrInUse, e.g. a Kubernetes claim); the GPU serves on and
+	// is not taken back for its contract's end before this time, so a
+	// claim that outlives the contract costs one try per retry_backoff
+	// instead of a drain, a refusal and a restart (three journal entries)
+	// every pass. Not persisted: a restart tries once more.
+	takeBackAfter time.Time
 
 	// releasedID is the handle whose stop or kill reported success, from
 	// the sample releasedSeq on; the handle is forgotten once a later
