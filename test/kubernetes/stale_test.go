@@ -244,10 +244,10 @@ func TestStaleRules(t *testing.T) {
 	t.Run("metrics", func(t *testing.T) {
 		c.use(t)
 		for series, want := range map[string]float64{
-			"proxyd_kubernetes_api_up":                                         1,
-			"proxyd_kubernetes_rules":                                          float64(len(all) - 1),
-			"proxyd_kubernetes_gpus_lent":                                      0,
-			"proxyd_kubernetes_stale_rules_deleted_total":                      3,
+			"proxyd_kubernetes_api_up":                                        1,
+			"proxyd_kubernetes_rules":                                         float64(len(all) - 1),
+			"proxyd_kubernetes_gpus_lent":                                     0,
+			"proxyd_kubernetes_stale_rules_deleted_total":                     3,
 			`proxyd_kubernetes_rule_writes_total{op="delete",result="ok"}`:    3,
 			`proxyd_kubernetes_rule_writes_total{op="delete",result="error"}`: 0,
 			`proxyd_kubernetes_rule_writes_total{op="create",result="ok"}`:    0,
