@@ -6,10 +6,12 @@ import (
 	"os"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/hashgate/proxyd/internal/config"
 	"github.com/hashgate/proxyd/internal/events"
+	"github.com/hashgate/proxyd/nvml"
 	"github.com/hashgate/proxyd/switcher"
 	"github.com/hashgate/proxyd/switcher/kubeagent"
 	"github.com/hashgate/proxyd/switcher/workload"
@@ -28,8 +30,11 @@ type kubeAgent struct {
 
 // newKubeAgent builds the agent when [switcher.kubernetes] is enabled;
 // nil (and no error) when it is not. The agent reads nothing from the API
-// server before start.
-func newKubeAgent(s config.Switcher, log *zap.Logger, journal *events.Log) (*kubeAgent, error) {
+// server before start. gpus is the GPU component (nil: none), whose GPUs
+// are the ones proxyd taints; metrics registers the agent's series (nil:
+// none).
+func newKubeAgent(s config.Switcher, log *zap.Logger, journal *events.Log, metrics prometheus.Registerer,
+	gpus func() *nvml.Component) (*kubeAgent, error) {
 	k := s.Kubernetes
 	if k == nil || !k.Enabled {
 		return nil, nil
@@ -56,12 +61,44 @@ func newKubeAgent(s config.Switcher, log *zap.Logger, journal *events.Log) (*kub
 					Details: map[string]any{"gpu": gpu, "message": message}})
 			}
 		},
-		Log: log.With(zap.String("component", "switcher")).Named("kubernetes"),
+		GPUs:           nvmlGPUs(gpus),
+		StaleRuleGrace: k.StaleRuleGrace.D(),
+		Metrics:        metrics,
+		Log:            log.With(zap.String("component", "switcher")).Named("kubernetes"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &kubeAgent{Agent: a}, nil
+}
+
+// nvmlGPUs lists the UUIDs of the GPUs NVML sees, for the agent: not
+// known (ok false) while the backend is not open, and while it lists no
+// GPU (a driver that lost every GPU for a moment must not cost every rule
+// on the node).
+func nvmlGPUs(gpus func() *nvml.Component) func() ([]string, bool) {
+	return func() ([]string, bool) {
+		if gpus == nil {
+			return nil, false
+		}
+		c := gpus()
+		if c == nil {
+			return nil, false
+		}
+		m := c.Manager()
+		if m == nil {
+			return nil, false
+		}
+		list := m.GPUs()
+		if len(list) == 0 {
+			return nil, false
+		}
+		out := make([]string, len(list))
+		for i, g := range list {
+			out[i] = g.UUID
+		}
+		return out, true
+	}
 }
 
 // start runs the agent until stop; wake is called when the cluster's

@@ -53,7 +53,7 @@ func TestKubernetesKindRegistered(t *testing.T) {
 			config.KubernetesWorkload, config.RuntimeKubernetes, switcher.ClusterWorkload, kubeagent.Kind)
 	}
 	s := kubeSwitcher(t, config.RuntimeDocker)
-	kube, err := newKubeAgent(s, zaptest.NewLogger(t), nil)
+	kube, err := newKubeAgent(s, zaptest.NewLogger(t), nil, nil, nil)
 	if err != nil || kube == nil {
 		t.Fatalf("newKubeAgent: %v %v", kube, err)
 	}

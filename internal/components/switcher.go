@@ -33,7 +33,13 @@ func newSwitcher(env daemon.Env, gpu func() *gpuComponent) (*switcherComponent, 
 	if !cfg.Switcher.Enabled {
 		return nil, nil
 	}
-	kube, err := newKubeAgent(cfg.Switcher, env.Log, env.Events)
+	nvmlComponent := func() *nvml.Component {
+		if g := gpu(); g != nil {
+			return g.Component
+		}
+		return nil
+	}
+	kube, err := newKubeAgent(cfg.Switcher, env.Log, env.Events, env.Metrics, nvmlComponent)
 	if err != nil {
 		return nil, err
 	}
@@ -45,17 +51,12 @@ func newSwitcher(env daemon.Env, gpu func() *gpuComponent) (*switcherComponent, 
 		Config:     switcherConfig(cfg.Switcher),
 		Contracts:  contracts(cfg.Contracts),
 		GPUBackend: cfg.GPU.Backend,
-		GPU: func() *nvml.Component {
-			if g := gpu(); g != nil {
-				return g.Component
-			}
-			return nil
-		},
-		Drivers:   drivers,
-		Log:       env.Log,
-		Metrics:   env.Metrics,
-		Events:    env.Events,
-		Heartbeat: heartbeat(env.Liveness),
+		GPU:        nvmlComponent,
+		Drivers:    drivers,
+		Log:        env.Log,
+		Metrics:    env.Metrics,
+		Events:     env.Events,
+		Heartbeat:  heartbeat(env.Liveness),
 	}
 	if kube != nil {
 		opts.Cluster = kube

@@ -40,6 +40,10 @@ type Kubernetes struct {
 	EvictForMining bool `toml:"evict_for_mining"`
 	// EvictionTimeout bounds one eviction, dry run and NoExecute together.
 	EvictionTimeout Duration `toml:"eviction_timeout"`
+	// StaleRuleGrace is how long one of proxyd's rules must stand for no
+	// GPU (its device no longer published for this node, or no GPU that
+	// NVML sees) before proxyd deletes it.
+	StaleRuleGrace Duration `toml:"stale_rule_grace"`
 }
 
 // KubernetesWorkload is the name of the lending workload the switcher
@@ -63,6 +67,7 @@ func (k *Kubernetes) applyDefaults() {
 	setIf(&k.IdleBeforeMining, Duration(10*time.Minute))
 	setIf(&k.APITimeout, Duration(10*time.Second))
 	setIf(&k.EvictionTimeout, Duration(2*time.Minute))
+	setIf(&k.StaleRuleGrace, Duration(30*time.Second))
 }
 
 // EvictionAPICalls is how many API calls an eviction makes besides its
@@ -114,6 +119,7 @@ func (k *Kubernetes) validate(v *validator, s *Switcher) {
 	v.intRange(p+"max_lent", int64(k.MaxLent), 0, 4096)
 	durationRange(v, p+"api_timeout", k.APITimeout, 100*time.Millisecond, 5*time.Minute)
 	durationRange(v, p+"eviction_timeout", k.EvictionTimeout, time.Second, time.Hour)
+	durationRange(v, p+"stale_rule_grace", k.StaleRuleGrace, time.Second, time.Hour)
 	if k.EvictForMining {
 		// The eviction runs inside the switcher's stop of the lending
 		// workload, which drain_ai bounds.

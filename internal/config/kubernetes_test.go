@@ -23,7 +23,7 @@ func TestKubernetesDefaultsAndWorkload(t *testing.T) {
 	k := c.Switcher.Kubernetes
 	if k.Driver != "gpu.nvidia.com" || k.UUIDAttribute != "uuid" || k.IdleBeforeMining.D() != 10*time.Minute ||
 		k.APITimeout.D() != 10*time.Second || k.MaxLent != 0 || k.MinPriority != nil ||
-		k.EvictForMining || k.EvictionTimeout.D() != 2*time.Minute {
+		k.EvictForMining || k.EvictionTimeout.D() != 2*time.Minute || k.StaleRuleGrace.D() != 30*time.Second {
 		t.Errorf("defaults %+v", k)
 	}
 	w, ok := c.Switcher.Workloads()[KubernetesWorkload]
@@ -58,6 +58,8 @@ func TestKubernetesValidation(t *testing.T) {
 		{"evict_for_mining not a bool", `evict_for_mining = "yes"`, "evict_for_mining"},
 		{"eviction timeout too short", `eviction_timeout = "10ms"`, "switcher.kubernetes.eviction_timeout"},
 		{"eviction timeout too long", `eviction_timeout = "2h"`, "switcher.kubernetes.eviction_timeout"},
+		{"stale rule grace too short", `stale_rule_grace = "100ms"`, "switcher.kubernetes.stale_rule_grace"},
+		{"stale rule grace too long", `stale_rule_grace = "2h"`, "switcher.kubernetes.stale_rule_grace"},
 		{"eviction longer than drain_ai", "evict_for_mining = true\neviction_timeout = \"5m\"", "switcher.kubernetes.eviction_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -108,6 +109,18 @@ type Options struct {
 	// Journal records a decision about a GPU in proxyd's journal (nil:
 	// none); the eviction's dry run and outcome go there.
 	Journal func(gpu, reason, message string)
+	// GPUs returns the UUIDs of the GPUs proxyd's NVML sees; ok is false
+	// while that is not known (NVML not open yet). Only those GPUs get a
+	// rule, and a rule whose device is another GPU is deleted (after
+	// StaleRuleGrace). nil, or not ok: every published GPU counts as
+	// proxyd's.
+	GPUs func() (uuids []string, ok bool)
+	// StaleRuleGrace is how long one of proxyd's rules must stand for no
+	// GPU (its device not published for this node, or not a GPU that
+	// GPUs lists) before it is deleted (default DefaultStaleRuleGrace).
+	StaleRuleGrace time.Duration
+	// Metrics registers the agent's series (metrics.go); nil: none.
+	Metrics prometheus.Registerer
 	Clock   Clock
 	Log     *zap.Logger
 }
@@ -127,14 +140,18 @@ type Agent struct {
 	claims      resourcelisters.ResourceClaimLister
 	pods        corelisters.PodLister
 	synced      []cache.InformerSynced
+	rulesSynced cache.InformerSynced
+	metrics     *metrics
 	changed     chan struct{} // capacity 1: the caches changed
 	writeMu     sync.Mutex
+	stale       staleTracker // guarded by writeMu (the rule keeper's)
 	mu          sync.Mutex
 	leases      map[string]*lease  // GPU UUID → lease
 	ignored     map[types.UID]bool // pending claims that let a lent GPU's dwell run out
 	restored    bool               // the switcher told which GPUs are lent (List)
 	apiErr      error              // last failed probe of the API server, nil when it answers
 	apiErrSince time.Time
+	apiAnswered bool // some probe has been answered
 	onChange    func()
 	lastDemand  string // for logging changes only
 }
@@ -165,13 +182,17 @@ func New(o Options) (*Agent, error) {
 	if o.Journal == nil {
 		o.Journal = func(string, string, string) {}
 	}
+	if o.StaleRuleGrace <= 0 {
+		o.StaleRuleGrace = DefaultStaleRuleGrace
+	}
 	if o.Clock == nil {
 		o.Clock = systemClock{}
 	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	a := &Agent{o: o, log: o.Log, changed: make(chan struct{}, 1), leases: map[string]*lease{}, ignored: map[types.UID]bool{}, onChange: func() {}}
+	a := &Agent{o: o, log: o.Log, changed: make(chan struct{}, 1), leases: map[string]*lease{}, ignored: map[types.UID]bool{},
+		onChange: func() {}, metrics: newMetrics(), stale: newStaleTracker()}
 	c := o.Client
 	ruleSel := labels.Set{LabelManagedBy: ManagedByValue, LabelNode: labelValue(o.Node)}.String()
 	sliceSel := "spec.nodeName=" + o.Node + ",spec.driver=" + o.Driver
@@ -218,6 +239,12 @@ func New(o Options) (*Agent, error) {
 			return nil, fmt.Errorf("kubernetes: watching: %w", err)
 		}
 		a.synced = append(a.synced, inf.HasSynced)
+	}
+	a.rulesSynced = ri.HasSynced
+	if o.Metrics != nil {
+		if err := a.registerMetrics(o.Metrics); err != nil {
+			return nil, fmt.Errorf("kubernetes: registering metrics: %w", err)
+		}
 	}
 	return a, nil
 }
@@ -303,6 +330,9 @@ func (a *Agent) probe(ctx context.Context) {
 			return
 		}
 		a.mu.Lock()
+		if err == nil {
+			a.apiAnswered = true
+		}
 		switch {
 		case err != nil && a.apiErr == nil:
 			a.apiErr, a.apiErrSince = err, a.o.Clock.Now()
@@ -339,9 +369,7 @@ func (a *Agent) Ready() error {
 }
 
 // ruleName is the name of proxyd's rule for a device on this node.
-func (a *Agent) ruleName(ref deviceRef) string {
-	return validRuleName(RuleNamePrefix + a.o.Node + "-" + ref.Device)
-}
+func (a *Agent) ruleName(ref deviceRef) string { return ruleNameFor(a.o.Node, ref) }
 
 func (a *Agent) rule(uuid string, ref deviceRef) *resourcev1.DeviceTaintRule {
 	driver, pool, device := ref.Driver, ref.Pool, ref.Device
@@ -395,13 +423,31 @@ func (a *Agent) ownedRules() map[string]*resourcev1.DeviceTaintRule {
 	return out
 }
 
-// keepRules gives every mapped GPU that is not lent its rule and removes
-// the rule of every lent one, once the switcher said which are lent.
+// seenGPUs is the set of GPUs proxyd's NVML sees (nil: not known).
+func (a *Agent) seenGPUs() map[string]bool {
+	if a.o.GPUs == nil {
+		return nil
+	}
+	uuids, ok := a.o.GPUs()
+	if !ok {
+		return nil
+	}
+	seen := make(map[string]bool, len(uuids))
+	for _, u := range uuids {
+		seen[u] = true
+	}
+	return seen
+}
+
+// keepRules gives every mapped GPU proxyd sees that is not lent its rule,
+// removes the rule of every lent one, and deletes proxyd's rules that
+// stand for no such GPU (stale.go), once the switcher said which are lent.
+// Run calls it only on synced caches.
 func (a *Agent) keepRules(ctx context.Context) {
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
 	a.mu.Lock()
-	restored := a.restored
+	restored, apiDown := a.restored, a.apiErr != nil
 	lent := map[string]bool{}
 	evicting := map[string]bool{}
 	for u, l := range a.leases {
@@ -413,9 +459,18 @@ func (a *Agent) keepRules(ctx context.Context) {
 		return
 	}
 	rules := a.ownedRules()
-	for uuid, ref := range a.devices() {
+	devs := a.devices()
+	seen := a.seenGPUs()
+	keep := map[string]bool{}
+	for uuid, ref := range devs {
 		r := rules[a.ruleName(ref)]
+		if evicting[uuid] {
+			keep[a.ruleName(ref)] = true
+		}
 		switch {
+		case seen != nil && !seen[uuid]:
+			// Not a GPU proxyd sees: it neither mines nor lends it, so
+			// it taints it not (a rule it had goes below).
 		case evicting[uuid]:
 			// Its rule is the eviction's (None, then NoExecute): Stop
 			// owns it until the eviction ends one way or the other.
@@ -428,6 +483,11 @@ func (a *Agent) keepRules(ctx context.Context) {
 				a.log.Warn("cannot taint a mining GPU; retrying", zap.String("gpu", uuid), zap.Error(err))
 			}
 		}
+	}
+	if !apiDown {
+		// The cache may be stale while the API server does not answer:
+		// no rule is judged by it.
+		a.removeStale(ctx, rules, devs, seen, keep)
 	}
 }
 
@@ -463,6 +523,9 @@ func (a *Agent) ensureRuleEffect(ctx context.Context, uuid string, ref deviceRef
 	var err error = apierrors.NewAlreadyExists(resourcev1.Resource("devicetaintrules"), want.Name)
 	if effect != resourcev1.DeviceTaintEffectNoExecute {
 		got, err = a.o.Client.createRule(ctx, want)
+		if !apierrors.IsAlreadyExists(err) {
+			a.metrics.write(opCreate, err) // there already: read and updated below
+		}
 	}
 	if err == nil {
 		if effect == resourcev1.DeviceTaintEffectNoSchedule {
@@ -491,6 +554,7 @@ func (a *Agent) ensureRuleEffect(ctx context.Context, uuid string, ref deviceRef
 	}
 	have.Spec = want.Spec
 	got, err = a.o.Client.updateRule(ctx, have)
+	a.metrics.write(opUpdate, err)
 	if err != nil {
 		return nil, fmt.Errorf("updating DeviceTaintRule %s to effect %s: %w", want.Name, effect, err)
 	}
@@ -504,8 +568,10 @@ func (a *Agent) deleteRule(ctx context.Context, name string) error {
 	defer cancel()
 	err := a.o.Client.deleteRule(ctx, name)
 	if err != nil && !apierrors.IsNotFound(err) {
+		a.metrics.write(opDelete, err)
 		return fmt.Errorf("deleting DeviceTaintRule %s: %w", name, err)
 	}
+	a.metrics.write(opDelete, nil)
 	return nil
 }
 

@@ -30,9 +30,16 @@
 // The rules are the agent's only persistent state besides the switcher's
 // own file: after a restart, the switcher's known handles say which GPUs
 // are lent (List), and every other mapped GPU gets its rule back before
-// anything else happens. Rules of other owners (NVIDIA's gpu.nvidia.com
+// anything else happens. A rule of proxyd's on this node that stands for
+// no GPU (its device no longer published for the node, or no GPU that
+// Options.GPUs lists) is deleted once it has done so on every look for
+// StaleRuleGrace, judged only on synced caches, after List and while the
+// API server answers (stale.go). Rules of other owners (NVIDIA's gpu.nvidia.com
 // keys, an operator's) are never listed, changed or deleted: the agent
 // only touches objects with its label and name prefix.
+//
+// Its Prometheus series (metrics.go) go to Options.Metrics, a Registerer
+// the caller owns.
 //
 // It knows nothing of the config file or the daemon: internal/components
 // builds it from [switcher.kubernetes], registers Runtime as the kind Kind

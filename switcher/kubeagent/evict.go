@@ -133,6 +133,7 @@ func (a *Agent) evict(ctx context.Context, uuid string, ref deviceRef, held []st
 	if now.Before(le.evictAgain) {
 		again := le.evictAgain
 		a.mu.Unlock()
+		a.metrics.evictions.WithLabelValues(evictDeferred).Inc()
 		return fmt.Errorf("GPU %s: claim(s) %s hold it and the last eviction failed; the next one is not before %s: %w",
 			uuid, strings.Join(held, ", "), again.UTC().Format(time.RFC3339), ErrEvictionFailed)
 	}
@@ -190,6 +191,7 @@ func (a *Agent) evict(ctx context.Context, uuid string, ref deviceRef, held []st
 		zap.Duration("took", took), logkeep.Field())
 	note := fmt.Sprintf("evicted claim(s) %s from GPU %s (device %s) for mining in %s (%s): tainted %s=%s:NoSchedule, mining resumes",
 		strings.Join(held, ", "), uuid, ref, took, msg, TaintKey, TaintValue)
+	a.metrics.evictions.WithLabelValues(evictEvicted).Inc()
 	a.o.Journal(uuid, "evicted_for_mining", note)
 	a.event(ctx, "GPUEvicted", "Evict", note)
 	return nil
@@ -308,6 +310,7 @@ func (a *Agent) evictFailed(ctx context.Context, uuid string, ref deviceRef, hel
 	} else {
 		a.log.Warn(msg, fields...)
 	}
+	a.metrics.evictions.WithLabelValues(evictFailedR).Inc()
 	a.o.Journal(uuid, "eviction_failed", msg)
 	a.event(cctx, "EvictionFailed", "Untaint", msg)
 	return fmt.Errorf("GPU %s: %s: %w", uuid, why, ErrEvictionFailed)
