@@ -491,9 +491,12 @@ func (a *Agent) keepRules(ctx context.Context) {
 	}
 }
 
+// sameTaint reports whether have taints what want taints, the way want
+// does, and names the same GPU (LabelGPU: a device whose GPU was swapped
+// keeps its rule's name but gets the new UUID's label).
 func sameTaint(have, want *resourcev1.DeviceTaintRule) bool {
 	h, w := have.Spec, want.Spec
-	return h.Taint.Key == w.Taint.Key && h.Taint.Value == w.Taint.Value && h.Taint.Effect == w.Taint.Effect &&
+	return have.Labels[LabelGPU] == want.Labels[LabelGPU] && h.Taint.Key == w.Taint.Key && h.Taint.Value == w.Taint.Value && h.Taint.Effect == w.Taint.Effect &&
 		h.DeviceSelector != nil && ptrEq(h.DeviceSelector.Driver, w.DeviceSelector.Driver) &&
 		ptrEq(h.DeviceSelector.Pool, w.DeviceSelector.Pool) && ptrEq(h.DeviceSelector.Device, w.DeviceSelector.Device)
 }
@@ -553,6 +556,10 @@ func (a *Agent) ensureRuleEffect(ctx context.Context, uuid string, ref deviceRef
 		return have, nil
 	}
 	have.Spec = want.Spec
+	if have.Labels == nil {
+		have.Labels = map[string]string{}
+	}
+	have.Labels[LabelGPU] = want.Labels[LabelGPU]
 	got, err = a.o.Client.updateRule(ctx, have)
 	a.metrics.write(opUpdate, err)
 	if err != nil {

@@ -252,3 +252,37 @@ func TestStaleClaims(t *testing.T) {
 		t.Errorf("stale claims %v, want only ai/old", got)
 	}
 }
+
+// A rule is up to date only when it taints the right device the right way
+// and names the GPU now on that device: a swapped GPU (same device name,
+// new UUID) gets its rule rewritten, not left with the old UUID's label.
+func TestSameTaint(t *testing.T) {
+	a := &Agent{o: Options{Node: "node-1"}}
+	ref := deviceRef{Driver: "gpu.nvidia.com", Pool: "node-1", Device: "gpu-0"}
+	want := a.rule("GPU-aaaa", ref)
+	tests := []struct {
+		name   string
+		change func(r *resourcev1.DeviceTaintRule)
+		same   bool
+	}{
+		{"as written", func(*resourcev1.DeviceTaintRule) {}, true},
+		{"another owner's extra label", func(r *resourcev1.DeviceTaintRule) { r.Labels["team"] = "ops" }, true},
+		{"the GPU was swapped", func(r *resourcev1.DeviceTaintRule) { r.Labels[LabelGPU] = "GPU-bbbb" }, false},
+		{"no GPU label", func(r *resourcev1.DeviceTaintRule) { delete(r.Labels, LabelGPU) }, false},
+		{"effect None (a dry run left over)", func(r *resourcev1.DeviceTaintRule) {
+			r.Spec.Taint.Effect = resourcev1.DeviceTaintEffectNone
+		}, false},
+		{"another device", func(r *resourcev1.DeviceTaintRule) { d := "gpu-1"; r.Spec.DeviceSelector.Device = &d }, false},
+		{"no selector", func(r *resourcev1.DeviceTaintRule) { r.Spec.DeviceSelector = nil }, false},
+		{"another key", func(r *resourcev1.DeviceTaintRule) { r.Spec.Taint.Key = "example.com/other" }, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			have := a.rule("GPU-aaaa", ref)
+			tc.change(have)
+			if got := sameTaint(have, want); got != tc.same {
+				t.Fatalf("sameTaint = %v, want %v", got, tc.same)
+			}
+		})
+	}
+}
