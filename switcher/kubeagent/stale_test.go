@@ -14,7 +14,7 @@ import (
 func ownedRule(name, uuid, device string) *resourcev1.DeviceTaintRule {
 	d, p, dev := "gpu.nvidia.com", "n1", device
 	return &resourcev1.DeviceTaintRule{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelManagedBy: ManagedByValue, LabelNode: "n1", LabelGPU: uuid}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelManagedBy: ManagedByValue, LabelNode: "n1", LabelGPU: labelValue(validRuleName(uuid))}}, // as Agent.rule writes it,
 		Spec: resourcev1.DeviceTaintRuleSpec{DeviceSelector: &resourcev1.DeviceTaintSelector{Driver: &d, Pool: &p, Device: &dev},
 			Taint: resourcev1.DeviceTaint{Key: TaintKey, Value: TaintValue, Effect: resourcev1.DeviceTaintEffectNoSchedule}},
 	}
