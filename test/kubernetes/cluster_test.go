@@ -414,12 +414,18 @@ func (p *proxyd) logs() string {
 	return tail(strings.Join(p.lines, "\n"), 20000)
 }
 
-func (p *proxyd) get(path string) (int, string) {
-	req, err := http.NewRequest("GET", p.base+path, nil)
+func (p *proxyd) get(path string) (int, string) { return p.do(http.MethodGet, path, "") }
+
+// do sends a request to proxyd's API; all but a GET carry body as JSON.
+func (p *proxyd) do(method, path, body string) (int, string) {
+	req, err := http.NewRequest(method, p.base+path, strings.NewReader(body))
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+apiToken)
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
@@ -429,21 +435,16 @@ func (p *proxyd) get(path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// do sends a request with a JSON body to proxyd's API.
-func (p *proxyd) do(method, path, body string) (int, string) {
-	req, err := http.NewRequest(method, p.base+path, strings.NewReader(body))
-	if err != nil {
-		p.t.Fatal(err)
+// getJSON GETs path, wants 200 and decodes the answer into v.
+func (p *proxyd) getJSON(path string, v any) {
+	p.t.Helper()
+	code, body := p.get(path)
+	if code != 200 {
+		p.t.Fatalf("GET %s: %d %s", path, code, body)
 	}
-	req.Header.Set("Authorization", "Bearer "+apiToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err.Error()
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		p.t.Fatalf("GET %s: %v", path, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // waitFor polls cond every 50 ms until it holds or within passes.
@@ -476,16 +477,10 @@ type gpuView struct {
 
 func (p *proxyd) gpus() []gpuView {
 	p.t.Helper()
-	code, body := p.get("/api/v1/gpus")
-	if code != 200 {
-		p.t.Fatalf("GET /api/v1/gpus: %d %s", code, body)
-	}
 	var v struct {
 		GPUs []gpuView `json:"gpus"`
 	}
-	if err := json.Unmarshal([]byte(body), &v); err != nil {
-		p.t.Fatalf("GET /api/v1/gpus: %v", err)
-	}
+	p.getJSON("/api/v1/gpus", &v)
 	return v.GPUs
 }
 
@@ -508,40 +503,24 @@ type journalEvent struct {
 // decisions returns the switcher's decisions about a GPU with a reason.
 func (p *proxyd) decisions(gpu, reason string) []journalEvent {
 	p.t.Helper()
-	code, body := p.get("/api/v1/events?component=switcher&limit=4096")
-	if code != 200 {
-		p.t.Fatalf("GET events: %d %s", code, body)
-	}
-	var v struct {
-		Events []journalEvent `json:"events"`
-	}
-	if err := json.Unmarshal([]byte(body), &v); err != nil {
-		p.t.Fatal(err)
-	}
-	var out []journalEvent
-	for _, e := range v.Events {
-		if e.Kind == "decision" && e.Subject == gpu && e.Reason == reason {
-			out = append(out, e)
-		}
-	}
-	return out
+	return p.switcherEvents(func(e journalEvent) bool { return e.Kind == "decision" && e.Subject == gpu && e.Reason == reason })
 }
 
 func (p *proxyd) transitions(gpu string) []journalEvent {
 	p.t.Helper()
-	code, body := p.get("/api/v1/events?component=switcher&limit=4096")
-	if code != 200 {
-		p.t.Fatalf("GET events: %d %s", code, body)
-	}
+	return p.switcherEvents(func(e journalEvent) bool { return e.Kind == "transition" && e.Subject == gpu })
+}
+
+// switcherEvents returns the switcher's journal entries that keep says to.
+func (p *proxyd) switcherEvents(keep func(journalEvent) bool) []journalEvent {
+	p.t.Helper()
 	var v struct {
 		Events []journalEvent `json:"events"`
 	}
-	if err := json.Unmarshal([]byte(body), &v); err != nil {
-		p.t.Fatal(err)
-	}
+	p.getJSON("/api/v1/events?component=switcher&limit=4096", &v)
 	var out []journalEvent
 	for _, e := range v.Events {
-		if e.Kind == "transition" && e.Subject == gpu {
+		if keep(e) {
 			out = append(out, e)
 		}
 	}
