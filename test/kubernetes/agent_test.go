@@ -649,7 +649,11 @@ func evictionScenarios(t *testing.T, c *cluster, raced string) {
 		// lands on it, and its pod runs.
 		c.allocate("other", "outside", op)
 		c.podReady("other", "outside")
-		c.p.waitFor("the operator's GPU SERVING_AI", 30*time.Second, func() bool { return c.stateOf(op) == "SERVING_AI" })
+		// The first wait on proxyd's claim and pod caches since the API
+		// server came back: client-go's watches retry with a backoff that
+		// grows to 30 s (with jitter, up to a minute) while the API server
+		// is away, so the allocation and Ready may reach proxyd that late.
+		c.p.waitFor("the operator's GPU SERVING_AI", 90*time.Second, func() bool { return c.stateOf(op) == "SERVING_AI" })
 		deleted = time.Now()
 		if code, b := c.p.do(http.MethodDelete, "/api/v1/contracts/op-lend", ""); code/100 != 2 {
 			t.Fatalf("DELETE contract: %d %s", code, b)
